@@ -1,0 +1,379 @@
+"""The blueprint: what must survive, where it runs, and how fast it must come back.
+
+Everything else (beat schedule, detector, failover planner, drill targets,
+scorecard) is derived from this one declaration, so it is validated hard at
+load time: a wrong blueprint must never reach the loop that acts on it.
+All functions here are pure (no Redis, no clock unless passed in).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from continuity.config import Argv, Document, Duration, Strict, load_document, validate
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULT_BLUEPRINT = Path("ops/blueprint.yml")
+
+
+def _check_id(value: str) -> str:
+    if not ID_RE.match(value):
+        raise ValueError(f"invalid id {value!r}: use lower-case letters, digits, '-' or '_'")
+    return value
+
+
+def _hhmm(value: str) -> dt.time:
+    try:
+        hh, mm = value.split(":")
+        return dt.time(int(hh) % 24, int(mm)) if value != "24:00" else dt.time(23, 59, 59)
+    except (ValueError, AttributeError):
+        raise ValueError(f"not a time of day: {value!r} (use HH:MM, UTC)") from None
+
+
+class ContactWindow(Strict):
+    """A span of the day (UTC) in which a satellite is expected to be in contact."""
+
+    start: str
+    end: str
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        _hhmm(v)
+        return v
+
+    def contains(self, when: dt.datetime) -> bool:
+        when = when.astimezone(dt.UTC)
+        start, end = _hhmm(self.start), _hhmm(self.end)
+        t = when.time()
+        day = WEEKDAYS[when.weekday()]
+        if start <= end:
+            return day in self.days and start <= t < end
+        # window crosses midnight: the part after midnight belongs to the previous day's window
+        if t >= start:
+            return day in self.days
+        prev = WEEKDAYS[(when.weekday() - 1) % 7]
+        return prev in self.days and t < end
+
+
+class Node(Strict):
+    kind: Literal["core", "satellite", "edge"] = "core"
+    queue: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    contact: list[ContactWindow] = Field(default_factory=list)
+    address: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _contact_only_for_intermittent(self) -> Node:
+        if self.contact and self.kind == "core":
+            raise ValueError("contact windows are for satellite/edge nodes; core nodes are always in contact")
+        return self
+
+
+class DataSource(Strict):
+    kind: Literal["directory", "sqlite", "ledger"]
+    path: str
+
+
+class Placement(Strict):
+    primary: str
+    standbys: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Placement:
+        if self.primary in self.standbys:
+            raise ValueError(f"primary {self.primary!r} is also listed as a standby")
+        if len(set(self.standbys)) != len(self.standbys):
+            raise ValueError("standbys must be distinct")
+        return self
+
+
+class Probe(Strict):
+    """How the node agent decides a local service is healthy."""
+
+    kind: Literal["process", "tcp", "http", "command", "file"]
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    argv: Argv | None = None
+    path: str | None = None
+    pidfile: str | None = None
+    max_age: Duration | None = None
+    timeout: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> Probe:
+        need = {"http": ["url"], "tcp": ["port"], "command": ["argv"], "file": ["path", "max_age"],
+                "process": ["pidfile"]}[self.kind]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} probe needs {', '.join(missing)}")
+        return self
+
+
+class Hooks(Strict):
+    start: Argv | None = None
+    stop: Argv | None = None
+    demote: Argv | None = None
+
+
+class Service(Strict):
+    tier: int = Field(ge=0, le=3)
+    rto: Duration | None = None
+    rpo: Duration | None = None
+    description: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+    data: list[DataSource] = Field(default_factory=list)
+    placement: Placement
+    probe: Probe | None = None
+    hooks: Hooks = Field(default_factory=Hooks)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class Domain(Strict):
+    rto: Duration
+    rpo: Duration
+    description: str = ""
+    services: dict[str, Service]
+
+
+class Policy(Strict):
+    standby_required_tiers: list[int] = Field(default_factory=lambda: [0, 1])
+    heartbeat_interval: Duration = 1.0
+    lease_ttl: Duration = 3.0
+    lease_margin: Duration = 1.0
+    suspect_after: Duration = 1.5
+    dead_after: Duration = 2.5
+    failover_cooldown: Duration = 60.0
+    storm_fraction: float = Field(default=0.5, gt=0, le=1)
+    tilt_gap: Duration = 2.0
+    tilt_grace: Duration = 10.0
+
+
+class BlueprintModel(Strict):
+    version: Literal[1] = 1
+    fleet: str
+    description: str = ""
+    policy: Policy = Field(default_factory=Policy)
+    nodes: dict[str, Node]
+    domains: dict[str, Domain]
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A service with its domain's objectives resolved (what callers actually need)."""
+
+    id: str
+    domain: str
+    tier: int
+    rto: float
+    rpo: float
+    depends_on: tuple[str, ...]
+    primary: str
+    standbys: tuple[str, ...]
+    spec: Service
+
+
+class Blueprint:
+    """A validated blueprint plus everything derived from it."""
+
+    def __init__(self, model: BlueprintModel, source: str = "<memory>") -> None:
+        self.model = model
+        self.source = source
+        self.services: dict[str, ServiceView] = {}
+        for dom_id, dom in model.domains.items():
+            for sid, svc in dom.services.items():
+                self.services[sid] = ServiceView(
+                    id=sid, domain=dom_id, tier=svc.tier,
+                    rto=svc.rto if svc.rto is not None else dom.rto,
+                    rpo=svc.rpo if svc.rpo is not None else dom.rpo,
+                    depends_on=tuple(svc.depends_on), primary=svc.placement.primary,
+                    standbys=tuple(svc.placement.standbys), spec=svc,
+                )
+
+    # --- nodes -----------------------------------------------------------------
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return self.model.nodes
+
+    @property
+    def policy(self) -> Policy:
+        return self.model.policy
+
+    def queue(self, node_id: str) -> str:
+        return self.model.nodes[node_id].queue or f"node.{node_id}"
+
+    def queues(self) -> dict[str, str]:
+        return {n: self.queue(n) for n in self.model.nodes}
+
+    def in_contact(self, node_id: str, when: dt.datetime) -> bool:
+        """False inside a planned blackout: the node is expected to be silent then."""
+        node = self.model.nodes[node_id]
+        if node.kind == "core" or not node.contact:
+            return True
+        return any(w.contains(when) for w in node.contact)
+
+    # --- graph -----------------------------------------------------------------
+    def dependency_graph(self) -> dict[str, tuple[str, ...]]:
+        return {sid: s.depends_on for sid, s in self.services.items()}
+
+    def transitive_deps(self, service_id: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.services[service_id].depends_on)
+        while stack:
+            cur = stack.pop()
+            if cur not in seen:
+                seen.add(cur)
+                stack.extend(self.services[cur].depends_on)
+        return seen
+
+    def minimal_continuity_set(self) -> list[str]:
+        """Tier-0 services and everything they transitively need: what must run for the fleet to matter."""
+        keep: set[str] = set()
+        for sid, s in self.services.items():
+            if s.tier == 0:
+                keep.add(sid)
+                keep |= self.transitive_deps(sid)
+        return sorted(keep, key=lambda s: (self.services[s].tier, s))
+
+    def degradation_order(self) -> list[list[str]]:
+        """Groups of services to shed, first group first: the lowest-priority tier goes first,
+        and nothing in the minimal continuity set is ever shed."""
+        protected = set(self.minimal_continuity_set())
+        groups = []
+        for tier in (3, 2, 1):
+            group = sorted(s for s, v in self.services.items() if v.tier == tier and s not in protected)
+            if group:
+                groups.append(group)
+        return groups
+
+    def topo_order(self) -> list[str]:
+        """Dependencies before dependents (start order)."""
+        out: list[str] = []
+        done: set[str] = set()
+
+        def visit(s: str) -> None:
+            if s in done:
+                return
+            done.add(s)
+            for d in sorted(self.services[s].depends_on):
+                visit(d)
+            out.append(s)
+
+        for s in sorted(self.services):
+            visit(s)
+        return out
+
+    def services_on(self, node_id: str) -> list[str]:
+        return sorted(s for s, v in self.services.items() if v.primary == node_id)
+
+    def tier_services(self, tiers: Iterable[int]) -> list[str]:
+        ts = set(tiers)
+        return sorted(s for s, v in self.services.items() if v.tier in ts)
+
+
+def _find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def dfs(n: str) -> list[str] | None:
+        state[n] = 1
+        path.append(n)
+        for m in graph.get(n, ()):
+            if state.get(m) == 1:
+                return path[path.index(m):] + [m]
+            if m not in state:
+                found = dfs(m)
+                if found:
+                    return found
+        path.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            found = dfs(n)
+            if found:
+                return found
+    return None
+
+
+def check_semantics(doc: Document, model: BlueprintModel) -> None:
+    """Cross-reference checks pydantic cannot express; raises the first ConfigError found."""
+    for nid in model.nodes:
+        try:
+            _check_id(nid)
+        except ValueError as exc:
+            raise doc.error(("nodes", nid), str(exc)) from None
+    seen: dict[str, str] = {}
+    svc_path: dict[str, tuple[str, ...]] = {}
+    for dom_id, dom in model.domains.items():
+        for sid in dom.services:
+            base = ("domains", dom_id, "services", sid)
+            try:
+                _check_id(sid)
+            except ValueError as exc:
+                raise doc.error(base, str(exc)) from None
+            if sid in seen:
+                raise doc.error(base, f"service {sid!r} is already declared in domain {seen[sid]!r}")
+            seen[sid] = dom_id
+            svc_path[sid] = base
+    for dom in model.domains.values():
+        for sid, svc in dom.services.items():
+            base = svc_path[sid]
+            pl = svc.placement
+            if pl.primary not in model.nodes:
+                raise doc.error(base + ("placement", "primary"), f"unknown node {pl.primary!r}"
+                                f" (declared nodes: {', '.join(sorted(model.nodes))})")
+            for i, sb in enumerate(pl.standbys):
+                if sb not in model.nodes:
+                    raise doc.error(base + ("placement", "standbys", i), f"unknown node {sb!r}"
+                                    f" (declared nodes: {', '.join(sorted(model.nodes))})")
+            for i, dep in enumerate(svc.depends_on):
+                if dep not in seen:
+                    raise doc.error(base + ("depends_on", i), f"unknown service {dep!r}")
+                if dep == sid:
+                    raise doc.error(base + ("depends_on", i), "a service cannot depend on itself")
+            if svc.tier in model.policy.standby_required_tiers and not pl.standbys:
+                raise doc.error(base + ("placement",),
+                                f"tier-{svc.tier} services need at least one standby (policy.standby_required_tiers)")
+    graph = {sid: svc.depends_on for dom in model.domains.values() for sid, svc in dom.services.items()}
+    cycle = _find_cycle(graph)
+    if cycle:
+        raise doc.error(svc_path[cycle[0]] + ("depends_on",), "dependency cycle: " + " -> ".join(cycle))
+    tiers = {sid: svc.tier for dom in model.domains.values() for sid, svc in dom.services.items()}
+    for dom in model.domains.values():
+        for sid, svc in dom.services.items():
+            if svc.tier != 0:
+                continue
+            for i, dep in enumerate(svc.depends_on):
+                if tiers[dep] > 0:
+                    raise doc.error(svc_path[sid] + ("depends_on", i),
+                                    f"tier-0 service {sid!r} depends on {dep!r} of tier {tiers[dep]}: "
+                                    "a safety-critical service may only depend on tier-0 services")
+    p = model.policy
+    if p.lease_ttl <= p.heartbeat_interval:
+        raise doc.error(("policy", "lease_ttl"), "lease_ttl must be longer than heartbeat_interval")
+    if p.dead_after < p.suspect_after:
+        raise doc.error(("policy", "dead_after"), "dead_after must not be shorter than suspect_after")
+
+
+def parse_blueprint(doc: Document) -> Blueprint:
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a blueprint is a mapping with keys fleet, nodes, domains")
+    model = validate(doc, BlueprintModel)
+    check_semantics(doc, model)
+    return Blueprint(model, source=doc.file)
+
+
+def load_blueprint(path: str | Path = DEFAULT_BLUEPRINT) -> Blueprint:
+    return parse_blueprint(load_document(path))

@@ -1,0 +1,7 @@
+"""`continuity failover ...` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="failover commands", no_args_is_help=True)

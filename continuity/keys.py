@@ -1,0 +1,143 @@
+"""Every Redis key continuity uses, under one prefix, built in one place.
+
+Operators grep Redis by prefix, ACLs are granted by prefix, and a second fleet
+can share a server by changing it: so no other module spells a key by hand.
+History keys (failover records, drill records, pulse stream) never get a TTL;
+only heartbeats and leases expire, because expiry is what they mean.
+"""
+
+from __future__ import annotations
+
+import os
+
+PREFIX = os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:")
+
+
+def k(*parts: object) -> str:
+    return PREFIX + ":".join(str(p) for p in parts)
+
+
+# --- fleet / nodes -----------------------------------------------------------
+def nodes_registry() -> str:
+    """Hash node_id -> JSON {hostname, pid, started, queue} written when a worker registers."""
+    return k("nodes")
+
+
+def node_seen(node_id: str) -> str:
+    """Hash of node_id -> last seen unix time (worker registration, heartbeats, task runs)."""
+    return k("node", node_id, "seen")
+
+
+def nodes_seen() -> str:
+    """Hash node_id -> last-seen unix time (cheap single read for `status`)."""
+    return k("nodes", "seen")
+
+
+# --- pulse history -----------------------------------------------------------
+def pulse_stream() -> str:
+    return k("pulse")
+
+
+def pulse_ids() -> str:
+    """Set of event ids already in the stream: a spooled event is delivered once."""
+    return k("pulse", "ids")
+
+
+# --- heartbeats, leases, detector -------------------------------------------
+def heartbeat(node_id: str) -> str:
+    return k("hb", node_id)
+
+
+def heartbeats() -> str:
+    """Hash node_id -> latest signed heartbeat JSON (one HGETALL per sweep)."""
+    return k("hb")
+
+
+def lease(service_id: str) -> str:
+    return k("lease", service_id)
+
+
+def epoch(service_id: str) -> str:
+    return k("epoch", service_id)
+
+
+def node_state() -> str:
+    """Hash node_id -> detector classification JSON."""
+    return k("detector", "nodes")
+
+
+def detector_meta() -> str:
+    return k("detector", "meta")
+
+
+def mode() -> str:
+    """Current continuity mode: normal | degraded | critical."""
+    return k("mode")
+
+
+def route(service_id: str) -> str:
+    return k("route", service_id)
+
+
+def routes_channel() -> str:
+    return k("routes")
+
+
+def failover_record(record_id: str) -> str:
+    return k("failover", "record", record_id)
+
+
+def failover_history() -> str:
+    """Sorted set record_id by start time; records never expire."""
+    return k("failover", "history")
+
+
+def failover_pause(service_id: str | None = None) -> str:
+    return k("failover", "pause", service_id or "*all*")
+
+
+def failover_cooldown(service_id: str) -> str:
+    return k("failover", "cooldown", service_id)
+
+
+def step_done(service_id: str, epoch_value: int, step: str) -> str:
+    """Marker that a failover step's effect happened for (service, epoch): redelivery is a no-op."""
+    return k("failover", "step", service_id, epoch_value, step)
+
+
+def incidents() -> str:
+    """Hash incident_id -> JSON of open incidents (drills refuse to start while any is open)."""
+    return k("incidents")
+
+
+# --- backups -----------------------------------------------------------------
+def backup_status(set_id: str) -> str:
+    """Hash: last snapshot, last verified-restorable snapshot, their times and RPO age."""
+    return k("backup", set_id)
+
+
+def backup_done(task_key: str) -> str:
+    return k("backup", "done", task_key)
+
+
+# --- drills --------------------------------------------------------------------
+def drill_record(drill_id: str) -> str:
+    return k("drill", "record", drill_id)
+
+
+def drill_history() -> str:
+    return k("drill", "history")
+
+
+def drill_rollbacks(drill_id: str) -> str:
+    """Rollbacks registered before injection; finished on the runner's next start after a crash."""
+    return k("drill", "rollbacks", drill_id)
+
+
+def drill_pending_rollbacks() -> str:
+    return k("drill", "pending")
+
+
+# --- beat ----------------------------------------------------------------------
+def beat_prefix() -> str:
+    return k("beat") + ":"

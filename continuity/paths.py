@@ -1,0 +1,46 @@
+"""Where the project's files and runtime state live.
+
+Everything is resolved against one root ($CONTINUITY_ROOT, else the current
+directory) so that workers, beat, the CLI and tests started from elsewhere all
+agree on which ops/ files and which .continuity/ state they mean.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    return Path(os.environ.get("CONTINUITY_ROOT") or os.getcwd()).resolve()
+
+
+def state_dir() -> Path:
+    """Runtime state (redis data, pulse file, spool, routes, node sandboxes); never committed."""
+    return Path(os.environ.get("CONTINUITY_STATE") or root() / ".continuity")
+
+
+def blueprint_path() -> Path:
+    return Path(os.environ.get("CONTINUITY_BLUEPRINT") or root() / "ops" / "blueprint.yml")
+
+
+def backup_config_path() -> Path:
+    return Path(os.environ.get("CONTINUITY_BACKUP_CONFIG") or root() / "ops" / "backup" / "continuity.yml")
+
+
+def scenarios_path() -> Path:
+    return Path(os.environ.get("CONTINUITY_SCENARIOS") or root() / "ops" / "drills" / "continuity_scenarios.yaml")
+
+
+def pulse_file() -> Path:
+    return Path(os.environ.get("CONTINUITY_PULSE_FILE") or state_dir() / "pulse_history.jsonl")
+
+
+def node_dir(node_id: str) -> Path:
+    """A simulated node's private disk (its service data, local snapshots)."""
+    return state_dir() / "nodes" / node_id
+
+
+def resolve(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else root() / p

@@ -1,0 +1,275 @@
+"""The pulse history: every decision and measurement, replayable and tamper-evident.
+
+Each event goes to two places: a Redis Stream (live tail, shared by the fleet)
+and an append-only ``pulse_history.jsonl`` (fsync'd, hash-chained: every line
+carries the hash of the one before, and a head file carries the hash and count
+of the last one). Postmortems and the split-brain check are computed from this
+history, so it must be both complete and provably unedited: an edit, deletion,
+reorder or truncation breaks the chain at a line ``continuity pulse verify`` names.
+
+Redis may be briefly unreachable exactly when events matter most (a broker
+restart, a partition); such events are spooled on disk and delivered later.
+Delivery is keyed by event id (Lua: SADD then XADD), so a spooled event that
+did reach Redis before the connection dropped is not delivered twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from continuity import keys, paths
+
+PREFIX = "continuity_layer."
+GENESIS = "0" * 64
+STREAM_MAXLEN = 100_000
+
+_DELIVER = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'event', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in event.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def event_hash(event: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _read_head(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(_head_path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return {"count": 0, "hash": GENESIS}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Pulse:
+    """Writer for the pulse history (file + stream + spool). Safe across processes."""
+
+    def __init__(self, client: Any | None = None, path: Path | None = None, node: str | None = None) -> None:
+        self.client = client
+        self.path = Path(path) if path else paths.pulse_file()
+        self.spool = self.path.with_name(self.path.name + ".spool")
+        self.node = node
+        self._deliver = client.register_script(_DELIVER) if client is not None else None
+
+    def emit(self, kind: str, *, node: str | None = None, service: str | None = None,
+             epoch: int | None = None, data: dict[str, Any] | None = None,
+             event_id: str | None = None, ts: float | None = None) -> dict[str, Any]:
+        """Record one event; returns it as written (with seq, prev and hash)."""
+        if not kind.startswith(PREFIX):
+            kind = PREFIX + kind
+        event: dict[str, Any] = {
+            "id": event_id or uuid.uuid4().hex,
+            "ts": ts if ts is not None else time.time(),
+            "kind": kind,
+            "node": node if node is not None else self.node,
+            "service": service,
+            "epoch": epoch,
+            "data": data or {},
+            "host": socket.gethostname(),
+        }
+        with _locked(self.path):
+            head = _read_head(self.path)
+            event["seq"] = head["count"] + 1
+            event["prev"] = head["hash"]
+            event["hash"] = event_hash(event)
+            line = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            _write_atomic(_head_path(self.path), json.dumps({"count": event["seq"], "hash": event["hash"]}))
+        self._send(event)
+        return event
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self.client is None:
+            return
+        payload = json.dumps(event, sort_keys=True, default=str)
+        try:
+            self.flush_spool()
+            self._deliver_one(event["id"], payload)
+        except Exception:  # Redis unreachable: keep it for later, never lose it
+            with _locked(self.spool), open(self.spool, "a", encoding="utf-8") as f:
+                f.write(payload + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _deliver_one(self, event_id: str, payload: str) -> int:
+        assert self._deliver is not None
+        return int(self._deliver(keys=[keys.pulse_stream(), keys.pulse_ids()],
+                                 args=[event_id, payload, STREAM_MAXLEN]))
+
+    def flush_spool(self) -> int:
+        """Deliver spooled events in order; returns how many were newly delivered."""
+        if self.client is None or not self.spool.exists():
+            return 0
+        delivered = 0
+        with _locked(self.spool):
+            try:
+                lines = self.spool.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                return 0
+            pending = [ln for ln in lines if ln.strip()]
+            done = 0
+            try:
+                for ln in pending:
+                    try:
+                        ev = json.loads(ln)
+                    except ValueError:
+                        done += 1  # a torn line from a crash mid-write: the file copy has the event
+                        continue
+                    delivered += self._deliver_one(ev["id"], ln)
+                    done += 1
+            finally:
+                rest = pending[done:]
+                if rest:
+                    _write_atomic(self.spool, "".join(r + "\n" for r in rest))
+                else:
+                    self.spool.unlink(missing_ok=True)
+        return delivered
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    count: int
+    bad_line: int | None = None
+    bad_id: str | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "count": self.count, "bad_line": self.bad_line,
+                "bad_id": self.bad_id, "reason": self.reason}
+
+
+def verify_file(path: Path | None = None) -> VerifyResult:
+    """Walk the chain; the first line whose hash, link or sequence is wrong is reported."""
+    path = Path(path) if path else paths.pulse_file()
+    prev = GENESIS
+    count = 0
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        head = _read_head(path)
+        if head["count"]:
+            return VerifyResult(False, 0, 1, None, f"history file missing but head records {head['count']} events")
+        return VerifyResult(True, 0)
+    with fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.endswith("\n"):
+                return VerifyResult(False, count, lineno, None, "last line is incomplete (truncated write)")
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                return VerifyResult(False, count, lineno, None, "not valid JSON")
+            eid = ev.get("id") if isinstance(ev, dict) else None
+            if not isinstance(ev, dict) or "hash" not in ev:
+                return VerifyResult(False, count, lineno, eid, "not a pulse event")
+            if ev["hash"] != event_hash(ev):
+                return VerifyResult(False, count, lineno, eid, "content does not match its hash (edited)")
+            if ev.get("prev") != prev:
+                return VerifyResult(False, count, lineno, eid,
+                                    "does not follow the previous event (deleted or reordered lines before it)")
+            if ev.get("seq") != count + 1:
+                return VerifyResult(False, count, lineno, eid,
+                                    f"sequence {ev.get('seq')} where {count + 1} was expected")
+            prev = ev["hash"]
+            count += 1
+    head = _read_head(path)
+    if head["count"] != count or (count and head["hash"] != prev):
+        return VerifyResult(False, count, count + 1, None,
+                            f"history ends at event {count} but the head records {head['count']} events"
+                            " (lines removed from the end)")
+    return VerifyResult(True, count)
+
+
+def read_events(path: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Events from the file, oldest first; unparsable lines are skipped (verify reports them)."""
+    path = Path(path) if path else paths.pulse_file()
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict):
+                yield ev
+
+
+def stream_events(client: Any, count: int = 100, after: str = "-") -> list[tuple[str, dict[str, Any]]]:
+    """The newest ``count`` events from the Redis Stream as (stream id, event)."""
+    out = []
+    for sid, fields in client.xrevrange(keys.pulse_stream(), count=count):
+        try:
+            out.append((sid, json.loads(fields["event"])))
+        except (KeyError, ValueError):
+            continue
+    out.reverse()
+    return out
+
+
+_default: Pulse | None = None
+
+
+def default() -> Pulse:
+    """Process-wide writer bound to $CONTINUITY_REDIS_URL (file-only if none is set)."""
+    global _default
+    if _default is None:
+        client = None
+        if os.environ.get("CONTINUITY_REDIS_URL"):
+            from continuity.redisd import connect
+
+            client = connect(socket_timeout=2)
+        _default = Pulse(client=client, node=os.environ.get("CONTINUITY_NODE"))
+    return _default
+
+
+def emit(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return default().emit(kind, **kwargs)

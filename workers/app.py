@@ -1,0 +1,99 @@
+"""The Celery application and the settings continuity depends on.
+
+Each setting below is here for a failure mode seen in the field: late acks and
+reject-on-lost so a killed worker's task is redelivered (effects are keyed, so
+redelivery is a no-op), prefetch 1 so a node does not hoard work it may never
+run, JSON only so no pickle ever crosses the wire, events on so Flower sees
+tasks still queued for an offline satellite.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from continuity import paths
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.errors import ContinuityError
+
+CONTROL_QUEUE = "continuity.control"
+# Longer than any countdown we use, far shorter than Redis's 1 h default, so a task lost
+# with an unacked message comes back in minutes, not an hour.
+VISIBILITY_TIMEOUT = int(os.environ.get("CONTINUITY_VISIBILITY_TIMEOUT", "600"))
+
+TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills"]
+
+
+def broker_url() -> str:
+    url = os.environ.get("CONTINUITY_REDIS_URL")
+    if not url:
+        # importing the app must not fail (Flower, `celery inspect`); connecting will say what is wrong
+        return "redis://127.0.0.1:1/0"
+    return url
+
+
+def fleet_blueprint() -> Blueprint | None:
+    try:
+        return load_blueprint(paths.blueprint_path())
+    except ContinuityError:
+        return None
+
+
+def build_queues(bp: Blueprint | None) -> list[Queue]:
+    queues = [Queue(CONTROL_QUEUE, Exchange(CONTROL_QUEUE, type="direct"), routing_key=CONTROL_QUEUE)]
+    if bp is not None:
+        for q in bp.queues().values():
+            queues.append(Queue(q, Exchange(q, type="direct"), routing_key=q))
+    return queues
+
+
+def make_app() -> Celery:
+    url = broker_url()
+    app = Celery("continuity", broker=url, backend=url, include=[m for m in TASK_MODULES if _exists(m)])
+    bp = fleet_blueprint()
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_time_limit=600,
+        task_soft_time_limit=540,
+        result_expires=7 * 24 * 3600,
+        result_extended=True,
+        task_default_queue=CONTROL_QUEUE,
+        task_queues=build_queues(bp),
+        task_create_missing_queues=False,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        worker_hijack_root_logger=False,
+        worker_disable_rate_limits=True,
+        timezone="UTC",
+        enable_utc=True,
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=url,
+        redbeat_key_prefix=os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:") + "beat:",
+        # takeover within a minute (RedBeat's default lock is 25 min)
+        redbeat_lock_timeout=int(os.environ.get("CONTINUITY_BEAT_LOCK_TIMEOUT", "30")),
+        beat_max_loop_interval=int(os.environ.get("CONTINUITY_BEAT_MAX_LOOP", "5")),
+    )
+    return app
+
+
+def _exists(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+app = make_app()
