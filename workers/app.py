@@ -80,9 +80,9 @@ def make_app() -> Celery:
         worker_disable_rate_limits=True,
         timezone="UTC",
         enable_utc=True,
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="workers.beat:ContinuityScheduler",
         redbeat_redis_url=url,
-        redbeat_key_prefix=os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:") + "beat:",
+        redbeat_key_prefix=os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:") + "beat",
         # takeover within a minute (RedBeat's default lock is 25 min)
         redbeat_lock_timeout=int(os.environ.get("CONTINUITY_BEAT_LOCK_TIMEOUT", "30")),
         beat_max_loop_interval=int(os.environ.get("CONTINUITY_BEAT_MAX_LOOP", "5")),

@@ -1,0 +1,187 @@
+"""The embedded default: the whole fleet on one machine with one command.
+
+``continuity up`` starts a private redis-server (unless $CONTINUITY_REDIS_URL
+names one), one worker per blueprint node, beat and Flower, and supervises
+them as child process groups. Stopping (Ctrl-C, SIGTERM) tears every group
+down, so nothing is left orphaned to confuse the next run. No Celery import
+here: children are separate processes, exactly as on a real fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from continuity import paths
+from continuity.blueprint import Blueprint
+from continuity.errors import ContinuityError
+from continuity.redisd import RedisServer, redis_url
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(preferred: int) -> int:
+    if port_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as fh:
+            self.popen = subprocess.Popen(self.argv, env=env, cwd=paths.root(), stdout=fh, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Runtime:
+    """Supervisor for the embedded fleet."""
+
+    blueprint: Blueprint
+    flower_port: int = 5555
+    concurrency: int = 2
+    redis: RedisServer | None = None
+    url: str = ""
+    flower_url: str = ""
+    children: list[Child] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        state = paths.state_dir()
+        state.mkdir(parents=True, exist_ok=True)
+        self.url = redis_url() or ""
+        if not self.url:
+            port = int(os.environ.get("CONTINUITY_REDIS_PORT", "0")) or 0
+            self.redis = RedisServer(state / "redis", port=port, appendonly=True).start()
+            self.url = self.redis.url
+        self.env = dict(os.environ)
+        self.env.update({"CONTINUITY_REDIS_URL": self.url, "CONTINUITY_ROOT": str(paths.root()),
+                         "CONTINUITY_STATE": str(state), "PYTHONUNBUFFERED": "1"})
+        _prepare_node_keys(self.blueprint, self.env)
+        py = sys.executable
+        logs = state / "logs"
+        for node in sorted(self.blueprint.nodes):
+            self.children.append(Child(f"worker:{node}", [py, "-m", "continuity", "worker", "--node", node,
+                                                          "--concurrency", str(self.concurrency)],
+                                       logs / f"worker-{node}.log"))
+        self.children.append(Child("beat", [py, "-m", "continuity", "beat"], logs / "beat.log"))
+        fport = pick_port(self.flower_port)
+        self.flower_url = f"http://127.0.0.1:{fport}"
+        flower_argv = [py, "-m", "celery", "-A", "workers.app", "flower", "--address=127.0.0.1",
+                       f"--port={fport}", "--persistent=False"]
+        auth = os.environ.get("CONTINUITY_FLOWER_AUTH")  # user:password
+        if auth:
+            flower_argv.append(f"--basic-auth={auth}")
+        else:
+            # loopback only, so the embedded default needs no credentials to read the API
+            self.env["FLOWER_UNAUTHENTICATED_API"] = "true"
+        self.children.append(Child("flower", flower_argv, logs / "flower.log"))
+        for child in self.children:
+            child.start(self.env)
+
+    def supervise_once(self) -> list[str]:
+        """Restart any child that died (a crashed worker is a node back from the dead); names restarted."""
+        restarted = []
+        for child in self.children:
+            if child.popen is not None and not child.alive():
+                child.restarts += 1
+                child.start(self.env)
+                restarted.append(child.name)
+        return restarted
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for child in self.children:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            if child.popen is None:
+                continue
+            try:
+                child.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            child.signal_group(signal.SIGKILL)  # also reaps grandchildren (pool processes, service hooks)
+            try:
+                child.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_services(self.env)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _prepare_node_keys(bp: Blueprint, env: dict[str, str]) -> None:
+    """Give every simulated node its own heartbeat signing key (kept on disk, never in Redis)."""
+    try:
+        from continuity.detect.heartbeat import ensure_node_key
+    except ImportError:
+        return
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        for node in bp.nodes:
+            ensure_node_key(node)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def _stop_services(env: dict[str, str]) -> None:
+    """Stop sample services the hooks started (they run in their own sessions, outliving workers)."""
+    try:
+        from continuity.sample import ledger_service
+    except ImportError:
+        return
+    stop_all = getattr(ledger_service, "stop_all", None)
+    if stop_all is None:
+        return
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        stop_all()
+    except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+        print(f"continuity: could not stop sample services: {exc}", file=sys.stderr)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def require_ok(rt: Runtime) -> None:
+    dead = [c.name for c in rt.children if not c.alive()]
+    if dead:
+        raise ContinuityError(f"failed to start: {', '.join(dead)} (see {paths.state_dir() / 'logs'})")

@@ -1,0 +1,107 @@
+"""What `continuity status` shows: one read of Redis folded into a plain report.
+
+The report is a pure function of the blueprint, a snapshot of Redis values and
+the time, so what operators see is testable without a fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from continuity import keys
+from continuity.blueprint import Blueprint
+
+SEEN_FRESH = 30.0
+
+
+@dataclass
+class RedisSnapshot:
+    registry: dict[str, str]
+    seen: dict[str, str]
+    detector: dict[str, str]
+    queue_depth: dict[str, int]
+    mode: str | None
+    routes: dict[str, str | None]
+    epochs: dict[str, str | None]
+    leases: dict[str, str | None]
+
+
+def read_snapshot(client: Any, bp: Blueprint) -> RedisSnapshot:
+    services = sorted(bp.services)
+    queues = bp.queues()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.nodes_registry())
+        pipe.hgetall(keys.nodes_seen())
+        pipe.hgetall(keys.node_state())
+        for q in queues.values():
+            pipe.llen(q)
+        pipe.get(keys.mode())
+        for s in services:
+            pipe.get(keys.route(s))
+        for s in services:
+            pipe.get(keys.epoch(s))
+        for s in services:
+            pipe.get(keys.lease(s))
+        res = pipe.execute()
+    n = len(queues)
+    m = len(services)
+    depths = dict(zip(queues.keys(), res[3:3 + n], strict=True))
+    rest = res[3 + n:]
+    mode = rest[0]
+    routes = dict(zip(services, rest[1:1 + m], strict=True))
+    epochs = dict(zip(services, rest[1 + m:1 + 2 * m], strict=True))
+    leases = dict(zip(services, rest[1 + 2 * m:1 + 3 * m], strict=True))
+    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases)
+
+
+def _json(raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def build_report(bp: Blueprint, snap: RedisSnapshot, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    when = datetime.fromtimestamp(now, UTC)
+    nodes = []
+    for nid, node in sorted(bp.nodes.items()):
+        seen = float(snap.seen[nid]) if nid in snap.seen else None
+        det = _json(snap.detector.get(nid)) or {}
+        age = (now - seen) if seen is not None else None
+        state = det.get("state") if isinstance(det, Mapping) else None
+        if not state:
+            state = "seen" if age is not None and age <= SEEN_FRESH else ("stale" if seen else "never-seen")
+        nodes.append({
+            "id": nid, "kind": node.kind, "queue": bp.queue(nid),
+            "registered": nid in snap.registry,
+            "last_seen": seen, "seen_ago": round(age, 3) if age is not None else None,
+            "seen": age is not None and age <= SEEN_FRESH,
+            "state": state, "queue_depth": snap.queue_depth.get(nid, 0),
+            "in_contact": bp.in_contact(nid, when),
+        })
+    services = []
+    for sid in bp.topo_order():
+        sv = bp.services[sid]
+        route = _json(snap.routes.get(sid)) or {}
+        lease = _json(snap.leases.get(sid)) or {}
+        epoch = snap.epochs.get(sid)
+        services.append({
+            "id": sid, "domain": sv.domain, "tier": sv.tier, "rto": sv.rto, "rpo": sv.rpo,
+            "primary": route.get("node") or sv.primary, "declared_primary": sv.primary,
+            "standbys": list(sv.standbys), "epoch": int(epoch) if epoch else 0,
+            "lease_holder": lease.get("node") if isinstance(lease, Mapping) else None,
+            "route": route or None,
+        })
+    mode = _json(snap.mode) or {"mode": "unknown"}
+    if isinstance(mode, str):
+        mode = {"mode": mode}
+    return {"fleet": bp.model.fleet, "time": now, "mode": mode, "nodes": nodes, "services": services,
+            "minimal_continuity_set": bp.minimal_continuity_set()}
