@@ -75,6 +75,57 @@ def _read_head(path: Path) -> dict[str, Any]:
         return {"count": 0, "hash": GENESIS}
 
 
+def _chain_ok(ev: Any, head: dict[str, Any]) -> bool:
+    return (isinstance(ev, dict) and ev.get("prev") == head["hash"] and ev.get("seq") == head["count"] + 1
+            and ev.get("hash") == event_hash(ev))
+
+
+def _recover_head(path: Path) -> dict[str, Any]:
+    """The chain's true end, repairing what a crash inside :meth:`Pulse.emit` can leave behind.
+
+    A writer killed after appending its line but before updating the head
+    would otherwise make the next event reuse a sequence number and link to
+    the wrong predecessor, breaking the chain for good. The head records the
+    file size it describes: complete, chain-valid lines beyond it are adopted;
+    a torn final line beyond it (killed mid-write, so never acknowledged) is
+    cut off. Anything else (a file shorter than the head, an edited line) is
+    left alone for ``verify`` to report: repair must never hide tampering.
+    Called with the file lock held.
+    """
+    head = _read_head(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return head
+    if "size" in head:
+        start = int(head["size"])
+        if size <= start:
+            return head
+    else:  # no head (or one from before sizes were recorded): rebuild it from the whole file
+        head, start = {"count": 0, "hash": GENESIS}, 0
+    with open(path, "rb+") as f:
+        f.seek(start)
+        *complete, torn = f.read().split(b"\n")
+        pos, adopted_all = start, True
+        for raw in complete:
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                ev = None
+            if not _chain_ok(ev, head):
+                adopted_all = False
+                break
+            pos += len(raw) + 1
+            head = {"count": ev["seq"], "hash": ev["hash"]}
+        if adopted_all and torn:
+            f.truncate(pos)
+            f.flush()
+            os.fsync(f.fileno())
+    head["size"] = pos
+    _write_atomic(_head_path(path), json.dumps(head))
+    return head
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -111,16 +162,18 @@ class Pulse:
             "host": socket.gethostname(),
         }
         with _locked(self.path):
-            head = _read_head(self.path)
+            head = _recover_head(self.path)
             event["seq"] = head["count"] + 1
             event["prev"] = head["hash"]
             event["hash"] = event_hash(event)
             line = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str) + "\n"
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
+            with open(self.path, "ab") as f:
+                f.write(line.encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
-            _write_atomic(_head_path(self.path), json.dumps({"count": event["seq"], "hash": event["hash"]}))
+                size = f.tell()
+            _write_atomic(_head_path(self.path),
+                          json.dumps({"count": event["seq"], "hash": event["hash"], "size": size}))
         self._send(event)
         return event
 
@@ -190,20 +243,22 @@ def verify_file(path: Path | None = None) -> VerifyResult:
     path = Path(path) if path else paths.pulse_file()
     prev = GENESIS
     count = 0
+    head = _read_head(path)
+    at_head = GENESIS
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, "rb")
     except FileNotFoundError:
-        head = _read_head(path)
         if head["count"]:
             return VerifyResult(False, 0, 1, None, f"history file missing but head records {head['count']} events")
         return VerifyResult(True, 0)
     with fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.endswith("\n"):
-                return VerifyResult(False, count, lineno, None, "last line is incomplete (truncated write)")
+            if not line.endswith(b"\n"):
+                return VerifyResult(False, count, lineno, None,
+                                    "last line is incomplete (the file was cut, or a write was interrupted)")
             try:
                 ev = json.loads(line)
-            except ValueError:
+            except ValueError:  # includes bytes that are not UTF-8
                 return VerifyResult(False, count, lineno, None, "not valid JSON")
             eid = ev.get("id") if isinstance(ev, dict) else None
             if not isinstance(ev, dict) or "hash" not in ev:
@@ -218,29 +273,61 @@ def verify_file(path: Path | None = None) -> VerifyResult:
                                     f"sequence {ev.get('seq')} where {count + 1} was expected")
             prev = ev["hash"]
             count += 1
-    head = _read_head(path)
-    if head["count"] != count or (count and head["hash"] != prev):
+            if count == head["count"]:
+                at_head = prev
+    if count < head["count"]:
         return VerifyResult(False, count, count + 1, None,
                             f"history ends at event {count} but the head records {head['count']} events"
                             " (lines removed from the end)")
+    if head["count"] and at_head != head["hash"]:
+        return VerifyResult(False, count, head["count"], None,
+                            f"event {head['count']} does not match the hash the head recorded (history rewritten)")
+    # more events than the head knows: a writer died between appending and updating the head; the chain
+    # itself is intact and the next emit moves the head forward
     return VerifyResult(True, count)
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        ev = json.loads(raw)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
 
 
 def read_events(path: Path | None = None) -> Iterator[dict[str, Any]]:
     """Events from the file, oldest first; unparsable lines are skipped (verify reports them)."""
     path = Path(path) if path else paths.pulse_file()
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, "rb")
     except FileNotFoundError:
         return
     with fh:
-        for line in fh:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict):
+        for raw in fh:
+            ev = _parse_line(raw)
+            if ev is not None:
                 yield ev
+
+
+def read_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events written after byte ``offset``, and the offset to continue from.
+
+    A line still being written has no newline yet; it is left for the next call
+    so a follower never prints half an event. A file shorter than ``offset``
+    was replaced, so reading restarts at its beginning.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], 0
+    end = data.rfind(b"\n") + 1
+    events = [ev for raw in data[:end].split(b"\n") if raw and (ev := _parse_line(raw)) is not None]
+    return events, offset + end
 
 
 def stream_events(client: Any, count: int = 100, after: str = "-") -> list[tuple[str, dict[str, Any]]]:
