@@ -141,3 +141,19 @@ def drill_pending_rollbacks() -> str:
 # --- beat ----------------------------------------------------------------------
 def beat_prefix() -> str:
     return k("beat") + ":"
+
+
+def drill_active() -> str:
+    """The running drill's id, with a short TTL the runner keeps extending: a dead runner's lock lapses."""
+    return k("drill", "active")
+
+
+def drill_link(node_id: str) -> str:
+    """Hash: status of the node's Redis-link proxy (listen, upstream, applied delay, drop), refreshed live."""
+    return k("drill", "link", node_id)
+
+
+def drill_link_fault(node_id: str) -> str:
+    """JSON fault the node's link proxy must apply ({delay_ms, jitter_ms, drop}); its TTL is a dead-man switch."""
+    return k("drill", "link", node_id, "fault")
+
