@@ -1,0 +1,97 @@
+"""S3-compatible object storage via boto3.
+
+A PUT is atomic (readers see the whole object or none) and durable when it
+returns, which is exactly what the repository's write order needs; there is
+no rename, so objects are written straight under their content-derived names.
+The endpoint comes from boto3's own ``AWS_ENDPOINT_URL`` (MinIO, moto, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+from continuity.backup.storage.base import Backend, NotFound
+
+
+class S3Backend(Backend):
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16),
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Backend:
+        u = urlparse(url)
+        if not u.netloc:
+            raise ValueError(f"S3 URL needs a bucket: {url!r}")
+        return cls(u.netloc, u.path)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _get(self, name: str, rng: str | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            kw = {"Range": rng} if rng else {}
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(name), **kw)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise NotFound(name) from None
+            raise
+
+    def read(self, name: str) -> bytes:
+        return self._get(name)
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        return self._get(name, f"bytes={offset}-{offset + length - 1}")
+
+    def write(self, name: str, data: bytes | bytearray | memoryview, *, sync: bool = True) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=bytes(data))
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        from botocore.exceptions import ClientError
+
+        full = self._key(prefix).rstrip("/") + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:], int(obj["Size"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                return
+            raise
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+
+    def exists(self, name: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return False
+            raise
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
