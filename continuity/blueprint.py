@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from continuity.config import Argv, Document, Duration, Strict, load_document, validate
+from continuity.errors import ConfigError
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -127,7 +128,7 @@ class Hooks(Strict):
 
 
 class Service(Strict):
-    tier: int = Field(ge=0, le=3)
+    tier: int = Field(ge=0, le=3, strict=True)  # strict: `tier: "1"` or `tier: yes` is a typo, not a tier
     rto: Duration | None = None
     rpo: Duration | None = None
     description: str = ""
@@ -368,8 +369,10 @@ def check_semantics(doc: Document, model: BlueprintModel) -> None:
 
 
 def parse_blueprint(doc: Document) -> Blueprint:
+    if not doc.lines:  # empty, or nothing but comments
+        raise ConfigError(doc.file, 1, "", "the file is empty; a blueprint needs fleet, nodes and domains")
     if not isinstance(doc.data, dict):
-        raise doc.error((), "a blueprint is a mapping with keys fleet, nodes, domains")
+        raise doc.error((), f"a blueprint is a mapping with keys fleet, nodes, domains, not {type(doc.data).__name__}")
     model = validate(doc, BlueprintModel)
     check_semantics(doc, model)
     return Blueprint(model, source=doc.file)

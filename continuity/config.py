@@ -95,6 +95,10 @@ def parse_text(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
+        ctx = exc.context_mark
+        if exc.problem and exc.context and ctx is not None and ctx.line + 1 != line:
+            # an unclosed bracket or quote is found lines later: name where it was opened too
+            problem += f" ({exc.context} on line {ctx.line + 1})"
         raise ConfigError(file, line, "", f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, None, "", f"YAML error: {exc}") from None
@@ -122,36 +126,84 @@ def load_document(path: str | Path) -> Document:
     return parse_text(text, str(p))
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"less_than_equal": ("at most", "le"), "less_than": ("less than", "lt"),
+           "greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt")}
+
+
 def _message(err: dict[str, Any]) -> str:
+    """pydantic's wording rewritten for someone editing YAML: what was expected and what was found."""
     kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         return f"unknown key {str(err['loc'][-1])!r}"
     if kind == "missing":
         return f"required key {str(err['loc'][-1])!r} is missing"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_describe(err.get('input'))}"
+    if kind in _BOUNDS and _BOUNDS[kind][1] in ctx:
+        words, bound = _BOUNDS[kind]
+        return f"must be {words} {ctx[bound]}, got {_describe(err.get('input'))}"
+    if kind == "literal_error" and "expected" in ctx:
+        return f"must be one of {ctx['expected']}, got {_describe(err.get('input'))}"
     msg = str(err.get("msg", "invalid value"))
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return msg
 
 
-def _clean_loc(loc: Iterable[Any]) -> KeyPath:
-    # pydantic inserts union/tag names ("function-after[...]", "ProbeHttp") into locations; drop them
+def _tag_like(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or "(" in part or part[:1].isupper())
+
+
+def _clean_loc(loc: Iterable[Any], data: Any = None) -> KeyPath:
+    """The error location as a path through the document.
+
+    pydantic inserts union and validator names ("function-after[...]", "int",
+    "ProbeHttp") into locations. A part that names a key or index actually
+    present in the data is always kept (so a user's key "Zone" survives);
+    below a scalar everything is such a tag; elsewhere an absent part is kept
+    (a missing required key) unless it looks like a type name.
+    """
     out: list[str | int] = []
+    cur = data
     for part in loc:
-        if isinstance(part, str) and ("[" in part or "(" in part or part[:1].isupper()):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        elif (cur is not None and not isinstance(cur, dict | list)) or _tag_like(part):
             continue
+        else:
+            cur = None
         out.append(part)
     return tuple(out)
 
 
 def validate(doc: Document, model: type[M], data: Any | None = None) -> M:
     """Validate ``doc.data`` against ``model``; the first error (in file order) becomes a ConfigError."""
+    payload = doc.data if data is None else data
     try:
-        return model.model_validate(doc.data if data is None else data)
+        return model.model_validate(payload)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
-            loc = _clean_loc(err["loc"])
+            loc = _clean_loc(err["loc"], payload)
             if err.get("type") == "missing":
                 where = doc.line_of(loc[:-1])
             else:
