@@ -11,6 +11,7 @@ schedule its jobs.
 from __future__ import annotations
 
 import importlib
+import os
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from continuity.blueprint import Blueprint, load_blueprint
 
 log = logging.getLogger(__name__)
 
-PING_INTERVAL = 10.0
+PING_INTERVAL = float(os.environ.get("CONTINUITY_PING_INTERVAL", "10"))
 # A new entry's first run is due at once (celery would otherwise wait one interval);
 # an entry already in Redis keeps its recorded last run, so restarts do not re-run it.
 NEVER_RUN = datetime(2000, 1, 1, tzinfo=UTC)

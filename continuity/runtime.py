@@ -35,7 +35,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def pick_port(preferred: int) -> int:
-    if port_free(preferred):
+    if preferred and port_free(preferred):
         return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

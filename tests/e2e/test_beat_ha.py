@@ -1,0 +1,39 @@
+"""Two beats: the second is a hot standby; after the first is killed the schedule goes on, never doubled."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from continuity import keys
+from tests.helpers import continuity_cmd, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _pings(rds) -> list[dict]:
+    events = [json.loads(f["event"]) for _, f in rds.xrange(keys.pulse_stream())]
+    return [e for e in events if e["kind"] == "continuity_layer.node.ping" and e["data"]["target"] == "core-a"]
+
+
+def test_standby_beat_takes_over_without_double_runs(spawn, start_worker, worker_env, rds) -> None:
+    env = dict(worker_env, CONTINUITY_PING_INTERVAL="1", CONTINUITY_BEAT_LOCK_TIMEOUT="5",
+               CONTINUITY_BEAT_MAX_LOOP="1")
+    start_worker("core-a", env=env)
+    beat_a = spawn(continuity_cmd("beat"), env, "beat-a")
+    wait_for(lambda: len(_pings(rds)) >= 2, timeout=30, what="beat A scheduling pings")
+    beat_b = spawn(continuity_cmd("beat"), env, "beat-b")
+    wait_for(lambda: "Acquiring lock" in beat_b.output() or "beat: Starting" in beat_b.output(), timeout=30,
+             what="beat B started as standby")
+    before_kill = len(_pings(rds))
+    beat_a.kill9()
+    # the standby takes the lock once A's lease runs out and carries on
+    wait_for(lambda: "Acquired lock" in beat_b.output(), timeout=30, what="beat B acquiring the lock")
+    wait_for(lambda: len(_pings(rds)) >= before_kill + 3, timeout=30, what="pings continuing after takeover")
+    pings = _pings(rds)
+    dues = Counter(round(e["data"]["due"], 3) for e in pings)
+    doubled = {d: n for d, n in dues.items() if n > 1}
+    assert not doubled, f"entries ran twice for one due time: {doubled}"
+    assert all(e["data"]["correct"] for e in pings)

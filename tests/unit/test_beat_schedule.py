@@ -1,0 +1,49 @@
+"""The beat schedule is derived from ops/: per-node queues, expires everywhere, tiers shed when degraded."""
+
+from __future__ import annotations
+
+import beat_schedule
+from continuity.beatplan import should_skip
+from continuity.blueprint import load_blueprint
+from tests.helpers import ROOT
+
+
+def test_every_entry_has_queue_and_expires() -> None:
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    schedule = beat_schedule.build_schedule(bp)
+    assert schedule
+    for name, entry in schedule.items():
+        assert entry["options"]["queue"], name
+        assert entry["options"]["expires"] > 0, name
+
+
+def test_one_ping_per_node_on_its_own_queue() -> None:
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    pings = beat_schedule.ping_entries(bp)
+    assert {e["args"][0] for e in pings.values()} == set(bp.nodes)
+    for entry in pings.values():
+        assert entry["options"]["queue"] == f"node.{entry['args'][0]}"
+
+
+def test_entry_without_expires_is_refused(monkeypatch) -> None:
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    monkeypatch.setattr(beat_schedule, "ping_entries",
+                        lambda _bp: {"x": {"task": "t", "schedule": 1.0, "options": {"queue": "q"}}})
+    monkeypatch.setattr(beat_schedule, "CONTRIBUTORS", ())
+    try:
+        beat_schedule.build_schedule(bp)
+    except ValueError as exc:
+        assert "expires" in str(exc)
+    else:
+        raise AssertionError("an entry without expires was accepted")
+
+
+def test_shedding_follows_mode() -> None:
+    assert not should_skip(3, {})
+    assert not should_skip(3, {"mode": "normal", "shed_tiers": [3]})
+    assert should_skip(3, {"mode": "degraded", "shed_tiers": [3]})
+    assert not should_skip(0, {"mode": "degraded", "shed_tiers": [3]})
+    assert should_skip(2, {"mode": "degraded"})
+    assert should_skip(1, {"mode": "critical"})
+    assert not should_skip(0, {"mode": "critical"})
+    assert not should_skip(None, {"mode": "critical"})
