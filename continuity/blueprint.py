@@ -32,11 +32,14 @@ def _check_id(value: str) -> str:
 
 
 def _hhmm(value: str) -> dt.time:
+    """``HH:MM`` in UTC; ``24:00`` is the end of the day (only useful as a window's end)."""
+    if value == "24:00":
+        return dt.time.max
     try:
         hh, mm = value.split(":")
-        return dt.time(int(hh) % 24, int(mm)) if value != "24:00" else dt.time(23, 59, 59)
+        return dt.time(int(hh), int(mm))
     except (ValueError, AttributeError):
-        raise ValueError(f"not a time of day: {value!r} (use HH:MM, UTC)") from None
+        raise ValueError(f"not a time of day: {value!r} (use HH:MM from 00:00 to 24:00, UTC)") from None
 
 
 class ContactWindow(Strict):
@@ -46,11 +49,23 @@ class ContactWindow(Strict):
     end: str
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS)
 
-    @field_validator("start", "end")
+    @field_validator("start", "end", mode="before")
     @classmethod
-    def _time(cls, v: str) -> str:
-        _hhmm(v)
+    def _time(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool):
+            # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320
+            raise ValueError(f"write times of day in quotes, e.g. \"{v // 60:02d}:{v % 60:02d}\" "
+                             f"(unquoted, YAML reads them as the number {v})")
+        if isinstance(v, str):
+            _hhmm(v)
         return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ContactWindow:
+        if _hhmm(self.start) == _hhmm(self.end):
+            raise ValueError(f"window starts and ends at {self.start}: it would be empty "
+                             "(for a node that is always in contact, declare no contact windows)")
+        return self
 
     def contains(self, when: dt.datetime) -> bool:
         when = when.astimezone(dt.UTC)
