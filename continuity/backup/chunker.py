@@ -4,7 +4,7 @@ FastCDC cuts where a rolling gear hash matches a mask. With the public gear
 table, chunk boundaries (and hence blob sizes visible in packs) leak
 information about content, and known plaintexts can be confirmed by their
 size pattern. Each repository therefore XORs the gear table with a secret
-64-bit seed from its keyring (what pyfastcdc's ``seed`` does), so boundaries
+63-bit seed from its keyring (what pyfastcdc's ``seed`` does), so boundaries
 depend on content *and* a key that only key holders know.
 
 Files smaller than :data:`SPLIT_THRESHOLD` are one blob: splitting them buys no
@@ -29,12 +29,14 @@ class Chunker:
 
     def __init__(self, seed: int, *, min_size: int = MIN_SIZE, avg_size: int = AVG_SIZE,
                  max_size: int = MAX_SIZE) -> None:
-        if seed <= 0:
-            raise ValueError("the chunker seed must be a positive secret (0 selects the public table)")
-        self.seed = seed & ((1 << 64) - 1) or 1
+        if not 0 < seed < 2**63:
+            raise ValueError("the chunker seed must be a secret in [1, 2**63) (0 selects the public table)")
+        self.seed = seed
+        # pyfastcdc shifts the seed left inside a uint64: keep it to 63 bits
+        cdc_seed = seed & ((1 << 63) - 1) or 1
         # pyfastcdc's effective average is avg_size + min_size (cut-point skipping)
         self._cdc = FastCDC(max(256, avg_size - min_size), min_size=min_size, max_size=max_size,
-                            normalized_chunking=1, seed=self.seed)
+                            normalized_chunking=1, seed=cdc_seed)
 
     def chunks(self, data: bytes | memoryview) -> Iterator[memoryview]:
         """Chunks of an in-memory buffer (views into ``data``)."""

@@ -67,7 +67,7 @@ class Keyring:
     @classmethod
     def new(cls) -> Keyring:
         kid = int.from_bytes(os.urandom(4), "big")
-        seed = int.from_bytes(os.urandom(8), "big") | 1  # 0 would select the public gear table
+        seed = (int.from_bytes(os.urandom(8), "big") >> 1) | 1  # 63 bits; 0 would select the public table
         return cls(id_key=os.urandom(32), chunker_seed=seed, data_keys={kid: os.urandom(32)}, current=kid)
 
     def rotated(self) -> Keyring:
