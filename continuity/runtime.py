@@ -93,6 +93,7 @@ class Runtime:
         self.env.update({"CONTINUITY_REDIS_URL": self.url, "CONTINUITY_ROOT": str(paths.root()),
                          "CONTINUITY_STATE": str(state), "PYTHONUNBUFFERED": "1"})
         _prepare_node_keys(self.blueprint, self.env)
+        _prepare_backups(self.env)
         py = sys.executable
         logs = state / "logs"
         for node in sorted(self.blueprint.nodes):
@@ -159,6 +160,47 @@ def _prepare_node_keys(bp: Blueprint, env: dict[str, str]) -> None:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def _prepare_backups(env: dict[str, str]) -> None:
+    """Give the embedded fleet a backup password (a 0600 file, never in Redis) and initialised repositories.
+
+    restic makes `init` a separate step; for the one-command demo we do it here so
+    the first scheduled snapshot has somewhere to go. An operator's own
+    CONTINUITY_PASSWORD always wins.
+    """
+    import secrets
+
+    if not env.get("CONTINUITY_PASSWORD"):
+        pw_file = paths.state_dir() / "keys" / "backup.password"
+        pw_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not pw_file.exists():
+            fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+        env["CONTINUITY_PASSWORD"] = pw_file.read_text().strip()
+    try:
+        from continuity.backup import api
+        from continuity.backup.config import load_backup_config
+    except ImportError:
+        return
+    try:
+        cfg = load_backup_config(paths.backup_config_path(), root=paths.root())
+    except ContinuityError as exc:
+        print(f"continuity: backups not scheduled: {exc}", file=sys.stderr)
+        return
+    password = env["CONTINUITY_PASSWORD"].encode()
+    opened: dict[str, object] = {}
+    for s in cfg.sets.values():
+        for url in [s.repository, *(r.repository for r in s.replicate_to)]:
+            full = cfg.resolve(url)
+            if full in opened:
+                continue
+            try:
+                first = next(iter(opened.values()), None)
+                opened[full] = api.open_repository(full, password, create=True, params_from=first)  # type: ignore
+            except ContinuityError as exc:
+                print(f"continuity: repository {full}: {exc}", file=sys.stderr)
 
 
 def _stop_services(env: dict[str, str]) -> None:

@@ -1,0 +1,177 @@
+"""Backup tasks: snapshot, restore-drill verify, forget and copy, each on the right node's queue.
+
+Thin: each task resolves the set from ops/backup/continuity.yml, calls the
+engine in ``continuity.backup.api``, reports percent to Flower, records the
+outcome per set in Redis (last snapshot, last verified-restorable snapshot and
+its age against the RPO) and in the pulse history. Keys never travel: the task
+carries only the set name; the node resolves the set's key reference locally.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery.schedules import crontab
+
+from continuity import keys, paths, pulse
+from continuity.backup import api
+from continuity.backup.config import load_backup_config
+from continuity.backup.scheduling import backup_jobs
+from continuity.blueprint import Blueprint
+from continuity.errors import ConfigError, ContinuityError
+from continuity.redisd import connect
+from workers.app import app
+from workers.node import node_id
+
+
+def _progress(task: Any, step: str, set_name: str) -> Any:
+    last = [0.0]
+    task_id = task.request.id  # the engine may call back from its worker threads, where request is empty
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5 and done < total:
+            return
+        last[0] = now
+        pct = round(100.0 * done / total, 1) if total else 0.0
+        meta = {"set": set_name, "step": step, "done": done, "total": total, "percent": pct}
+        task.update_state(task_id=task_id, state="PROGRESS", meta=meta)
+
+    return report
+
+
+def _record(set_name: str, fields: dict[str, Any]) -> None:
+    client = connect()
+    try:
+        client.hset(keys.backup_status(set_name), mapping={k: str(v) for k, v in fields.items() if v is not None})
+    finally:
+        client.close()
+
+
+def _config() -> Any:
+    return load_backup_config(paths.backup_config_path(), root=paths.root())
+
+
+def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
+    started = time.time()
+    try:
+        result = fn()
+    except ContinuityError as exc:
+        pulse.emit(f"backup.{kind}_failed", node=node_id(), data={"set": set_name, "error": str(exc),
+                                                                  "exit_code": int(exc.exit_code)})
+        _record(set_name, {f"last_{kind}_error": str(exc), f"last_{kind}_error_time": time.time()})
+        raise
+    result["task_duration"] = round(time.time() - started, 3)
+    return result
+
+
+@app.task(name="continuity.backup.snapshot", bind=True, time_limit=3600, soft_time_limit=3500)
+def snapshot(self: Any, set_name: str) -> dict[str, Any]:
+    """Snapshot one set; keyed by task id so a redelivered message reuses the snapshot it already made."""
+    cfg = _config()
+
+    def go() -> dict[str, Any]:
+        return api.run_backup_set(set_name, cfg, task_key=self.request.id,
+                                  progress=_progress(self, "snapshot", set_name))
+
+    res = _run(self, "snapshot", set_name, go)
+    _record(set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
+                       "last_snapshot_files": res.get("files"), "last_snapshot_bytes": res.get("bytes_total"),
+                       "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id()})
+    pulse.emit("backup.snapshot", node=node_id(), data={"set": set_name, **{k: res.get(k) for k in (
+        "id", "files", "bytes_total", "data_added", "duration", "partial", "reused")}})
+    return res
+
+
+@app.task(name="continuity.backup.verify", bind=True, time_limit=3600, soft_time_limit=3500)
+def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]:
+    """A restore drill on this node (never the source node): restore into a sandbox and check everything."""
+    cfg = _config()
+    s = cfg.sets.get(set_name)
+    if s is not None and s.node == node_id():
+        raise ContinuityError(f"restore drill for {set_name} must not run on its source node {s.node}")
+
+    def go() -> dict[str, Any]:
+        return api.restore_drill_set(set_name, cfg, snapshot=snapshot, progress=_progress(self, "verify", set_name))
+
+    res = _run(self, "verify", set_name, go)
+    now = time.time()
+    snap_time = res.get("snapshot_time")
+    snap_ts = _ts(snap_time)
+    fields: dict[str, Any] = {"last_verify_time": now, "last_verify_ok": int(bool(res.get("ok"))),
+                              "last_verify_node": node_id()}
+    if res.get("ok"):
+        fields.update({"last_verified": res.get("snapshot"), "last_verified_snapshot_time": snap_ts})
+        if snap_ts is not None:
+            fields["verified_age"] = round(now - snap_ts, 3)
+            if s is not None and s.rpo:
+                fields["rpo"] = s.rpo
+                fields["within_rpo"] = int(now - snap_ts <= s.rpo)
+    _record(set_name, fields)
+    pulse.emit("backup.verified" if res.get("ok") else "backup.verify_failed", node=node_id(),
+               data={"set": set_name, "snapshot": res.get("snapshot"), "ok": res.get("ok"),
+                     "files": res.get("files"), "damaged": res.get("damaged"),
+                     "hash_mismatches": res.get("hash_mismatches"), "duration": res.get("duration")})
+    return res
+
+
+@app.task(name="continuity.backup.forget", bind=True, time_limit=3600, soft_time_limit=3500)
+def forget(self: Any, set_name: str, prune: bool = False) -> dict[str, Any]:
+    cfg = _config()
+    res = _run(self, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune=prune))
+    pulse.emit("backup.forget", node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
+    return res
+
+
+@app.task(name="continuity.backup.copy", bind=True, time_limit=3600, soft_time_limit=3500)
+def copy(self: Any, set_name: str) -> dict[str, Any]:
+    """Replicate to the set's targets; a satellite runs it when in contact (store and forward)."""
+    cfg = _config()
+    res = _run(self, "copy", set_name, lambda: api.copy_set(set_name, cfg, progress=_progress(self, "copy",
+                                                                                              set_name)))
+    _record(set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok")))})
+    pulse.emit("backup.copy", node=node_id(), data={"set": set_name, "ok": res.get("ok"),
+                                                    "targets": res.get("targets")})
+    return res
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
+def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
+    """Backup jobs from ops/backup/continuity.yml, each on its node's queue with ``expires``."""
+    try:
+        cfg = _config()
+    except ConfigError:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for job in backup_jobs(bp, cfg):
+        if job.node not in bp.nodes:
+            continue
+        schedule: Any
+        if job.every is not None:
+            schedule = timedelta(seconds=job.every)
+            expires = job.every
+        else:
+            minute, hour, dom, month, dow = job.cron.split()  # type: ignore[union-attr]
+            schedule = crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
+            expires = 3600.0
+        opts: dict[str, Any] = {"queue": bp.queue(job.node), "routing_key": bp.queue(job.node),
+                                "expires": expires}
+        if job.tier is not None:
+            opts["headers"] = {"continuity_tier": job.tier}
+        out[job.name] = {"task": job.task, "schedule": schedule, "args": [job.set_name], "kwargs": job.kwargs,
+                         "options": opts}
+    return out
