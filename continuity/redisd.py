@@ -148,3 +148,21 @@ def connect(url: str | None = None, **kwargs: object) -> redis.Redis:
             pairs.append((host or "127.0.0.1", int(port or 26379)))
         return Sentinel(pairs, **opts).master_for(master)  # type: ignore[arg-type]
     return redis.Redis.from_url(url, **opts)  # type: ignore[arg-type]
+
+
+def celery_urls(url: str) -> tuple[str, dict[str, object]]:
+    """Translate our one-URL convention into Celery's broker URL plus transport options.
+
+    ``sentinel://h1:26379,h2:26379/mymaster`` becomes kombu's
+    ``sentinel://h1:26379;sentinel://h2:26379`` with ``master_name``; ``rediss://``
+    without an explicit ``ssl_cert_reqs`` gets ``required`` (never silently unverified).
+    """
+    if url.startswith("sentinel://"):
+        rest = url[len("sentinel://"):]
+        hosts, _, master = rest.partition("/")
+        broker = ";".join(f"sentinel://{h}" for h in hosts.split(",") if h)
+        return broker, {"master_name": master or "mymaster"}
+    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}ssl_cert_reqs=required", {}
+    return url, {}

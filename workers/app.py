@@ -17,6 +17,7 @@ from kombu import Exchange, Queue
 from continuity import paths
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
+from continuity.redisd import celery_urls
 
 CONTROL_QUEUE = "continuity.control"
 # Longer than any countdown we use, far shorter than Redis's 1 h default, so a task lost
@@ -50,7 +51,7 @@ def build_queues(bp: Blueprint | None) -> list[Queue]:
 
 
 def make_app() -> Celery:
-    url = broker_url()
+    url, transport = celery_urls(broker_url())
     app = Celery("continuity", broker=url, backend=url, include=[m for m in TASK_MODULES if _exists(m)])
     bp = fleet_blueprint()
     app.conf.update(
@@ -74,8 +75,8 @@ def make_app() -> Celery:
         task_default_queue=CONTROL_QUEUE,
         task_queues=build_queues(bp),
         task_create_missing_queues=False,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **transport},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **transport},
         worker_hijack_root_logger=False,
         worker_disable_rate_limits=True,
         timezone="UTC",
