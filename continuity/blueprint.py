@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,13 +324,48 @@ def _find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+HOOK_PLACEHOLDERS = ("python", "root", "node", "service", "port", "epoch")
+"""Names hooks and probes may use as ``{name}``; filled in on the node that runs them."""
+
+
+def placeholder_problem(text: str) -> str | None:
+    """Why ``text`` cannot be rendered, or None: a typo like ``{prot}`` must fail at check time,
+    not in the middle of a failover."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        return f"malformed placeholder in {text!r}: {exc} (write {{{{ and }}}} for literal braces)"
+    for name in names:
+        if name not in HOOK_PLACEHOLDERS:
+            known = ", ".join("{" + p + "}" for p in HOOK_PLACEHOLDERS)
+            return f"unknown placeholder {{{name}}} in {text!r} (known: {known})"
+    return None
+
+
+def _templated_fields(svc: Service) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    for hook in ("start", "stop", "demote"):
+        for i, arg in enumerate(getattr(svc.hooks, hook) or []):
+            yield ("hooks", hook, i), arg
+    if svc.probe is not None:
+        for field in ("url", "host", "path", "pidfile"):
+            value = getattr(svc.probe, field)
+            if value is not None:
+                yield ("probe", field), value
+        for i, arg in enumerate(svc.probe.argv or []):
+            yield ("probe", "argv", i), arg
+
+
 def check_semantics(doc: Document, model: BlueprintModel) -> None:
     """Cross-reference checks pydantic cannot express; raises the first ConfigError found."""
-    for nid in model.nodes:
+    for nid, node in model.nodes.items():
         try:
             _check_id(nid)
         except ValueError as exc:
             raise doc.error(("nodes", nid), str(exc)) from None
+        offset = node.labels.get("port_offset")
+        if offset is not None and not offset.strip().lstrip("-").isdigit():
+            raise doc.error(("nodes", nid, "labels", "port_offset"),
+                            f"port_offset must be an integer (as a string, e.g. \"100\"), got {offset!r}")
     seen: dict[str, str] = {}
     svc_path: dict[str, tuple[str, ...]] = {}
     for dom_id, dom in model.domains.items():
@@ -359,6 +395,10 @@ def check_semantics(doc: Document, model: BlueprintModel) -> None:
                     raise doc.error(base + ("depends_on", i), f"unknown service {dep!r}")
                 if dep == sid:
                     raise doc.error(base + ("depends_on", i), "a service cannot depend on itself")
+            for where, text in _templated_fields(svc):
+                problem = placeholder_problem(text)
+                if problem:
+                    raise doc.error(base + where, problem)
             if svc.tier in model.policy.standby_required_tiers and not pl.standbys:
                 raise doc.error(base + ("placement",),
                                 f"tier-{svc.tier} services need at least one standby (policy.standby_required_tiers)")

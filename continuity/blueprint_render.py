@@ -10,6 +10,8 @@ test and the CLI alone decides how the document is written.
 
 from __future__ import annotations
 
+import re
+
 from continuity.blueprint import Blueprint
 from continuity.errors import ConfigError
 
@@ -60,6 +62,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _names(items: list[str] | tuple[str, ...]) -> str:
     return ", ".join(f"`{i}`" for i in items) if items else "—"
+
+
+def _label(text: str) -> str:
+    """Mermaid labels are quoted; a quote inside would end the label early."""
+    return text.replace('"', "#quot;")
 
 
 def mermaid_ids(bp: Blueprint) -> dict[str, str]:
@@ -114,7 +121,7 @@ def _graph_section(bp: Blueprint) -> list[str]:
              "An arrow points from a service to what it needs. Thick borders: the minimal continuity set.", "",
              "```mermaid", "graph TD"]
     for dom_id, dom in bp.model.domains.items():
-        lines.append(f"  subgraph dom_{dom_id.replace('-', '_')}[\"{dom_id}\"]")
+        lines.append(f"  subgraph dom_{re.sub(r'[^A-Za-z0-9_]', '_', dom_id)}[\"{_label(dom_id)}\"]")
         for sid in sorted(dom.services):
             s = bp.services[sid]
             lines.append(f"    {ids[sid]}[\"{sid}<br/>tier {s.tier} · RTO {declared(s.rto)}\"]")
