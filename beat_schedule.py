@@ -11,8 +11,8 @@ schedule its jobs.
 from __future__ import annotations
 
 import importlib
-import os
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
