@@ -1,7 +1,274 @@
-"""`continuity failover ...` commands."""
+"""`continuity failover ...`: see where every role is, move one by hand, pause automation, read the history.
+
+Verbs follow patronictl (status, switchover, failover, pause, resume, history)
+because operators already know them: a *switchover* is coordinated (the old
+primary demotes itself first), a *failover* is forced (the old primary is
+unreachable; we still wait out its lease). Every action is recorded with the
+operator's user@host in the pulse history.
+"""
 
 from __future__ import annotations
 
-import typer
+import datetime as dt
+import time
+from typing import Any
 
-app = typer.Typer(help="failover commands", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from continuity import keys, paths
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.cli.output import console, emit_json
+from continuity.errors import ContinuityError, UsageError
+
+app = typer.Typer(help="Failover: status, switchover, forced failover, maintenance pause, history.",
+                  no_args_is_help=True)
+
+
+def _bp() -> Blueprint:
+    return load_blueprint(paths.blueprint_path())
+
+
+def _client() -> Any:
+    from continuity.redisd import connect
+
+    return connect(socket_timeout=5)
+
+
+def _check_service(bp: Blueprint, service: str | None) -> None:
+    if service is not None and service not in bp.services:
+        raise UsageError(f"unknown service {service!r}; the blueprint declares: {', '.join(sorted(bp.services))}")
+
+
+def _check_move(service: str, to: str) -> None:
+    """Usage errors before anything touches Redis: unknown service or node is exit 2, not a stuck request."""
+    bp = _bp()
+    _check_service(bp, service)
+    if to not in bp.nodes:
+        raise UsageError(f"unknown node {to!r}; the blueprint declares: {', '.join(sorted(bp.nodes))}")
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(float(ts), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}s"
+
+
+def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[str, Any]:
+    """One read of everything an operator needs before touching a role."""
+    import json
+
+    from continuity.detect import leases
+    from continuity.failover import control, records
+
+    now = time.time() if now is None else now
+    routes = control.read_routes(client, bp)
+    epochs = control.read_epochs(client, bp.services)
+    paused, global_pause, cooldowns = control.read_controls(client, bp)
+    pauses = control.read_pauses(client, bp)
+    lease_map = leases.read_many(client, sorted(bp.services))
+    states = control.read_node_states(client, bp, now)
+    incidents = {}
+    for iid, raw in client.hgetall(keys.incidents()).items():
+        try:
+            incidents[iid] = json.loads(raw)
+        except ValueError:
+            incidents[iid] = {"raw": raw}
+    last: dict[str, dict[str, Any]] = {}
+    for rec in records.history(client, limit=200):
+        last.setdefault(rec["service"], rec)
+    services = []
+    for sid in bp.topo_order():
+        sv = bp.services[sid]
+        lease = lease_map.get(sid)
+        route = routes.get(sid) or {}
+        rec = last.get(sid)
+        services.append({
+            "service": sid, "tier": sv.tier, "declared_primary": sv.primary, "standbys": list(sv.standbys),
+            "primary": lease.node if lease else route.get("node"),
+            "epoch": epochs.get(sid, 0),
+            "lease": lease.as_dict() if lease else None,
+            "route": route or None,
+            "paused": global_pause or sid in paused,
+            "cooldown_left": round(cooldowns[sid] - now, 3) if sid in cooldowns and cooldowns[sid] > now else 0.0,
+            "last_failover": None if rec is None else {k: rec.get(k) for k in
+                                                       ("id", "kind", "outcome", "started", "who", "old_primary",
+                                                        "new_primary", "mttr")},
+        })
+    return {"time": now, "fleet": bp.model.fleet, "global_pause": global_pause, "pauses": pauses,
+            "nodes": {n: states.get(n) for n in sorted(bp.nodes)}, "services": services,
+            "incidents": incidents}
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Where every role is: primary, epoch, lease, route, pause and cool-down, last failover."""
+    bp = _bp()
+    report = build_status(_client(), bp)
+    if as_json:
+        emit_json(report)
+        return
+    if report["global_pause"]:
+        console.print("[bold yellow]automatic failover is PAUSED fleet-wide[/]")
+    table = Table(title=f"failover status — fleet {report['fleet']}")
+    for col in ("service", "tier", "primary", "epoch", "lease ttl", "route", "paused", "cool-down", "last failover"):
+        table.add_column(col)
+    for s in report["services"]:
+        lf = s["last_failover"]
+        table.add_row(s["service"], str(s["tier"]), s["primary"] or "-", str(s["epoch"]),
+                      _secs(s["lease"]["ttl"]) if s["lease"] else "-",
+                      (s["route"] or {}).get("url") or "-", "yes" if s["paused"] else "no",
+                      _secs(s["cooldown_left"]) if s["cooldown_left"] else "-",
+                      f"{lf['outcome']} {_when(lf['started'])}" if lf else "-")
+    console.print(table)
+    nodes = ", ".join(f"{n}={(v or {}).get('state', 'unknown')}" for n, v in report["nodes"].items())
+    console.print(f"nodes: {nodes}")
+    for iid, inc in report["incidents"].items():
+        console.print(f"[bold red]open incident[/] {iid}: {inc.get('reason', '')}")
+
+
+def _operator() -> str:
+    from continuity.failover.records import operator
+
+    return operator()
+
+
+def _finish(rid: str, wait: bool, timeout: float, as_json: bool) -> None:
+    if not wait:
+        if as_json:
+            emit_json({"record": rid, "outcome": "running"})
+        else:
+            console.print(f"started: record {rid} (follow with `continuity failover history`)")
+        return
+    from workers.failover import wait_record
+
+    rec = wait_record(rid, timeout)
+    if as_json:
+        emit_json(rec)
+    else:
+        _print_record(rec or {"id": rid, "outcome": "unknown", "steps": []})
+    if not rec or rec["outcome"] != "succeeded":
+        outcome = rec["outcome"] if rec else "unknown"
+        raise ContinuityError(f"record {rid}: outcome {outcome}"
+                              + (" (still running at the deadline)" if outcome == "running" else ""))
+
+
+def _print_record(rec: dict[str, Any]) -> None:
+    console.print(f"record {rec.get('id')}: {rec.get('kind', '')} of {rec.get('service', '')} "
+                  f"{rec.get('old_primary') or '-'} -> {rec.get('new_primary') or rec.get('candidate') or '-'}: "
+                  f"[bold]{rec.get('outcome')}[/] (by {rec.get('who', '?')})")
+    if rec.get("detection") is not None:
+        console.print(f"  detection {_secs(rec['detection'])}")
+    for st in rec.get("steps", []):
+        mark = "ok" if st.get("ok") else ("FAILED" if st.get("ok") is False else "...")
+        extra = f" — {st['error']}" if st.get("error") else ""
+        console.print(f"  [{st['attempt']}] {st['step']:<8} {st.get('node') or '-':<8} {_secs(st.get('duration'))}"
+                      f" {mark}{extra}")
+    if rec.get("mttr") is not None:
+        console.print(f"  recovery (last seen -> verified) {_secs(rec['mttr'])}")
+
+
+@app.command()
+def switchover(service: str = typer.Argument(..., help="Service to move."),
+               to: str = typer.Option(..., "--to", help="Node to promote (a placement node of the service)."),
+               wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the record to finish."),
+               timeout: float = typer.Option(60.0, help="Seconds to wait."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Coordinated move of a healthy primary: demote it first, then promote NODE (never two primaries)."""
+    _check_move(service, to)
+    from workers.failover import switchover as do_switchover
+
+    _finish(do_switchover(service, to, _operator()), wait, timeout, as_json)
+
+
+@app.command("failover")
+def failover_cmd(service: str = typer.Argument(..., help="Service to move."),
+                 to: str = typer.Option(..., "--to", help="Node to promote."),
+                 force: bool = typer.Option(False, "--force", help="Required: the old primary is unreachable."),
+                 wait: bool = typer.Option(True, "--wait/--no-wait"),
+                 timeout: float = typer.Option(60.0, help="Seconds to wait."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Forced failover when the old primary cannot demote itself: waits out its lease + margin, fences, promotes."""
+    _check_move(service, to)
+    if not force:
+        raise UsageError("a forced failover needs --force (for a healthy primary use "
+                         f"`continuity failover switchover {service} --to {to}`)")
+    from workers.failover import force_failover
+
+    _finish(force_failover(service, to, _operator()), wait, timeout, as_json)
+
+
+@app.command()
+def pause(service: str | None = typer.Argument(None, help="Service to pause; all services when omitted."),
+          reason: str = typer.Option("", help="Why (shown in status and history)."),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Maintenance: no automatic failover for SERVICE (or the whole fleet) until `resume`."""
+    from continuity.failover import control
+
+    bp = _bp()
+    _check_service(bp, service)
+    body = control.pause(_client(), service, _operator(), reason)
+    if as_json:
+        emit_json(body)
+    else:
+        console.print(f"automatic failover paused for {service or 'the whole fleet'} by {body['who']}")
+
+
+@app.command()
+def resume(service: str | None = typer.Argument(None, help="Service to resume; the global pause when omitted."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """End a maintenance pause."""
+    from continuity.failover import control
+
+    bp = _bp()
+    _check_service(bp, service)
+    who = _operator()
+    was = control.resume(_client(), service, who)
+    if as_json:
+        emit_json({"service": service, "who": who, "was_paused": was})
+    else:
+        scope = service or "the whole fleet"
+        console.print(f"automatic failover resumed for {scope}" if was else f"{scope} was not paused")
+
+
+@app.command()
+def history(as_json: bool = typer.Option(False, "--json"),
+            limit: int = typer.Option(20, min=1, help="Newest N records."),
+            service: str | None = typer.Option(None, help="Only this service.")) -> None:
+    """Every failover and switchover, newest first: when, who, why, from → to, outcome, timings."""
+    from continuity.failover import records
+
+    bp = _bp()
+    _check_service(bp, service)
+    recs = records.history(_client(), limit=limit, service=service)
+    if as_json:
+        emit_json(recs)
+        return
+    table = Table(title="failover history (newest first)")
+    for col in ("started (UTC)", "service", "kind", "from", "to", "outcome", "who", "detection", "recovery", "id"):
+        table.add_column(col)
+    for r in recs:
+        table.add_row(_when(r["started"]), r["service"], r["kind"], r.get("old_primary") or "-",
+                      r.get("new_primary") or r.get("candidate") or "-", r["outcome"], r.get("who") or "-",
+                      _secs(r.get("detection")), _secs(r.get("mttr")), r["id"])
+    console.print(table)
+
+
+@app.command()
+def show(record_id: str = typer.Argument(..., help="Record id from `history`."),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """One record with every step's node, duration and outcome."""
+    from continuity.failover import records
+
+    rec = records.get_record(_client(), record_id)
+    if rec is None:
+        raise ContinuityError(f"no failover record {record_id!r}")
+    if as_json:
+        emit_json(rec)
+    else:
+        _print_record(rec)
+

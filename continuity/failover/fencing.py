@@ -1,0 +1,95 @@
+"""Fencing epochs: a monotonic token per service that makes a stale primary harmless.
+
+A lease says who *should* act as primary; the epoch is what makes a primary
+that missed the news (paused, partitioned, slow) unable to do damage: every role
+change increments it atomically, and every role-guarded write carries the epoch
+its writer was promoted with and is refused once a newer one exists. Bumps are
+compare-and-set Lua scripts, so two racing failovers cannot both win, and a
+redelivered fence (same service, same expected epoch) is recognised by its
+marker and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from continuity import keys
+from continuity.errors import ContinuityError
+
+
+class StaleEpoch(ContinuityError):
+    """The epoch moved on: someone else changed the role first, or the writer was fenced."""
+
+    def __init__(self, service: str, have: int, current: int) -> None:
+        self.service = service
+        self.have = have
+        self.current = current
+        super().__init__(f"{service}: epoch {have} is stale (current epoch is {current})")
+
+
+# KEYS[1]=epoch KEYS[2]=marker (may be ''); ARGV[1]=expected
+# returns {new_epoch, 1} when this call bumped, {new_epoch, 0} for a redelivery, {current, -1} when stale
+_BUMP = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local expected = tonumber(ARGV[1])
+if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return {expected + 1, 0}
+end
+if cur ~= expected then
+  return {cur, -1}
+end
+local new = redis.call('INCR', KEYS[1])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], tostring(new))
+end
+return {new, 1}
+"""
+
+# KEYS[1]=epoch; ARGV[1]=epoch the writer holds. 1 when current, else the current epoch negated - 1.
+_CHECK = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur == tonumber(ARGV[1]) then return 1 end
+return -cur - 1
+"""
+
+
+def current_epoch(client: Any, service: str) -> int:
+    value = client.get(keys.epoch(service))
+    return int(value) if value is not None else 0
+
+
+def bump_epoch(client: Any, service: str, expected: int, marker: str | None = None) -> int:
+    """Move ``service`` from epoch ``expected`` to ``expected + 1``; returns the new epoch.
+
+    With ``marker`` (a :func:`keys.step_done` key) the bump is idempotent: a
+    retry after a crash between the bump and the acknowledgement returns the same
+    epoch instead of bumping twice. Raises :class:`StaleEpoch` if the epoch is no
+    longer ``expected``.
+    """
+    new, status = _script(client, "_bump", _BUMP)(keys=[keys.epoch(service), marker or ""], args=[int(expected)])
+    if int(status) < 0:
+        raise StaleEpoch(service, int(expected), int(new))
+    return int(new)
+
+
+def check_epoch(client: Any, service: str, epoch: int) -> None:
+    """Raise :class:`StaleEpoch` unless ``epoch`` is the service's current epoch (one round trip, atomic)."""
+    result = int(_script(client, "_check", _CHECK)(keys=[keys.epoch(service)], args=[int(epoch)]))
+    if result != 1:
+        raise StaleEpoch(service, int(epoch), -result - 1)
+
+
+def is_current(client: Any, service: str, epoch: int) -> bool:
+    try:
+        check_epoch(client, service, epoch)
+    except StaleEpoch:
+        return False
+    return True
+
+
+def _script(client: Any, attr: str, source: str) -> Any:
+    """Register each script once per client (redis-py caches the SHA and falls back to EVAL)."""
+    cache = client.__dict__.setdefault("_continuity_scripts", {})
+    if attr not in cache:
+        cache[attr] = client.register_script(source)
+    return cache[attr]

@@ -1,0 +1,364 @@
+"""The failover steps as plain functions: fence, demote, prepare, promote, repoint, verify, record.
+
+Each step takes the chain context (a JSON dict travelling with the tasks) and
+does its effect exactly once per (service, new epoch): a ``step_done`` marker is
+set after the effect, checked before it, and the effects themselves are
+idempotent for the window in between (the fence bump and its marker are one
+Lua script; start hooks and lease acquisition accept a repeat of the same
+epoch; the route is compare-and-set by epoch). So at-least-once delivery of a
+task — a worker killed mid-step — yields exactly-once effects.
+
+Steps raise :class:`NotYet` when they must wait (the old lease is still
+running) and :class:`StepFailed` when the candidate cannot take the role; the
+Celery shell turns those into a retry or into the next candidate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from continuity import keys
+from continuity.blueprint import Blueprint
+from continuity.errors import ContinuityError
+from continuity.failover import fencing, hooks, records
+from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
+
+Ctx = dict[str, Any]
+MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
+
+
+class StepFailed(ContinuityError):
+    """The candidate could not complete this step; try the next candidate or escalate."""
+
+
+class NotYet(ContinuityError):
+    """Too early (the old primary's lease, plus the margin, has not run out): retry after ``wait`` seconds."""
+
+    def __init__(self, message: str, wait: float) -> None:
+        self.wait = wait
+        super().__init__(message)
+
+
+class Superseded(ContinuityError):
+    """The epoch moved on without us (another failover won, or the old primary kept its lease)."""
+
+
+def marker(ctx: Ctx, step: str) -> str:
+    return keys.step_done(ctx["service"], int(ctx["epoch"]), step)
+
+
+def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
+             now: Callable[[], float] = time.time, self_marking: bool = False) -> dict[str, Any]:
+    """Run ``effect`` once per (service, epoch, step), recording start/end in the failover record."""
+    rid, attempt = ctx["record_id"], int(ctx.get("attempt", 0))
+    done = client.get(marker(ctx, step))
+    records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.get("epoch"))
+    if done is not None:
+        return {"skipped": "already done for this epoch", **_loads(done)}
+    try:
+        detail = effect()
+    except NotYet:
+        raise
+    except Superseded as exc:
+        records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)},
+                              service=ctx["service"], epoch=ctx.get("epoch"))
+        raise
+    except Exception as exc:
+        records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)[:500]},
+                              service=ctx["service"], epoch=ctx.get("epoch"))
+        if isinstance(exc, StepFailed):
+            raise
+        raise StepFailed(f"{step} on {node}: {exc}") from exc
+    if not self_marking:
+        client.set(marker(ctx, step), json.dumps(detail, default=str))
+    records.step_finished(client, rid, attempt, step, True, now(), detail, service=ctx["service"],
+                          epoch=ctx.get("epoch"))
+    return detail
+
+
+def _loads(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else {}
+    except ValueError:
+        return {}
+
+
+# --- demote (switchover only: on the old primary's own queue) ---------------------------------------------------
+def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
+    """Stop acting as primary *before* anyone else starts: stop hook, then give the lease back."""
+    from continuity.detect import leases
+
+    service, node = ctx["service"], ctx["old_primary"]
+    result = hooks.run_service_hook(bp, service, node, "demote", ctx.get("expected_epoch"))
+    if result is not None and not result.ok:
+        raise StepFailed(f"demote hook on {node} exited {result.returncode}: {result.output.strip()[-300:]}")
+    lease = leases.read(client, service)
+    released = False
+    if lease is not None and lease.node == node:
+        released = bool(leases.release(client, service, node, lease.epoch))
+    records.pulse_for(client).emit("failover.demoted", node=node, service=service,
+                                   epoch=ctx.get("expected_epoch"),
+                                   data={"record": ctx["record_id"], "released": released, "how": "switchover"})
+    return {"node": node, "released": released, "hook_rc": None if result is None else result.returncode}
+
+
+# --- fence (control) -----------------------------------------------------------------------------------------------
+def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
+    """Wait out the old lease (+ margin), then move the epoch forward; stale writers are refused from here on."""
+    from continuity.detect import leases
+
+    service, candidate = ctx["service"], ctx["candidate"]
+    if client.get(marker(ctx, "fence")) is None:
+        lease = leases.read(client, service)
+        if lease is not None and lease.node != candidate:
+            if lease.node != ctx.get("old_primary"):
+                raise Superseded(f"{service}: {lease.node} holds the role now (epoch {lease.epoch})")
+            give_up = float(ctx.get("not_before") or now) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin
+            if now > give_up:
+                raise Superseded(f"{service}: {lease.node} keeps renewing its lease, so it is alive;"
+                                 " failover abandoned")
+            raise NotYet(f"{service}: {lease.node} still holds the lease for {lease.ttl:.1f}s",
+                         wait=float(lease.ttl) + bp.policy.lease_margin)
+        not_before = float(ctx.get("not_before") or 0)
+        if now < not_before:
+            raise NotYet(f"{service}: waiting {not_before - now:.1f}s (lease margin)", wait=not_before - now)
+    try:
+        new = fencing.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"))
+    except fencing.StaleEpoch as exc:
+        raise Superseded(str(exc)) from None
+    records.pulse_for(client).emit("failover.fenced", service=service, epoch=new,
+                                   data={"record": ctx["record_id"], "from_epoch": ctx["expected_epoch"],
+                                         "old_primary": ctx.get("old_primary")})
+    return {"epoch": new}
+
+
+# --- prepare (candidate) -------------------------------------------------------------------------------------------
+def _data_files(d: Path) -> dict[str, os.stat_result]:
+    if not d.is_dir():
+        return {}
+    return {p.name: p.stat() for p in d.iterdir() if p.is_file() and p.name not in RUNTIME_FILES
+            and not p.name.endswith(".tmp")}
+
+
+def prepare(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
+    """Bring the candidate's local copy up to date before it starts serving.
+
+    Source: the old primary's data directory when it can be read (the simulated
+    fleet shares one host, so this is the plain copy), otherwise the local copy
+    is kept as it is. Files are copied to a temp name, fsync'd and renamed, so a
+    crash mid-copy leaves either the old or the new file, never half of one.
+    """
+    service, node, old = ctx["service"], ctx["candidate"], ctx.get("old_primary")
+    dest = service_dir(node, service)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not old or old == node:
+        return {"mode": "local", "reason": "no previous primary"}
+    src = service_dir(old, service)
+    src_files = _data_files(src)
+    if not src_files:
+        return {"mode": "local", "reason": f"no readable data from {old}"}
+    dst_files = _data_files(dest)
+    stale = [n for n, st in src_files.items()
+             if n not in dst_files or dst_files[n].st_size != st.st_size or dst_files[n].st_mtime < st.st_mtime]
+    copied = 0
+    for name in stale:
+        tmp = dest / f"{name}.tmp"
+        shutil.copyfile(src / name, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest / name)
+        copied += src_files[name].st_size
+    _fsync_dir(dest)
+    return {"mode": "copy" if stale else "up-to-date", "source": str(src), "files": len(stale), "bytes": copied}
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(str(d), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- promote (candidate) -------------------------------------------------------------------------------------------
+def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) -> dict[str, Any]:
+    """Claim the role (lease with the new epoch), then start the service with that epoch."""
+    from continuity.detect import leases
+
+    service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
+    if fencing.current_epoch(client, service) != epoch:
+        raise Superseded(f"{service}: epoch is no longer {epoch}")
+    lease = leases.read(client, service)
+    if lease is None or lease.node != node or int(lease.epoch) != epoch:
+        if not leases.acquire(client, service, node, epoch, bp.policy.lease_ttl):
+            holder = leases.read(client, service)
+            raise StepFailed(f"could not acquire the lease of {service} on {node}"
+                             f" (held by {getattr(holder, 'node', None)})")
+    records.pulse_for(client).emit("failover.promoted", node=node, service=service, epoch=epoch,
+                                   data={"record": ctx["record_id"], "lease_ttl": bp.policy.lease_ttl})
+    result = hooks.run_service_hook(bp, service, node, "start", epoch, timeout=hook_timeout)
+    if result is not None and not result.ok:
+        raise StepFailed(f"start hook on {node} exited {result.returncode}: {result.output.strip()[-300:]}")
+    return {"node": node, "epoch": epoch, "hook_rc": None if result is None else result.returncode,
+            "hook_seconds": None if result is None else round(result.duration, 3)}
+
+
+def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
+    """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway)."""
+    from continuity.detect import leases
+
+    service, node = ctx["service"], ctx["candidate"]
+    try:
+        hooks.run_service_hook(bp, service, node, "stop", int(ctx["epoch"]), timeout=15)
+        lease = leases.read(client, service)
+        if lease is not None and lease.node == node:
+            leases.release(client, service, node, lease.epoch)
+    except Exception:  # noqa: BLE001 - cleanup must never mask the failure being handled
+        pass
+
+
+# --- repoint (control) ---------------------------------------------------------------------------------------------
+_SET_ROUTE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and obj['epoch'] and tonumber(obj['epoch']) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def publish_route(client: Any, bp: Blueprint, service: str, node: str, epoch: int, now: float,
+                  record_id: str | None = None) -> dict[str, Any] | None:
+    """Route key (compare-and-set: never back to an older epoch) + pub/sub message + routes file.
+
+    Returns the route, or None when the key already points at a newer epoch.
+    Also what the node agent calls after bootstrapping a service's first epoch.
+    """
+    route = {"service": service, "node": node, "url": hooks.base_url(bp, service, node), "epoch": int(epoch),
+             "updated": now, "record": record_id}
+    payload = json.dumps(route, sort_keys=True)
+    applied = int(fencing._script(client, "_route", _SET_ROUTE)(keys=[keys.route(service), keys.routes_channel()],
+                                                                 args=[payload, int(epoch)]))
+    if not applied:
+        return None
+    write_routes_file({service: route})
+    return route
+
+
+def repoint(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
+    """Point clients at the new primary."""
+    route = publish_route(client, bp, ctx["service"], ctx["candidate"], int(ctx["epoch"]), now, ctx["record_id"])
+    if route is None:
+        raise Superseded(f"{ctx['service']}: the route already points at a newer epoch")
+    return {"route": route}
+
+
+def write_routes_file(updates: dict[str, dict[str, Any]], path: Path | None = None) -> dict[str, Any]:
+    """Merge routes into the routes file atomically (lock, temp file, fsync, rename); older epochs never win."""
+    path = path or routes_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        doc = read_routes_file(path)
+        services = doc.setdefault("services", {})
+        for svc, route in updates.items():
+            cur = services.get(svc)
+            if cur and int(cur.get("epoch", 0)) > int(route.get("epoch", 0)):
+                continue
+            services[svc] = route
+        doc["updated"] = time.time()
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, sort_keys=True, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return doc
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+
+
+def read_routes_file(path: Path | None = None) -> dict[str, Any]:
+    path = path or routes_file()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return doc if isinstance(doc, dict) else {}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+# --- verify (candidate) --------------------------------------------------------------------------------------------
+def verify(client: Any, bp: Blueprint, ctx: Ctx, timeout: float = 10.0) -> dict[str, Any]:
+    """Probe the new primary until it answers healthy *with the new epoch*, or fail at the deadline."""
+    service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
+    probe = bp.services[service].spec.probe
+    if probe is None:
+        return {"probe": None, "note": "no probe declared; promotion is the last evidence"}
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        ok, last = _probe_once(bp, service, node, epoch, probe.timeout)
+        if ok:
+            return {"probe": probe.kind, "tries": tries, "answer": last}
+        time.sleep(0.05)
+    raise StepFailed(f"{service} on {node} not healthy with epoch {epoch} after {timeout:.0f}s: {last}")
+
+
+def _probe_once(bp: Blueprint, service: str, node: str, epoch: int, timeout: float) -> tuple[bool, str]:
+    probe = bp.services[service].spec.probe
+    assert probe is not None
+    if probe.kind == "http":
+        url = hooks.probe_url(bp, service, node, epoch)
+        assert url is not None
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own http probe
+                body = resp.read(65536).decode(errors="replace")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return False, f"{url}: {exc}"
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return True, body[:200]
+        if isinstance(doc, dict) and doc.get("epoch") is not None and int(doc["epoch"]) != epoch:
+            return False, f"answers with epoch {doc['epoch']}, expected {epoch}"
+        return True, body[:200]
+    if probe.kind == "tcp":
+        host = probe.host or bp.nodes[node].address
+        port = int(hooks.render_text(str(probe.port), hooks.placeholder_values(bp, service, node, epoch)))
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True, f"tcp {host}:{port} open"
+        except OSError as exc:
+            return False, f"tcp {host}:{port}: {exc}"
+    return True, f"{probe.kind} probe is checked by the node agent, not here"
+
+
+# --- record (control) ----------------------------------------------------------------------------------------------
+def record(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
+    """Close the record as succeeded and clear this service's failover incident (a human no longer needs to act)."""
+    records.finish(client, ctx["record_id"], "succeeded", now,
+                   {"node": ctx["candidate"], "epoch": ctx["epoch"], "attempt": ctx.get("attempt", 0)},
+                   service=ctx["service"], epoch=int(ctx["epoch"]))
+    records.close_incident(client, ctx["service"])
+    return {"outcome": "succeeded"}

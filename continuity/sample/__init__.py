@@ -1,0 +1,1 @@
+"""A small real service for the demo fleet, so that a failover moves something that matters."""

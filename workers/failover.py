@@ -1,0 +1,253 @@
+"""Failover chains on Celery: thin tasks around :mod:`continuity.failover.steps`.
+
+One chain per affected service (fence → prepare → promote → repoint → verify →
+record; a switchover starts with demote on the old primary's queue), fanned
+out as a group. Steps that act on the candidate run on the candidate's own
+queue ``node.<id>``, so they happen on that node; fence, repoint and record run
+on ``continuity.control``. Tasks are late-acked and each step's effect is keyed
+by (service, epoch), so a redelivered task changes nothing. A failed candidate
+step launches a new chain for the next candidate, or escalates (incident +
+pulse event) when none is left. Task states carry {service, epoch, step} so
+Flower shows where each failover stands.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import chain, group
+from celery.exceptions import Ignore
+
+from continuity import keys, paths
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.errors import UsageError
+from continuity.failover import control, fencing, records, steps
+from continuity.failover.planner import (
+    STEP_TARGET,
+    FailoverPlan,
+    current_primary,
+    node_state_name,
+    plan_forced,
+    plan_switchover,
+)
+from continuity.redisd import connect
+from workers.app import CONTROL_QUEUE, app
+
+MAX_FENCE_RETRIES = 60
+_client: Any = None
+_bp_cache: tuple[str, float, Blueprint] | None = None
+
+
+def _redis() -> Any:
+    global _client
+    if _client is None:
+        _client = connect(socket_timeout=5)
+    return _client
+
+
+def _blueprint() -> Blueprint:
+    """Cached per file and mtime: a step must not pay for validation, but an edited blueprint is seen."""
+    global _bp_cache
+    path = paths.blueprint_path()
+    mtime = path.stat().st_mtime
+    if _bp_cache is None or _bp_cache[0] != str(path) or _bp_cache[1] != mtime:
+        _bp_cache = (str(path), mtime, load_blueprint(path))
+    return _bp_cache[2]
+
+
+def _node() -> str | None:
+    return os.environ.get("CONTINUITY_NODE") or None
+
+
+def _progress(task: Any, ctx: dict[str, Any], step: str) -> None:
+    if task.request.id:
+        task.update_state(state="PROGRESS", meta={"service": ctx["service"], "epoch": ctx.get("epoch"),
+                                                  "step": step, "record": ctx["record_id"],
+                                                  "candidate": ctx.get("candidate"), "node": _node()})
+
+
+def _execute(task: Any, step: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    client, bp = _redis(), _blueprint()
+    _progress(task, ctx, step)
+    where = ctx["old_primary"] if step == "demote" else (ctx["candidate"] if STEP_TARGET[step] == "candidate"
+                                                           else _node())
+    effects = {
+        "demote": lambda: steps.demote(client, bp, ctx),
+        "fence": lambda: steps.fence(client, bp, ctx, time.time()),
+        "prepare": lambda: steps.prepare(client, bp, ctx),
+        "promote": lambda: steps.promote(client, bp, ctx),
+        "repoint": lambda: steps.repoint(client, bp, ctx, time.time()),
+        "verify": lambda: steps.verify(client, bp, ctx),
+        "record": lambda: steps.record(client, bp, ctx, time.time()),
+    }
+    try:
+        detail = steps.run_step(client, ctx, step, where, effects[step], self_marking=(step == "fence"))
+    except steps.NotYet as exc:
+        raise task.retry(countdown=max(0.05, min(exc.wait, 10.0)), max_retries=MAX_FENCE_RETRIES) from None
+    except steps.Superseded as exc:
+        records.finish(client, ctx["record_id"], "superseded", time.time(), {"reason": str(exc), "step": step},
+                       service=ctx["service"])
+        task.update_state(state="SUPERSEDED", meta={"service": ctx["service"], "step": step, "reason": str(exc)})
+        raise Ignore() from None
+    except steps.StepFailed as exc:
+        _after_failure(client, bp, ctx, step, str(exc))
+        raise
+    return {"service": ctx["service"], "epoch": ctx.get("epoch"), "step": step, "node": where, "detail": detail}
+
+
+def _task(step: str, time_limit: int) -> Any:
+    @app.task(name=f"continuity.failover.{step}", bind=True, acks_late=True, reject_on_worker_lost=True,
+              time_limit=time_limit, soft_time_limit=time_limit - 5, max_retries=MAX_FENCE_RETRIES)
+    def run(self: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+        return _execute(self, step, ctx)
+
+    run.__doc__ = f"Failover step {step!r} for one (service, epoch); a redelivery is a no-op."
+    return run
+
+
+demote = _task("demote", 60)
+fence = _task("fence", 30)
+prepare = _task("prepare", 300)
+promote = _task("promote", 60)
+repoint = _task("repoint", 30)
+verify = _task("verify", 30)
+record = _task("record", 30)
+TASKS = {"demote": demote, "fence": fence, "prepare": prepare, "promote": promote, "repoint": repoint,
+         "verify": verify, "record": record}
+
+
+# --- building and launching chains --------------------------------------------------------------------------------
+def _queue_for(bp: Blueprint, step: str, ctx: dict[str, Any]) -> str:
+    target = STEP_TARGET[step]
+    if target == "candidate":
+        return bp.queue(ctx["candidate"])
+    if target == "old":
+        return bp.queue(ctx["old_primary"])
+    return CONTROL_QUEUE
+
+
+def build_chain(bp: Blueprint, ctx: dict[str, Any], now: float) -> Any:
+    sigs = [TASKS[step].si(ctx).set(queue=_queue_for(bp, step, ctx)) for step in ctx["steps"]]
+    wait = float(ctx.get("not_before") or 0) - now
+    if wait > 0 and ctx["steps"][0] == "fence":
+        sigs[0] = sigs[0].set(countdown=round(wait, 3))
+    return chain(*sigs)
+
+
+def _context(plan: FailoverPlan, rid: str, expected: int, attempt: int = 0) -> dict[str, Any]:
+    return {"record_id": rid, "service": plan.service, "kind": plan.kind, "candidate": plan.candidate,
+            "fallbacks": list(plan.fallbacks), "old_primary": plan.old_primary, "expected_epoch": expected,
+            "epoch": expected + 1, "attempt": attempt, "not_before": plan.not_before, "steps": list(plan.steps)}
+
+
+def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[str, Any], *,
+                     who: str = "detector", client: Any = None, manual: bool = False) -> list[str]:
+    """Open a record and start a chain for each plan; escalate plans without a candidate. Returns record ids.
+
+    The cool-down key is claimed with SET NX before anything starts, so two
+    sweeps racing on the same death launch one failover, not two (manual
+    actions override the cool-down and restart it).
+    """
+    client = client or _redis()
+    bp = _blueprint()
+    now = time.time()
+    ids: list[str] = []
+    chains = []
+    for item in plans:
+        plan = item if isinstance(item, FailoverPlan) else FailoverPlan.from_dict(item)
+        until = now + bp.policy.failover_cooldown
+        claimed = client.set(keys.failover_cooldown(plan.service), f"{until:.3f}",
+                             px=max(1, int(bp.policy.failover_cooldown * 1000)), nx=not manual)
+        if not claimed:
+            continue
+        expected = fencing.current_epoch(client, plan.service)
+        rid = records.open_record(client, dict(plan.to_dict(), expected_epoch=expected), trigger, who, now)
+        ids.append(rid)
+        if plan.action == "escalate" or plan.candidate is None:
+            _escalate(client, plan.service, rid, plan.reason or "no usable candidate", who)
+            continue
+        records.set_attempt(client, rid, 0, plan.candidate, expected)
+        chains.append(build_chain(bp, _context(plan, rid, expected), now))
+    if chains:
+        group(chains).apply_async()
+    return ids
+
+
+def _escalate(client: Any, service: str, rid: str, reason: str, who: str = "detector") -> None:
+    now = time.time()
+    records.open_incident(client, service, reason, now, record_id=rid, who=who)
+    records.finish(client, rid, "escalated", now, {"reason": reason}, service=service)
+
+
+def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, error: str) -> None:
+    """A candidate step failed: clean up after the candidate, then the next live candidate, or a human."""
+    if step in ("promote", "verify"):
+        steps.undo_promote(client, bp, ctx)
+    if step in ("demote", "fence", "repoint", "record"):
+        # not the candidate's fault: retrying elsewhere would not help
+        _escalate(client, ctx["service"], ctx["record_id"], f"{step} failed: {error}")
+        return
+    states = control.read_node_states(client, bp)
+    fallbacks = [n for n in ctx.get("fallbacks", []) if node_state_name(states.get(n)) == "alive"]
+    if not fallbacks:
+        _escalate(client, ctx["service"], ctx["record_id"],
+                  f"{step} failed on {ctx['candidate']} ({error}) and no other candidate is alive")
+        return
+    now = time.time()
+    expected = fencing.current_epoch(client, ctx["service"])
+    attempt = int(ctx.get("attempt", 0)) + 1
+    nxt = dict(ctx, candidate=fallbacks[0], fallbacks=fallbacks[1:], attempt=attempt, expected_epoch=expected,
+               epoch=expected + 1, not_before=now, old_primary=ctx.get("old_primary"),
+               steps=[s for s in ctx["steps"] if s != "demote"])
+    records.set_attempt(client, ctx["record_id"], attempt, fallbacks[0], expected)
+    records.pulse_for(client).emit("failover.retry", service=ctx["service"], epoch=expected,
+                                   data={"record": ctx["record_id"], "failed": ctx["candidate"], "step": step,
+                                         "error": error, "next": fallbacks[0], "attempt": attempt})
+    build_chain(bp, nxt, now).apply_async()
+
+
+# --- operator entry points (used by the CLI) ----------------------------------------------------------------------
+def _current(client: Any, bp: Blueprint, service: str) -> tuple[str, Any, int]:
+    from continuity.detect import leases
+
+    if service not in bp.services:
+        raise UsageError(f"unknown service {service!r}; the blueprint declares: {', '.join(sorted(bp.services))}")
+    lease = leases.read(client, service)
+    route = control.read_routes(client, bp).get(service)
+    return current_primary(bp, service, lease, route), lease, fencing.current_epoch(client, service)
+
+
+def switchover(service: str, target: str, who: str, client: Any = None) -> str:
+    """Coordinated: the old primary demotes itself (stop hook, lease released) before the target is promoted."""
+    client = client or _redis()
+    bp = _blueprint()
+    primary, _, epoch = _current(client, bp, service)
+    plan = plan_switchover(bp, service, target, primary, control.read_node_states(client, bp), time.time(), epoch)
+    trigger = {"reason": "switchover", "who": who, "requested_at": time.time()}
+    return launch_failovers([plan], trigger, who=who, client=client, manual=True)[0]
+
+
+def force_failover(service: str, target: str, who: str, client: Any = None) -> str:
+    """Old primary unreachable: wait out its lease plus the margin, then fence and promote the target."""
+    client = client or _redis()
+    bp = _blueprint()
+    primary, lease, epoch = _current(client, bp, service)
+    plan = plan_forced(bp, service, target, primary, control.read_node_states(client, bp), lease, time.time(),
+                       epoch)
+    trigger = {"reason": "forced failover", "who": who, "requested_at": time.time()}
+    return launch_failovers([plan], trigger, who=who, client=client, manual=True)[0]
+
+
+def wait_record(rid: str, timeout: float, client: Any = None, poll: float = 0.1) -> dict[str, Any] | None:
+    """Block until the record is final or the deadline passes; returns the record as last read."""
+    client = client or _redis()
+    deadline = time.monotonic() + timeout
+    rec = records.get_record(client, rid)
+    while time.monotonic() < deadline:
+        rec = records.get_record(client, rid)
+        if rec and rec["outcome"] in records.FINAL:
+            return rec
+        time.sleep(poll)
+    return rec
