@@ -86,6 +86,7 @@ class Index:
     packs: dict[str, list[tuple[int, bytes, int, int, int]]] = field(default_factory=dict)
     files: dict[str, set[str]] = field(default_factory=dict)  # index file -> packs it names
     damaged_files: dict[str, str] = field(default_factory=dict)
+    recovered: set[str] = field(default_factory=set)  # packs read from their own header, in no index file
 
     def add(self, pack: str, entries: Iterable[tuple[int, bytes, int, int, int]]) -> None:
         ents = self.packs.setdefault(pack, [])
@@ -285,12 +286,15 @@ class Repository:
                 idx.files[fid] = named
             except (crypto.DecryptError, ValueError, zstandard.ZstdError, struct.error, NotFound) as exc:
                 idx.damaged_files[fid] = str(exc) or type(exc).__name__
-        if idx.damaged_files and rebuild_missing:
-            # a damaged index must not make intact packs unreachable: read their own headers instead
-            for pack in self.list_packs():
+        if rebuild_missing:
+            # A damaged or lost index file must not make intact packs unreachable: packs no index file
+            # names are read from their own header. Normally these are only leftovers of an interrupted
+            # snapshot (or one still running elsewhere), which no snapshot references.
+            for pack, size in self.list_packs().items():
                 if pack not in idx.packs:
                     try:
-                        idx.add(pack, self.read_pack_header(pack))
+                        idx.add(pack, self.read_pack_header(pack, size=size))
+                        idx.recovered.add(pack)
                     except DamagedError:
                         continue
         return idx
@@ -309,12 +313,21 @@ class Repository:
                 out[pid] = size
         return out
 
-    def read_pack_header(self, pack: str, raw: bytes | None = None) -> list[tuple[int, bytes, int, int, int]]:
+    def read_pack_header(self, pack: str, raw: bytes | None = None,
+                         size: int | None = None) -> list[tuple[int, bytes, int, int, int]]:
         try:
-            if raw is None:
-                raw = self.backend.read(pack_name(pack))
-            (hlen,) = struct.unpack(">I", raw[-4:])
-            plain = self.keyring.open(raw[-4 - hlen:-4], b"pack-header")
+            if raw is not None:
+                (hlen,) = struct.unpack(">I", raw[-4:])
+                sealed = raw[-4 - hlen:-4]
+            else:
+                name = pack_name(pack)
+                if size is None:
+                    size = len(self.backend.read(name))
+                (hlen,) = struct.unpack(">I", self.backend.read_range(name, size - 4, 4))
+                if hlen + 4 > size:
+                    raise ValueError("header length out of range")
+                sealed = self.backend.read_range(name, size - 4 - hlen, hlen)
+            plain = self.keyring.open(sealed, b"pack-header")
         except (crypto.DecryptError, struct.error, NotFound, ValueError) as exc:
             raise DamagedError(f"pack {pack[:16]}: header unreadable ({exc})") from None
         return [ENTRY.unpack_from(plain, i) for i in range(0, len(plain), ENTRY.size)]
@@ -393,10 +406,10 @@ class PackWriter:
     compressing and sealing a blob, so two files sharing a chunk seal it once.
     """
 
-    def __init__(self, repo: Repository, *, target: int = PACK_TARGET,
+    def __init__(self, repo: Repository, *, target: int | None = None,
                  on_pack: Callable[[str, int], None] | None = None) -> None:
         self.repo = repo
-        self.target = target
+        self.target = target or PACK_TARGET
         self.on_pack = on_pack
         self._lock = threading.Lock()
         self._known = repo.index

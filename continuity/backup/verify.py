@@ -115,7 +115,6 @@ def check(repo: Repository, *, read_data: bool = False, subset: str | None = Non
                 damaged_blobs[b] = f"pack {pack[:16]} truncated"
         if any(index.entries[b].pack == pack and b in damaged_blobs for b in ids):
             report["damaged_packs"].append({"pack": pack, "reason": "truncated"})
-    report["unreferenced_packs"] = sorted(set(stored) - set(index.packs))
     # every tree of every snapshot, once
     used: set[bytes] = set()
     seen_trees: set[str] = set()
@@ -158,6 +157,13 @@ def check(repo: Repository, *, read_data: bool = False, subset: str | None = Non
                 damaged_blobs.update(bad)
                 if problem or bad:
                     report["damaged_packs"].append({"pack": p, "reason": problem or f"{len(bad)} damaged blob(s)"})
+    lost_index = sorted({index.entries[b].pack for b in used
+                         if b in index and index.entries[b].pack in index.recovered})
+    for pack in lost_index:
+        report["damaged_index_files"].append({"file": f"(pack {pack})",
+                                              "reason": "referenced pack is in no index file (recovered from its "
+                                                        "own header; a prune rewrites the index)"})
+    report["unreferenced_packs"] = sorted(set(stored) - set(index.packs) | (index.recovered - set(lost_index)))
     relevant = {b: r for b, r in damaged_blobs.items() if b in used}
     if relevant:
         _name_damage(repo, snaps, relevant, report)
