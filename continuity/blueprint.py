@@ -174,6 +174,8 @@ class Policy(Strict):
     storm_fraction: float = Field(default=0.5, gt=0, le=1)
     tilt_gap: Duration = 2.0
     tilt_grace: Duration = 10.0
+    # consecutive timely heartbeats a suspect/dead node must send before it counts as alive again
+    recover_beats: int = Field(default=3, ge=1, le=100)
 
 
 class BlueprintModel(Strict):

@@ -53,6 +53,16 @@ def heartbeats() -> str:
     return k("hb")
 
 
+def heartbeat_arrivals() -> str:
+    """Hash node_id -> Redis server time the node's latest heartbeat was written (one clock for every node)."""
+    return k("hb", "arrival")
+
+
+def sweep_lock() -> str:
+    """Short lock so two detector sweeps never act at once."""
+    return k("detector", "lock")
+
+
 def lease(service_id: str) -> str:
     return k("lease", service_id)
 

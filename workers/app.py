@@ -24,7 +24,8 @@ CONTROL_QUEUE = "continuity.control"
 # with an unacked message comes back in minutes, not an hour.
 VISIBILITY_TIMEOUT = int(os.environ.get("CONTINUITY_VISIBILITY_TIMEOUT", "600"))
 
-TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills"]
+TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills",
+                "workers.agent"]  # the node agent bootstep (heartbeats, leases, self-fencing)
 
 
 def broker_url() -> str:

@@ -1,0 +1,320 @@
+"""The node agent: heartbeats, lease renewal and self-fencing for the services this node is primary of.
+
+It runs inside each node's worker process (see ``workers/agent.py``) as three
+small threads, so that no single blocking call can silence the others:
+
+* **beat** — every ``heartbeat_interval``: one Lua call that stores the signed
+  heartbeat, stamps its arrival with Redis's clock, and renews every lease this
+  node holds (one round trip: at 10,000 nodes a second, round trips are the cost);
+* **probe** — runs the local health probes of held services concurrently, each
+  with its own timeout; the beat carries the latest results;
+* **watchdog** — if a held lease has not been renewed for ``lease_ttl - safety``
+  on this node's *monotonic* clock, runs the service's demote hook locally.
+  The renewal that counts is timed from when it was *sent*, so the lease at
+  Redis (timed from when it *arrived*) always outlives our decision to stop:
+  we are demoted before anyone may be promoted. This is the case that matters
+  most when Redis itself is unreachable, so nothing here waits on Redis.
+
+A role lost while this node looked away (its lease is now someone else's, or
+gone) is demoted at once. A role this node self-demoted but which nobody took
+over (Redis came back before a failover fenced it) is reclaimed with the same
+epoch: the epoch check in :func:`leases.acquire` makes that safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from continuity import keys
+from continuity.blueprint import Blueprint
+from continuity.detect import heartbeat, leases
+from continuity.detect.probes import ProbeResult, probe_service
+
+log = logging.getLogger("continuity.agent")
+
+# KEYS[1]=heartbeats KEYS[2]=arrivals KEYS[3]=nodes_seen KEYS[4..]=leases ; ARGV[1]=node ARGV[2]=beat ARGV[3]=ttl_ms
+# -> {arrival, holder1, epoch1, holder2, epoch2, ...}; leases held by ARGV[1] are renewed
+_BEAT = leases.PRELUDE + """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], now)
+redis.call('HSET', KEYS[3], ARGV[1], now)
+local out = {now}
+for i = 4, #KEYS do
+  local l = get_lease(KEYS[i])
+  if l and l.node == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  if l and l.node then
+    out[#out + 1] = tostring(l.node)
+    out[#out + 1] = tostring(l.epoch or 0)
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = '0'
+  end
+end
+return out
+"""
+
+HookRunner = Callable[..., Any]
+Prober = Callable[[Blueprint, str, str, int | None], ProbeResult]
+
+
+@dataclass
+class Held:
+    epoch: int
+    renewed_at: float  # monotonic time the last successful renewal was sent
+
+
+def default_safety(bp: Blueprint) -> float:
+    """How long before the lease's end we stop: room for the demote hook and scheduling delays."""
+    return max(0.5, bp.policy.lease_ttl / 4)
+
+
+class Agent:
+    """One node's agent state and steps; the threads in :class:`AgentRunner` just call these."""
+
+    def __init__(self, bp: Blueprint, node: str, client: Any, key: bytes, *, pulse: Any = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 run_hook: HookRunner | None = None, prober: Prober = probe_service,
+                 safety: float | None = None, hook_timeout: float = 10.0) -> None:
+        if run_hook is None:
+            from continuity.failover.hooks import run_service_hook as run_hook
+        self.bp = bp
+        self.node = node
+        self.client = client
+        self.key = key
+        self.pulse = pulse
+        self.clock = clock
+        self.wall = wall
+        self.run_hook = run_hook
+        self.prober = prober
+        self.safety = default_safety(bp) if safety is None else safety
+        self.hook_timeout = hook_timeout
+        self.services = sorted(s for s, v in bp.services.items() if node == v.primary or node in v.standbys)
+        self.held: dict[str, Held] = {}
+        self.demoted: dict[str, int] = {}  # self-demoted service -> epoch we may reclaim
+        self.health: dict[str, ProbeResult] = {}
+        self.seq = 0
+        self.bootstrapped = False
+        self.redis_ok = True
+        self.lock = threading.RLock()
+        self._beat = client.register_script(_BEAT)
+
+    # --- heartbeat ---------------------------------------------------------------------------
+    def _report(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for svc in self.services:
+            held = self.held.get(svc)
+            if held is None:
+                out[svc] = {"role": "standby", "epoch": None, "healthy": None, "detail": "not primary here"}
+                continue
+            res = self.health.get(svc)
+            out[svc] = {"role": "primary", "epoch": held.epoch, "healthy": None if res is None else res.healthy,
+                        "detail": "probe pending" if res is None else res.detail[:200]}
+        return out
+
+    def next_seq(self) -> int:
+        """Grows within a process and across restarts (time-based floor), so old beats read as replays."""
+        self.seq = max(self.seq + 1, int(self.wall() * 1000))
+        return self.seq
+
+    def beat_once(self) -> bool:
+        """Send one heartbeat and renew held leases; False when Redis could not be reached."""
+        if not self.bootstrapped:
+            self._bootstrap()
+        sent = self.clock()
+        with self.lock:
+            hb = heartbeat.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
+                                     nonce=secrets.token_hex(6))
+        raw = heartbeat.encode(hb, self.key)
+        lease_keys = [keys.lease(s) for s in self.services]
+        try:
+            res = self._beat(keys=[keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), *lease_keys],
+                             args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))])
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: keep beating, let the watchdog decide
+            if self.redis_ok:
+                log.warning("agent %s: heartbeat failed: %s", self.node, exc)
+            self.redis_ok = False
+            return False
+        if not self.redis_ok:
+            log.warning("agent %s: Redis reachable again", self.node)
+        self.redis_ok = True
+        holders = {svc: (_text(res[1 + 2 * i]), int(float(_text(res[2 + 2 * i]))))
+                   for i, svc in enumerate(self.services)}
+        self._apply_holders(holders, sent)
+        return True
+
+    def _apply_holders(self, holders: dict[str, tuple[str, int]], sent: float) -> None:
+        lost: list[tuple[str, Held, str]] = []
+        reclaim: list[tuple[str, int]] = []
+        with self.lock:
+            for svc, (holder, epoch) in holders.items():
+                held = self.held.get(svc)
+                if holder == self.node:
+                    if held is None or held.epoch != epoch:
+                        log.info("agent %s: primary of %s at epoch %s", self.node, svc, epoch)
+                    self.held[svc] = Held(epoch, sent)
+                    if self.demoted.pop(svc, None) == epoch:  # our lease outlived our self-demotion
+                        reclaim.append((svc, epoch))
+                elif held is not None:
+                    del self.held[svc]
+                    lost.append((svc, held, f"lease now held by {holder}" if holder else "lease expired or released"))
+                elif svc in self.demoted and not holder:
+                    reclaim.append((svc, self.demoted[svc]))
+                elif svc in self.demoted and holder:
+                    self.demoted.pop(svc, None)  # someone else took over: nothing to reclaim
+        for svc, held, why in lost:
+            self._demote(svc, held.epoch, why)
+        for svc, epoch in reclaim:
+            self._reclaim(svc, epoch)
+
+    # --- roles ---------------------------------------------------------------------------------
+    def _bootstrap(self) -> None:
+        """First start of the fleet: the blueprint's primary takes epoch 1 of services never placed."""
+        try:
+            for svc in self.services:
+                if self.bp.services[svc].primary != self.node:
+                    continue
+                if leases.bootstrap(self.client, svc, self.node, self.bp.policy.lease_ttl):
+                    with self.lock:
+                        self.held[svc] = Held(1, self.clock())
+                    result = self.run_hook(self.bp, svc, self.node, "start", 1, timeout=self.hook_timeout)
+                    self._emit("detect.role_bootstrapped", service=svc, epoch=1,
+                               data={"hook_rc": None if result is None else result.returncode})
+            self.bootstrapped = True
+        except Exception as exc:  # noqa: BLE001 - retried on the next beat
+            log.warning("agent %s: bootstrap deferred: %s", self.node, exc)
+
+    def _reclaim(self, svc: str, epoch: int) -> None:
+        """Start again a service we stopped only because Redis was out of reach, if the role is still ours."""
+        try:
+            ok, why = leases.acquire_ex(self.client, svc, self.node, epoch, self.bp.policy.lease_ttl)
+        except Exception as exc:  # noqa: BLE001 - Redis flapping: try on the next beat
+            with self.lock:
+                self.demoted[svc] = epoch
+            log.warning("agent %s: reclaim of %s deferred: %s", self.node, svc, exc)
+            return
+        if not ok:
+            log.info("agent %s: not reclaiming %s (epoch %s): %s", self.node, svc, epoch, why)
+            return
+        with self.lock:
+            self.held[svc] = Held(epoch, self.clock())
+        result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
+        self._emit("failover.self_repromoted", service=svc, epoch=epoch,
+                   data={"hook_rc": None if result is None else result.returncode})
+
+    def check_fence(self) -> list[str]:
+        """Demote every held service whose lease we could not renew in time; returns their ids."""
+        now = self.clock()
+        limit = self.bp.policy.lease_ttl - self.safety
+        due: list[tuple[str, Held]] = []
+        with self.lock:
+            for svc, held in list(self.held.items()):
+                if now - held.renewed_at > limit:
+                    del self.held[svc]
+                    self.demoted[svc] = held.epoch
+                    due.append((svc, held))
+        for svc, held in due:
+            self._demote(svc, held.epoch, f"lease not renewed for {now - held.renewed_at:.2f}s "
+                                          f"(limit {limit:.2f}s of a {self.bp.policy.lease_ttl:g}s lease)")
+        return [svc for svc, _ in due]
+
+    def demote_all(self, reason: str) -> list[str]:
+        """Stop every held role (worker shutdown): a primary nobody watches must not keep running."""
+        with self.lock:
+            held, self.held = self.held, {}
+        for svc, h in held.items():
+            self._demote(svc, h.epoch, reason)
+        return sorted(held)
+
+    def _demote(self, svc: str, epoch: int, reason: str) -> None:
+        log.warning("agent %s: demoting %s (epoch %s): %s", self.node, svc, epoch, reason)
+        with self.lock:
+            self.health.pop(svc, None)
+        result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+        self._emit("failover.self_demoted", service=svc, epoch=epoch,
+                   data={"reason": reason, "hook_rc": None if result is None else result.returncode,
+                         "at": self.wall()})
+
+    # --- probes --------------------------------------------------------------------------------
+    def probe_once(self, pool: ThreadPoolExecutor | None = None) -> dict[str, ProbeResult]:
+        with self.lock:
+            targets = {svc: h.epoch for svc, h in self.held.items()}
+        if not targets:
+            return {}
+        if pool is None:
+            results = {svc: self.prober(self.bp, svc, self.node, epoch) for svc, epoch in targets.items()}
+        else:
+            futures = {svc: pool.submit(self.prober, self.bp, svc, self.node, epoch) for svc, epoch in targets.items()}
+            results = {svc: f.result() for svc, f in futures.items()}
+        with self.lock:
+            for svc, res in results.items():
+                if svc in self.held:
+                    self.health[svc] = res
+        return results
+
+    def _emit(self, kind: str, **kwargs: Any) -> None:
+        if self.pulse is None:
+            return
+        try:
+            self.pulse.emit(kind, node=self.node, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the history must never stop the agent
+            log.warning("agent %s: could not record %s: %s", self.node, kind, exc)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class AgentRunner:
+    """Drives an :class:`Agent` with three daemon threads until :meth:`stop`."""
+
+    def __init__(self, agent: Agent, interval: float | None = None) -> None:
+        self.agent = agent
+        self.interval = interval or agent.bp.policy.heartbeat_interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(agent.services))),
+                                        thread_name_prefix="continuity-probe")
+
+    def start(self) -> AgentRunner:
+        for name, target in (("beat", self._beat_loop), ("probe", self._probe_loop), ("watchdog", self._watch_loop)):
+            t = threading.Thread(target=target, name=f"continuity-agent-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _every(self, period: float, step: Callable[[], Any]) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - a bug in one step must not end the loop
+                log.exception("agent %s: %s failed", self.agent.node, getattr(step, "__name__", step))
+            next_at += period
+            now = time.monotonic()
+            if next_at < now:  # we were paused or starved: do not fire a burst to catch up
+                next_at = now + period
+            self._stop.wait(next_at - now)
+
+    def _beat_loop(self) -> None:
+        self._every(self.interval, self.agent.beat_once)
+
+    def _probe_loop(self) -> None:
+        self._every(self.interval, lambda: self.agent.probe_once(self._pool))
+
+    def _watch_loop(self) -> None:
+        self._every(min(0.1, self.agent.safety / 4), self.agent.check_fence)

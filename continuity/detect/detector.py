@@ -1,0 +1,242 @@
+"""The failure detector: which nodes are alive, suspect, dead or planned-offline — decided purely.
+
+Input is data only: the previous per-node state, the heartbeats verified since
+the last sweep (with the time Redis stamped their arrival), the blueprint and
+``now`` on the same clock. Output is the new state, the transitions, and the
+dead nodes handed to failover. No Redis, no wall clock: every rule below is
+unit-tested by moving an injected clock.
+
+Rules, each from a failure seen in the field:
+
+* Timeout plus hysteresis. A node goes *suspect* after ``suspect_after`` of
+  silence and *dead* after ``dead_after``; silence is measured between beat
+  arrivals, so a slow sweeper does not make nodes look silent. Coming back takes
+  ``recover_beats`` consecutive timely beats, so a flapping node does not
+  bounce between dead and alive on every beat.
+* Planned blackouts. A satellite silent outside its contact windows is
+  *expected-offline*, never dead; when contact resumes its silence is counted
+  from the start of contact, not from its last beat before the blackout.
+* TILT (as Sentinel). If the gap since the previous sweep exceeds ``tilt_gap``
+  (our own process was paused, the clock jumped), our timing evidence is
+  worthless: for ``tilt_grace`` nobody is declared dead and nothing fails over.
+* Storm brake (as Kubernetes' eviction limit). When more than
+  ``storm_fraction`` of the fleet is dead at once, the likelier story is that
+  *we* are cut off: automatic failover halts and an incident is raised. Dead
+  nodes that were held back become eligible once the storm clears, if still dead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from continuity.blueprint import Blueprint
+
+UNKNOWN = "unknown"
+ALIVE = "alive"
+SUSPECT = "suspect"
+DEAD = "dead"
+EXPECTED_OFFLINE = "expected-offline"
+STATUSES = (UNKNOWN, ALIVE, SUSPECT, DEAD, EXPECTED_OFFLINE)
+
+
+@dataclass(frozen=True)
+class NodeState:
+    state: str = UNKNOWN
+    since: float = 0.0                 # when the state last changed
+    last_seq: int | None = None        # last accepted heartbeat sequence (replay guard)
+    last_arrival: float | None = None  # when Redis stamped the last accepted beat
+    good_beats: int = 0                # timely beats in a row (recovery hysteresis)
+    contact: bool = True               # inside a contact window at the last sweep
+    contact_since: float | None = None  # when contact last resumed after a blackout
+    handed_over: bool = False          # this death was already given to failover
+    services: dict[str, Any] = field(default_factory=dict)  # last reported service health
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeState:
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        state = cls(**known)
+        if state.state not in STATUSES:
+            state = replace(state, state=UNKNOWN)
+        return state
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat that passed verification and is newer than the node's last accepted one."""
+
+    seq: int
+    arrival: float
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Meta:
+    last_sweep: float | None = None
+    tilt_until: float | None = None
+    storm: bool = False
+    storm_since: float | None = None
+    rejected: dict[str, str] = field(default_factory=dict)  # node -> fingerprint of its last reported bad beat
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Meta:
+        return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
+
+
+@dataclass(frozen=True)
+class Transition:
+    node: str
+    old: str
+    new: str
+    at: float
+    silence: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "from": self.old, "to": self.new, "at": self.at,
+                "silence": None if self.silence is None else round(self.silence, 3)}
+
+
+@dataclass
+class Outcome:
+    states: dict[str, NodeState]
+    meta: Meta
+    transitions: list[Transition] = field(default_factory=list)
+    eligible: list[str] = field(default_factory=list)  # dead nodes handed to failover by this sweep
+    tilt: bool = False
+    tilt_started: bool = False
+    tilt_ended: bool = False
+    sweep_gap: float | None = None
+    storm_started: bool = False
+    storm_cleared: bool = False
+    dead: list[str] = field(default_factory=list)
+    dead_fraction: float = 0.0
+    held_back: list[str] = field(default_factory=list)  # dead, not handed over because of tilt/storm
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _silence(s: NodeState, now: float) -> float | None:
+    ref = s.last_arrival
+    if s.contact_since is not None and (ref is None or s.contact_since > ref):
+        ref = s.contact_since
+    return None if ref is None else max(0.0, now - ref)
+
+
+def _next_status(s: NodeState, silence: float | None, in_contact: bool, bp: Blueprint, tilt: bool) -> str:
+    p = bp.policy
+    if silence is None:
+        return UNKNOWN
+    fresh = silence <= p.suspect_after
+    recovered = fresh and s.good_beats >= p.recover_beats
+    can_die = silence > p.dead_after and not tilt
+    status = s.state
+    if status == UNKNOWN:
+        # first evidence about this node: no history to distrust, classify it directly
+        if fresh:
+            return ALIVE
+        if not in_contact:
+            return EXPECTED_OFFLINE
+        return DEAD if can_die else SUSPECT
+    if status == DEAD:
+        return ALIVE if recovered else DEAD
+    if not in_contact and not fresh:
+        return EXPECTED_OFFLINE
+    if status == EXPECTED_OFFLINE:
+        if recovered:
+            return ALIVE
+        return DEAD if can_die else EXPECTED_OFFLINE
+    if status == ALIVE:
+        if can_die:
+            return DEAD
+        return SUSPECT if not fresh else ALIVE
+    # SUSPECT
+    if can_die:
+        return DEAD
+    return ALIVE if recovered else SUSPECT
+
+
+def _step_node(node: str, prev: NodeState, beat: Beat | None, bp: Blueprint, now: float,
+               tilt: bool) -> tuple[NodeState, Transition | None]:
+    p = bp.policy
+    s = prev
+    in_contact = bp.in_contact(node, _utc(now))
+    if in_contact and not s.contact:
+        s = replace(s, contact_since=now)
+    s = replace(s, contact=in_contact)
+    if beat is not None:
+        arrival = min(beat.arrival, now)
+        if s.last_arrival is not None:
+            arrival = max(arrival, s.last_arrival)
+            timely = (arrival - s.last_arrival) <= p.dead_after
+        else:
+            timely = True
+        s = replace(s, last_seq=beat.seq, last_arrival=arrival, services=dict(beat.services),
+                    good_beats=(s.good_beats + 1) if timely else 1)
+    silence = _silence(s, now)
+    if silence is not None and silence > p.suspect_after:
+        s = replace(s, good_beats=0)
+    new = _next_status(s, silence, in_contact, bp, tilt)
+    if new == s.state:
+        return s, None
+    changed = replace(s, state=new, since=now, handed_over=False if new == ALIVE else s.handed_over)
+    return changed, Transition(node, s.state, new, now, silence)
+
+
+def sweep(prev: Mapping[str, NodeState], beats: Mapping[str, Beat], bp: Blueprint, now: float,
+          meta: Meta | None = None) -> Outcome:
+    """One detector step for the whole fleet at time ``now`` (seconds, the clock beats were stamped with)."""
+    p = bp.policy
+    meta = meta or Meta()
+    out_meta = meta
+    gap = None if meta.last_sweep is None else now - meta.last_sweep
+    tilt_started = False
+    if gap is not None and (gap > p.tilt_gap or gap < -p.tilt_gap):
+        tilt_started = meta.tilt_until is None or now >= meta.tilt_until
+        out_meta = replace(out_meta, tilt_until=now + p.tilt_grace)
+    tilt = out_meta.tilt_until is not None and now < out_meta.tilt_until
+    tilt_ended = False
+    if not tilt and out_meta.tilt_until is not None:
+        tilt_ended = True
+        out_meta = replace(out_meta, tilt_until=None)
+
+    states: dict[str, NodeState] = {}
+    transitions: list[Transition] = []
+    for node in sorted(bp.nodes):
+        new, tr = _step_node(node, prev.get(node, NodeState()), beats.get(node), bp, now, tilt)
+        states[node] = new
+        if tr is not None:
+            transitions.append(tr)
+
+    dead = sorted(n for n, s in states.items() if s.state == DEAD)
+    fraction = len(dead) / len(states) if states else 0.0
+    storm = fraction > p.storm_fraction
+    storm_started = storm and not meta.storm
+    storm_cleared = meta.storm and not storm
+    out_meta = replace(out_meta, storm=storm, storm_since=(meta.storm_since if meta.storm else now) if storm else None,
+                       last_sweep=now)
+
+    eligible: list[str] = []
+    held_back: list[str] = []
+    for node in dead:
+        s = states[node]
+        silence = _silence(s, now)
+        if s.handed_over or silence is None or silence <= p.dead_after:
+            continue  # already failed over, or beating again (recovering)
+        if tilt or storm:
+            held_back.append(node)
+            continue
+        eligible.append(node)
+        states[node] = replace(s, handed_over=True)
+    return Outcome(states=states, meta=out_meta, transitions=transitions, eligible=eligible, tilt=tilt,
+                   tilt_started=tilt_started, tilt_ended=tilt_ended, sweep_gap=gap, storm_started=storm_started,
+                   storm_cleared=storm_cleared, dead=dead, dead_fraction=fraction, held_back=held_back)

@@ -1,0 +1,175 @@
+"""Signed heartbeats: what a node says about itself, and how the detector decides to believe it.
+
+Anyone who can write to Redis could otherwise keep a dead primary looking alive
+(or a live one looking sick) and steer failover. So every heartbeat carries an
+HMAC-SHA256 over its exact bytes, made with a per-node key that lives only on
+that node (env or a 0600 key file) and never in Redis, task arguments or logs.
+
+Wire format (one string, one HSET): ``v1.<hex mac>.<compact JSON body>``. The
+MAC covers the body as sent, so verifying needs no re-serialisation, and the
+body is parsed only after its MAC checks out: a forged blob costs one HMAC.
+
+Replays are refused twice over: the sequence number must grow (the sweep keeps
+the last accepted one per node), and the timestamp must be close to the time
+Redis stamped the write (so an old beat re-written later is stale even if the
+detector lost its memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from continuity import paths
+from continuity.errors import ContinuityError
+
+VERSION = "v1"
+_ENV_PREFIX = "CONTINUITY_NODE_KEY_"
+
+
+class Rejected(Exception):
+    """A heartbeat the detector must not believe; ``reason`` is a short stable word for events."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    node: str
+    seq: int
+    ts: float
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nonce: str = ""
+
+    def body(self) -> str:
+        return json.dumps({"node": self.node, "seq": self.seq, "ts": round(self.ts, 6), "nonce": self.nonce,
+                           "services": self.services}, separators=(",", ":"), sort_keys=True)
+
+
+# --- keys -----------------------------------------------------------------------------------
+def env_var(node: str) -> str:
+    return _ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", node.upper())
+
+
+def key_file(node: str) -> Path:
+    return paths.state_dir() / "keys" / f"{node}.key"
+
+
+def node_key(node: str) -> bytes | None:
+    """The node's HMAC key from its env var, else its key file; None when it has none."""
+    value = os.environ.get(env_var(node))
+    if value:
+        return value.encode()
+    try:
+        data = key_file(node).read_bytes().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ContinuityError(f"cannot read heartbeat key {key_file(node)}: {exc.strerror}") from None
+    return data or None
+
+
+def ensure_node_key(node: str) -> bytes:
+    """Return the node's key, creating a random one (file mode 0600, never overwritten) if it has none."""
+    existing = node_key(node)
+    if existing:
+        return existing
+    path = key_file(node)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        key = node_key(node)
+        if key is None:
+            raise ContinuityError(f"heartbeat key file {path} exists but is empty") from None
+        return key
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    key = node_key(node)
+    assert key is not None
+    return key
+
+
+class KeyRing:
+    """Node keys looked up once per process; the sweep verifies thousands of beats a second."""
+
+    def __init__(self, preset: dict[str, bytes] | None = None) -> None:
+        self._keys: dict[str, bytes | None] = dict(preset or {})
+
+    def get(self, node: str) -> bytes | None:
+        if node not in self._keys:
+            self._keys[node] = node_key(node)
+        return self._keys[node]
+
+    def forget(self, node: str) -> None:
+        self._keys.pop(node, None)
+
+
+# --- signing --------------------------------------------------------------------------------
+def mac(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def encode(hb: Heartbeat, key: bytes) -> str:
+    body = hb.body()
+    return f"{VERSION}.{mac(key, body)}.{body}"
+
+
+def split(raw: str) -> tuple[str, str]:
+    """(mac, body) of a wire heartbeat; Rejected('unsigned'/'malformed') when it is not one."""
+    if not isinstance(raw, str):
+        raise Rejected("malformed", "not a string")
+    if raw.startswith("{"):
+        raise Rejected("unsigned", "plain JSON without a signature")
+    version, sep1, rest = raw.partition(".")
+    tag, sep2, body = rest.partition(".")
+    if not sep1 or not sep2 or version != VERSION:
+        raise Rejected("malformed", f"expected {VERSION}.<mac>.<body>")
+    if not tag:
+        raise Rejected("unsigned", "empty signature")
+    return tag, body
+
+
+def verify(raw: str, field_node: str, keyring: KeyRing, *, last_seq: int | None, arrival: float | None,
+           max_age: float) -> Heartbeat:
+    """Return the heartbeat if it is authentic, fresh and new for ``field_node``; else raise Rejected.
+
+    ``field_node`` is the hash field it was stored under: a node's valid beat
+    copied under another node's name is refused (node-mismatch).
+    """
+    tag, body = split(raw)
+    key = keyring.get(field_node)
+    if key is None:
+        raise Rejected("unknown-node", f"no heartbeat key for node {field_node!r}")
+    if not hmac.compare_digest(tag, mac(key, body)):
+        raise Rejected("bad-mac", "signature does not match the node's key")
+    try:
+        data = json.loads(body)
+        hb = Heartbeat(node=str(data["node"]), seq=int(data["seq"]), ts=float(data["ts"]),
+                       services=dict(data.get("services") or {}), nonce=str(data.get("nonce", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Rejected("malformed", f"signed body unreadable: {exc}") from None
+    if hb.node != field_node:
+        raise Rejected("node-mismatch", f"beat of {hb.node!r} stored as {field_node!r}")
+    if last_seq is not None and hb.seq <= last_seq:
+        raise Rejected("replayed", f"seq {hb.seq} not after last accepted {last_seq}")
+    if arrival is not None and abs(arrival - hb.ts) > max_age:
+        raise Rejected("stale", f"sent at {hb.ts:.3f} but written at {arrival:.3f}")
+    return hb
+
+
+def digest(raw: str) -> str:
+    """Short fingerprint of a rejected blob: the same bad beat is reported once, not every sweep."""
+    return hashlib.sha256(raw.encode(errors="replace") if isinstance(raw, str) else b"").hexdigest()[:16]

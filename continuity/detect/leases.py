@@ -1,0 +1,168 @@
+"""Role leases: who may act as a service's primary right now, held in Redis with a TTL.
+
+A primary keeps its role only while it keeps renewing its lease; when it cannot
+(partitioned, paused, Redis gone) the lease expires at Redis and, before that,
+the node's own agent demotes the service (self-fencing). The failover planner
+promotes a standby only after the old lease has expired plus a margin, so the
+two can never overlap. Every operation is one Lua script so that "check the
+holder, then change the key" cannot interleave with another node doing the same.
+
+Layout: ``keys.lease(service)`` is a JSON string {node, epoch, acquired} with a PX expiry;
+``keys.epoch(service)`` (the fencing counter, owned by failover) is read so a
+promoter carrying an epoch older than the current one cannot take the role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from continuity import keys
+
+# Shared Lua prelude: decode the lease JSON (nil when absent or unreadable), and stamp Redis time.
+PRELUDE = """
+local function get_lease(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local ok, l = pcall(cjson.decode, raw)
+  if not ok or type(l) ~= 'table' then return nil end
+  return l
+end
+local function put_lease(key, node, epoch, ttl_ms)
+  local t = redis.call('TIME')
+  local v = cjson.encode({node = node, epoch = tonumber(epoch), acquired = tonumber(t[1]) + tonumber(t[2]) / 1e6})
+  redis.call('SET', key, v, 'PX', ttl_ms)
+end
+"""
+
+# KEYS[1]=lease KEYS[2]=epoch ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms -> {1,'ok'} | {0, reason}
+_ACQUIRE = PRELUDE + """
+local want = tonumber(ARGV[2])
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if want < current then return {0, 'stale-epoch'} end
+local l = get_lease(KEYS[1])
+if l and l.node ~= ARGV[1] then return {0, 'held'} end
+if l and want < tonumber(l.epoch or 0) then return {0, 'stale-epoch'} end
+put_lease(KEYS[1], ARGV[1], want, ARGV[3])
+return {1, 'ok'}
+"""
+
+# KEYS[1]=lease ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms -> 1 renewed | 0 not ours
+_RENEW = PRELUDE + """
+local l = get_lease(KEYS[1])
+if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1]=lease ; ARGV[1]=node ARGV[2]=epoch -> 1 released | 0 not ours
+_RELEASE = PRELUDE + """
+local l = get_lease(KEYS[1])
+if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1]=lease -> {node, epoch, pttl} or {} when there is no (readable) lease
+READ = PRELUDE + """
+local l = get_lease(KEYS[1])
+if not l or not l.node then return {} end
+return {tostring(l.node), tostring(l.epoch or 0), redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS[1]=lease KEYS[2]=epoch ; ARGV[1]=node ARGV[2]=ttl_ms -> 1 when this call created epoch 1 for node
+_BOOTSTRAP = PRELUDE + """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], '1')
+put_lease(KEYS[1], ARGV[1], 1, ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    service: str
+    node: str
+    epoch: int
+    ttl: float  # seconds left at Redis when read
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "node": self.node, "epoch": self.epoch, "ttl": round(self.ttl, 3)}
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(round(seconds * 1000)))
+
+
+def script(client: Any, name: str, source: str) -> Any:
+    cache = client.__dict__.setdefault("_continuity_lease_scripts", {})
+    if name not in cache:
+        cache[name] = client.register_script(source)
+    return cache[name]
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def acquire_ex(client: Any, service: str, node: str, epoch: int, ttl: float) -> tuple[bool, str]:
+    """Like :func:`acquire` but also says why it was refused ('held' or 'stale-epoch')."""
+    ok, reason = script(client, "acquire", _ACQUIRE)(keys=[keys.lease(service), keys.epoch(service)],
+                                                       args=[node, int(epoch), _ms(ttl)])
+    return bool(int(ok)), _text(reason)
+
+
+def acquire(client: Any, service: str, node: str, epoch: int, ttl: float) -> bool:
+    """Take (or re-take) the role for ``node`` at ``epoch``.
+
+    Refused while another node holds an unexpired lease, or when ``epoch`` is
+    older than the service's current fencing epoch or the lease's own epoch.
+    """
+    return acquire_ex(client, service, node, epoch, ttl)[0]
+
+
+def renew(client: Any, service: str, node: str, epoch: int, ttl: float) -> bool:
+    """Extend the lease only if ``node`` still holds it at ``epoch``; False means the role is gone."""
+    return bool(int(script(client, "renew", _RENEW)(keys=[keys.lease(service)], args=[node, int(epoch), _ms(ttl)])))
+
+
+def release(client: Any, service: str, node: str, epoch: int) -> bool:
+    """Give the role up (coordinated switchover); a no-op unless ``node`` holds it at ``epoch``."""
+    return bool(int(script(client, "release", _RELEASE)(keys=[keys.lease(service)], args=[node, int(epoch)])))
+
+
+def parse(service: str, raw: Any) -> Lease | None:
+    if not raw:
+        return None
+    node, epoch, pttl = raw
+    return Lease(service=service, node=_text(node), epoch=int(_text(epoch)), ttl=max(0, int(pttl)) / 1000.0)
+
+
+def read(client: Any, service: str) -> Lease | None:
+    """The current lease (holder, epoch, seconds left), read atomically; None when nobody holds it."""
+    return parse(service, script(client, "read", READ)(keys=[keys.lease(service)], args=[]))
+
+
+def read_many(client: Any, services: Iterable[str]) -> dict[str, Lease | None]:
+    """All leases in one round trip (the sweep and the agent read every service each second)."""
+    names = list(services)
+    read_one = script(client, "read", READ)
+    pipe = client.pipeline(transaction=False)
+    for s in names:
+        read_one(keys=[keys.lease(s)], args=[], client=pipe)
+    return {s: parse(s, raw) for s, raw in zip(names, pipe.execute(), strict=True)}
+
+
+def bootstrap(client: Any, service: str, node: str, ttl: float) -> bool:
+    """Give a never-placed service its first primary (epoch 1); False once any epoch or lease exists.
+
+    Only the blueprint's primary calls this, at first start of the fleet; after
+    that, roles change only through failover (fence -> promote -> acquire).
+    """
+    return bool(int(script(client, "bootstrap", _BOOTSTRAP)(keys=[keys.lease(service), keys.epoch(service)],
+                                                             args=[node, _ms(ttl)])))

@@ -1,0 +1,73 @@
+"""The control plane's periodic task: ``continuity.control.sweep``, the failure detector's heartbeat.
+
+Beat sends it every ``heartbeat_interval`` (1 s) to ``continuity.control``,
+which every core node consumes, so detection survives the loss of any one node.
+It expires after one interval (a sweep that waited is worthless: the next one
+is already due) and is not late-acked (a lost sweep is replaced, not retried).
+The whole sweep is :func:`continuity.detect.sweep.run_sweep`; this module only
+caches what a process can keep between sweeps and injects the failover launcher.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import timedelta
+from typing import Any
+
+from continuity import paths, pulse
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.detect.sweep import SweepCache, run_sweep
+from continuity.redisd import connect
+from workers.app import CONTROL_QUEUE, app
+
+log = logging.getLogger("continuity.sweep")
+
+SWEEP_TASK = "continuity.control.sweep"
+_state: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime: float) -> Blueprint:
+    return load_blueprint(path)
+
+
+def current_blueprint() -> Blueprint:
+    """Re-read only when the file changed: an edited blueprint takes effect at the next sweep."""
+    path = paths.blueprint_path()
+    return _load(str(path), path.stat().st_mtime)
+
+
+def _client() -> Any:
+    if "client" not in _state:
+        _state["client"] = connect(socket_timeout=2, socket_connect_timeout=2)
+    return _state["client"]
+
+
+def _launcher() -> Any:
+    try:
+        from workers.failover import launch_failovers
+    except ImportError:
+        log.warning("sweep: workers.failover is not available; dead nodes are reported but not failed over")
+        return None
+    return launch_failovers
+
+
+@app.task(name=SWEEP_TASK, time_limit=10, soft_time_limit=8, acks_late=False, ignore_result=True)
+def sweep() -> dict[str, Any]:
+    """One detector step: classify nodes, publish states and mode, hand newly dead nodes to failover."""
+    cache = _state.setdefault("cache", SweepCache())
+    result = run_sweep(_client(), current_blueprint(), cache=cache, pulse=pulse.default(), launch=_launcher())
+    return result.summary()
+
+
+def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
+    """The sweep's beat entry (collected by beat_schedule.build_schedule)."""
+    interval = bp.policy.heartbeat_interval
+    return {
+        SWEEP_TASK: {
+            "task": SWEEP_TASK,
+            "schedule": timedelta(seconds=interval),
+            "options": {"queue": CONTROL_QUEUE, "routing_key": CONTROL_QUEUE, "expires": interval},
+        }
+    }
