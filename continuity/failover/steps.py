@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -343,15 +342,10 @@ def _probe_once(bp: Blueprint, service: str, node: str, epoch: int, timeout: flo
         if isinstance(doc, dict) and doc.get("epoch") is not None and int(doc["epoch"]) != epoch:
             return False, f"answers with epoch {doc['epoch']}, expected {epoch}"
         return True, body[:200]
-    if probe.kind == "tcp":
-        host = probe.host or bp.nodes[node].address
-        port = int(hooks.render_text(str(probe.port), hooks.placeholder_values(bp, service, node, epoch)))
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return True, f"tcp {host}:{port} open"
-        except OSError as exc:
-            return False, f"tcp {host}:{port}: {exc}"
-    return True, f"{probe.kind} probe is checked by the node agent, not here"
+    from continuity.detect.probes import probe_service
+
+    res = probe_service(bp, service, node, epoch)
+    return res.healthy, res.detail
 
 
 # --- record (control) ----------------------------------------------------------------------------------------------

@@ -94,17 +94,27 @@ class Ledger:
 
 
 class EpochGuard:
-    """Asks Redis whether our epoch is still current; an unreachable Redis means we cannot know, so no write."""
+    """Is this instance still the primary? Asked of Redis before every write, and watched in the background.
 
-    def __init__(self, service: str, epoch: int, redis_url: str | None) -> None:
+    Two independent fences: (1) every write checks that our epoch is still the
+    current one (a stale writer gets 409); (2) a watcher thread checks our lease
+    a few times per lease period and shuts the instance down as soon as the
+    lease is gone or someone else's, or cannot be confirmed for most of a lease
+    period. So a primary whose node agent is frozen (SIGSTOP, a hung worker)
+    stops on its own before the lease + margin after which a standby may be
+    promoted, and the pulse history shows it.
+    """
+
+    def __init__(self, service: str, node: str, epoch: int, redis_url: str | None) -> None:
         self.service = service
+        self.node = node
         self.epoch = epoch
         self.client = None
         if redis_url:
             import redis
 
-            self.client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=1,
-                                               socket_connect_timeout=1)
+            self.client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.5,
+                                               socket_connect_timeout=0.5)
 
     def check(self) -> tuple[int, int | None, str]:
         """(HTTP status to answer if refusing or 0 when allowed, current epoch, message)."""
@@ -119,6 +129,24 @@ class EpochGuard:
             return 409, exc.current, f"stale epoch {self.epoch}: the role moved on to epoch {exc.current}"
         except Exception as exc:  # noqa: BLE001 - any Redis failure means "cannot prove we are primary"
             return 503, None, f"cannot verify the epoch: {exc}"
+
+    def lease_lost(self, last_ok: float, ttl: float, now: float) -> str | None:
+        """Why we must stop now, or None while the lease is ours (or unconfirmed for less than most of a TTL)."""
+        if self.client is None:
+            return None
+        from continuity.detect import leases
+
+        try:
+            lease = leases.read(self.client, self.service)
+        except Exception as exc:  # noqa: BLE001 - unreachable Redis: we cannot renew either
+            if now - last_ok > 0.75 * ttl:
+                return f"lease unconfirmed for {now - last_ok:.2f}s: {exc}"
+            return None
+        if lease is None:
+            return "lease expired or released"
+        if lease.node != self.node or lease.epoch != self.epoch:
+            return f"lease now held by {lease.node} at epoch {lease.epoch}"
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -174,8 +202,9 @@ class App:
                  redis_url: str | None) -> None:
         self.service, self.node, self.port, self.epoch = service, node, port, epoch
         self.ledger = Ledger(directory)
-        self.guard = EpochGuard(service, epoch, redis_url)
+        self.guard = EpochGuard(service, node, epoch, redis_url)
         self.rejected = 0
+        self.demoted: str | None = None
 
     def identity(self) -> dict[str, Any]:
         return {"service": self.service, "node": self.node, "epoch": self.epoch}
@@ -186,6 +215,9 @@ class App:
 
     def write(self, seq: int, data: Any) -> tuple[int, dict[str, Any]]:
         with self.ledger.lock:
+            if self.demoted:
+                self.rejected += 1
+                return 409, {"ok": False, "error": f"demoted: {self.demoted}", **self.identity()}
             status, current, message = self.guard.check()
             if status:
                 self.rejected += 1
@@ -303,6 +335,47 @@ def stop_all() -> list[str]:
     return stopped
 
 
+def _lease_ttl() -> float:
+    try:
+        from continuity.blueprint import load_blueprint
+
+        return float(load_blueprint(paths.blueprint_path()).policy.lease_ttl)
+    except Exception:  # noqa: BLE001 - the blueprint's default
+        return 3.0
+
+
+def watch_lease(app: App, httpd: ThreadingHTTPServer, stop: threading.Event) -> None:
+    """Self-fencing of the instance itself: stop serving as soon as the role is no longer ours."""
+    ttl = _lease_ttl()  # loaded here, not before serving: start-up time is recovery time
+    grace_until = time.monotonic() + ttl  # the promoter acquires the lease just before starting us
+    last_ok = time.monotonic()
+    while not stop.wait(min(0.2, ttl / 10)):
+        now = time.monotonic()
+        why = app.guard.lease_lost(last_ok, ttl, now)
+        if why is None:
+            last_ok = now
+            continue
+        if now < grace_until and why == "lease expired or released":
+            continue
+        app.demoted = why
+        _emit_demoted(app, why)
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+        return
+
+
+def _emit_demoted(app: App, why: str) -> None:
+    try:
+        from continuity.pulse import Pulse
+        from continuity.redisd import connect
+
+        client = connect(socket_timeout=1) if os.environ.get("CONTINUITY_REDIS_URL") else None
+        Pulse(client=client, path=paths.pulse_file(), node=app.node).emit(
+            "failover.service_demoted", service=app.service, epoch=app.epoch,
+            data={"reason": why, "pid": os.getpid(), "at": time.time(), "records": len(app.ledger.seqs)})
+    except Exception as exc:  # noqa: BLE001 - stopping matters more than telling
+        print(f"could not record self-demotion: {exc}", file=sys.stderr)
+
+
 def serve(service: str, node: str, port: int, epoch: int) -> int:
     directory = service_dir(node, service)
     app = App(service, node, port, epoch, directory, os.environ.get("CONTINUITY_REDIS_URL"))
@@ -316,9 +389,13 @@ def serve(service: str, node: str, port: int, epoch: int) -> int:
     os.replace(tmp, info)
     pidfile.write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+    stop = threading.Event()
+    if app.guard.client is not None and os.environ.get("CONTINUITY_SAMPLE_LEASE_WATCH", "1") != "0":
+        threading.Thread(target=watch_lease, args=(app, httpd, stop), daemon=True).start()
     try:
         httpd.serve_forever(poll_interval=0.1)
     finally:
+        stop.set()
         httpd.server_close()
     return 0
 

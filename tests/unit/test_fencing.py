@@ -1,0 +1,146 @@
+"""Fencing epochs and step idempotency at the key level (fakeredis with Lua)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from continuity import keys
+from continuity.failover import fencing, records, steps
+from continuity.failover.layout import service_dir
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CONTINUITY_STATE", str(tmp_path))
+    monkeypatch.setenv("CONTINUITY_PULSE_FILE", str(tmp_path / "pulse_history.jsonl"))
+    return tmp_path
+
+
+def test_bump_moves_exactly_one_epoch_and_refuses_a_stale_expectation(client) -> None:
+    assert fencing.current_epoch(client, "ledger") == 0
+    assert fencing.bump_epoch(client, "ledger", 0) == 1
+    with pytest.raises(fencing.StaleEpoch) as err:
+        fencing.bump_epoch(client, "ledger", 0)
+    assert err.value.current == 1
+    assert fencing.current_epoch(client, "ledger") == 1
+
+
+def test_bump_with_marker_is_idempotent_on_redelivery(client) -> None:
+    m = keys.step_done("ledger", 1, "fence")
+    assert fencing.bump_epoch(client, "ledger", 0, marker=m) == 1
+    # the same fence delivered again: no second bump, same answer
+    assert fencing.bump_epoch(client, "ledger", 0, marker=m) == 1
+    assert fencing.current_epoch(client, "ledger") == 1
+
+
+def test_racing_bumps_have_one_winner(client) -> None:
+    wins, losses = [], []
+
+    def attempt() -> None:
+        try:
+            wins.append(fencing.bump_epoch(client, "ledger", 0))
+        except fencing.StaleEpoch:
+            losses.append(1)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins == [1] and len(losses) == 7
+
+
+def test_writes_with_an_older_epoch_are_rejected(client) -> None:
+    fencing.bump_epoch(client, "ledger", 0)
+    fencing.check_epoch(client, "ledger", 1)
+    fencing.bump_epoch(client, "ledger", 1)
+    with pytest.raises(fencing.StaleEpoch, match="epoch 1 is stale"):
+        fencing.check_epoch(client, "ledger", 1)
+    assert fencing.is_current(client, "ledger", 2)
+    assert not fencing.is_current(client, "ledger", 3)
+
+
+def _ctx(rid: str, epoch: int = 1) -> dict:
+    return {"record_id": rid, "service": "ledger", "candidate": "core-b", "old_primary": "core-a",
+            "expected_epoch": epoch - 1, "epoch": epoch, "attempt": 0}
+
+
+def test_run_step_does_the_effect_once_per_epoch(client, state) -> None:
+    rid = records.open_record(client, {"service": "ledger", "old_primary": "core-a", "candidate": "core-b"},
+                              {"detected_at": 10.0, "last_seen": {"core-a": 7.5}}, "detector", 10.0)
+    calls = []
+    for _ in range(3):
+        steps.run_step(client, _ctx(rid), "prepare", "core-b", lambda: calls.append(1) or {"n": len(calls)})
+    assert calls == [1]
+    rec = records.get_record(client, rid)
+    (prep,) = rec["steps"]
+    assert prep["ok"] and prep["redeliveries"] == 2 and prep["duration"] is not None
+    assert rec["detection"] == pytest.approx(2.5)
+    # a new epoch is a new effect
+    steps.run_step(client, _ctx(rid, epoch=2), "prepare", "core-b", lambda: calls.append(1) or {})
+    assert calls == [1, 1]
+
+
+def test_failed_step_is_recorded_and_not_marked_done(client, state) -> None:
+    rid = records.open_record(client, {"service": "ledger"}, {}, "detector", 1.0)
+
+    def boom() -> dict:
+        raise OSError("disk full")
+
+    with pytest.raises(steps.StepFailed, match="disk full"):
+        steps.run_step(client, _ctx(rid), "prepare", "core-b", boom)
+    assert client.get(steps.marker(_ctx(rid), "prepare")) is None
+    (prep,) = records.get_record(client, rid)["steps"]
+    assert prep["ok"] is False and "disk full" in prep["error"]
+
+
+def test_route_never_moves_back_to_an_older_epoch(client, state) -> None:
+    from continuity.blueprint import load_blueprint
+
+    bp = load_blueprint(Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml")
+    sub = client.pubsub()
+    sub.subscribe(keys.routes_channel())
+    assert steps.publish_route(client, bp, "ledger", "core-b", 5, 100.0)["url"] == "http://127.0.0.1:47200"
+    assert steps.publish_route(client, bp, "ledger", "core-a", 4, 101.0) is None
+    assert json.loads(client.get(keys.route("ledger")))["node"] == "core-b"
+    doc = steps.read_routes_file()
+    assert doc["services"]["ledger"]["epoch"] == 5 and doc["services"]["ledger"]["node"] == "core-b"
+    msgs = [m for m in iter(lambda: sub.get_message(timeout=0.1), None) if m["type"] == "message"]
+    assert [json.loads(m["data"])["epoch"] for m in msgs] == [5]
+
+
+def test_prepare_copies_newer_data_atomically_and_skips_runtime_files(client, state) -> None:
+    from continuity.blueprint import load_blueprint
+
+    bp = load_blueprint(Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml")
+    src = service_dir("core-a", "ledger")
+    src.mkdir(parents=True)
+    (src / "ledger.jsonl").write_text('{"seq": 1}\n{"seq": 2}\n')
+    (src / "service.pid").write_text("12345")
+    ctx = _ctx("r1")
+    out = steps.prepare(client, bp, ctx)
+    dst = service_dir("core-b", "ledger")
+    assert out["mode"] == "copy" and out["files"] == 1
+    assert (dst / "ledger.jsonl").read_text() == (src / "ledger.jsonl").read_text()
+    assert not (dst / "service.pid").exists()
+    assert steps.prepare(client, bp, ctx)["mode"] == "up-to-date"
+
+
+def test_finish_closes_a_record_once(client, state) -> None:
+    rid = records.open_record(client, {"service": "ledger"}, {}, "ops@host", 1.0)
+    assert records.finish(client, rid, "succeeded", 2.0)
+    assert not records.finish(client, rid, "failed", 3.0)
+    rec = records.get_record(client, rid)
+    assert rec["outcome"] == "succeeded" and rec["who"] == "ops@host"
+    assert client.ttl(keys.failover_record(rid)) == -1 and client.ttl(keys.failover_history()) == -1
+    assert [r["id"] for r in records.history(client)] == [rid]

@@ -1,0 +1,200 @@
+"""The failover planner: pure decisions over plain data and an injected clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.errors import UsageError
+from continuity.failover.planner import (
+    STEPS,
+    SWITCHOVER_STEPS,
+    FailoverPlan,
+    decide,
+    plan_failovers,
+    plan_forced,
+    plan_switchover,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class L:
+    node: str
+    epoch: int
+    ttl: float
+
+
+@pytest.fixture(scope="module")
+def bp() -> Blueprint:
+    return load_blueprint(ROOT / "ops" / "blueprint.yml")
+
+
+def alive(*nodes: str) -> dict[str, dict]:
+    return {n: {"state": "alive"} for n in nodes}
+
+
+def plans(bp: Blueprint, dead: set[str], states: dict, leases: dict | None = None, **kw) -> list[FailoverPlan]:
+    return plan_failovers(bp, dead, states, leases or {}, NOW, kw.pop("paused", set()), kw.pop("global_pause", False),
+                          kw.pop("cooldowns", {}), **kw)
+
+
+def test_dead_primary_moves_its_services_to_the_standby(bp: Blueprint) -> None:
+    out = plans(bp, {"core-a"}, {"core-a": {"state": "dead"}, **alive("core-b", "sat-1")})
+    assert {p.service for p in out} == {"ledger", "reports"}
+    for p in out:
+        assert p.candidate == "core-b" and p.old_primary == "core-a" and p.action == "failover"
+        assert p.steps == STEPS
+    # dependencies first: ledger before reports (reports depends on ledger)
+    assert [p.service for p in out] == ["ledger", "reports"]
+
+
+def test_live_primary_is_left_alone(bp: Blueprint) -> None:
+    assert plans(bp, set(), alive("core-a", "core-b", "sat-1")) == []
+
+
+def test_promotion_waits_for_lease_expiry_plus_margin(bp: Blueprint) -> None:
+    leases = {"ledger": L("core-a", 4, ttl=0.7)}
+    (ledger,) = [p for p in plans(bp, {"core-a"}, alive("core-b"), leases) if p.service == "ledger"]
+    assert ledger.not_before == pytest.approx(NOW + 0.7 + bp.policy.lease_margin)
+    assert ledger.expected_epoch == 4
+    assert ledger.wait(NOW) == pytest.approx(0.7 + bp.policy.lease_margin)
+    assert ledger.wait(NOW + 10) == 0.0
+
+
+def test_expired_lease_still_waits_the_margin(bp: Blueprint) -> None:
+    (ledger,) = [p for p in plans(bp, {"core-a"}, alive("core-b")) if p.service == "ledger"]
+    assert ledger.not_before == pytest.approx(NOW + bp.policy.lease_margin)
+
+
+def test_current_primary_comes_from_the_lease_not_the_blueprint(bp: Blueprint) -> None:
+    # ledger already failed over to core-b; core-a dying now must not touch it
+    leases = {"ledger": L("core-b", 2, 2.0)}
+    out = plans(bp, {"core-a"}, alive("core-b"), leases)
+    assert "ledger" not in {p.service for p in out}
+    # and core-b dying moves it back to core-a
+    out = plans(bp, {"core-b"}, alive("core-a"), leases)
+    (ledger,) = [p for p in out if p.service == "ledger"]
+    assert ledger.old_primary == "core-b" and ledger.candidate == "core-a"
+
+
+def test_route_names_the_primary_when_no_lease_is_left(bp: Blueprint) -> None:
+    routes = {"ledger": {"node": "core-b", "epoch": 3}}
+    out = plans(bp, {"core-b"}, alive("core-a"), routes=routes)
+    (ledger,) = [p for p in out if p.service == "ledger"]
+    assert ledger.old_primary == "core-b" and ledger.expected_epoch == 3
+
+
+def test_pause_and_global_pause_skip_with_a_reason(bp: Blueprint) -> None:
+    assert [p.service for p in plans(bp, {"core-a"}, alive("core-b"), paused={"ledger"})] == ["reports"]
+    assert plans(bp, {"core-a"}, alive("core-b"), global_pause=True) == []
+    ds = decide(bp, {"core-a"}, alive("core-b"), {}, NOW, set(), True, {})
+    assert {d.action for d in ds} == {"skip"} and all("paused" in d.reason for d in ds)
+
+
+def test_cooldown_blocks_until_it_ends(bp: Blueprint) -> None:
+    assert "ledger" not in {p.service for p in plans(bp, {"core-a"}, alive("core-b"),
+                                                     cooldowns={"ledger": NOW + 5})}
+    assert "ledger" in {p.service for p in plans(bp, {"core-a"}, alive("core-b"), cooldowns={"ledger": NOW - 1})}
+
+
+def test_no_live_candidate_escalates_instead_of_dropping(bp: Blueprint) -> None:
+    out = plans(bp, {"core-a"}, {"core-b": {"state": "suspect"}})
+    assert {p.action for p in out} == {"escalate"}
+    assert all(p.candidate is None and "core-b: node is suspect" in p.reason for p in out)
+
+
+def test_service_without_standby_escalates(bp: Blueprint) -> None:
+    out = plans(bp, {"sat-1"}, alive("core-a", "core-b"))
+    assert [(p.service, p.action) for p in out] == [("telemetry", "escalate")]
+    assert "no standby is declared" in out[0].reason
+
+
+def _three_node_bp(tmp_path: Path) -> Blueprint:
+    text = (ROOT / "ops" / "blueprint.yml").read_text()
+    text = text.replace("placement: {primary: core-a, standbys: [core-b]}\n        probe",
+                        "placement: {primary: core-a, standbys: [core-b, core-c]}\n        probe", 1)
+    text = text.replace("  sat-1:\n", "  core-c:\n    kind: core\n    labels: {zone: c, port_offset: \"300\"}\n"
+                        "  sat-1:\n", 1)
+    p = tmp_path / "bp.yml"
+    p.write_text(text)
+    return load_blueprint(p)
+
+
+def test_candidates_follow_standby_order_with_fallbacks(tmp_path: Path) -> None:
+    bp3 = _three_node_bp(tmp_path)
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, alive("core-b", "core-c")) if p.service == "ledger"]
+    assert ledger.candidate == "core-b" and ledger.fallbacks == ("core-c",)
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, {"core-b": "dead", **alive("core-c")}) if p.service == "ledger"]
+    assert ledger.candidate == "core-c" and ledger.fallbacks == ()
+
+
+def test_unhealthy_or_lagging_candidates_go_last(tmp_path: Path) -> None:
+    bp3 = _three_node_bp(tmp_path)
+    states = {"core-b": {"state": "alive", "healthy": False}, **alive("core-c")}
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, states) if p.service == "ledger"]
+    assert (ledger.candidate, ledger.fallbacks) == ("core-c", ("core-b",))
+    rpo = bp3.services["ledger"].rpo
+    fresh = {"ledger": {"core-b": NOW - rpo - 1, "core-c": NOW - 1}}
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, alive("core-b", "core-c"), freshness=fresh)
+                 if p.service == "ledger"]
+    assert ledger.candidate == "core-c"
+
+
+def test_plan_round_trips_through_json(bp: Blueprint) -> None:
+    import json
+
+    (p,) = [p for p in plans(bp, {"core-a"}, alive("core-b"), {"ledger": L("core-a", 1, 1.0)})
+            if p.service == "ledger"]
+    assert FailoverPlan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_switchover_validates_and_demotes_first(bp: Blueprint) -> None:
+    p = plan_switchover(bp, "ledger", "core-b", "core-a", alive("core-a", "core-b"), NOW, 3)
+    assert p.steps == SWITCHOVER_STEPS and p.steps[0] == "demote" and p.kind == "switchover"
+    with pytest.raises(UsageError, match="unknown service"):
+        plan_switchover(bp, "nope", "core-b", "core-a", alive("core-a", "core-b"), NOW)
+    with pytest.raises(UsageError, match="unknown node"):
+        plan_switchover(bp, "ledger", "core-z", "core-a", alive("core-a", "core-b"), NOW)
+    with pytest.raises(UsageError, match="not a placement node"):
+        plan_switchover(bp, "ledger", "sat-1", "core-a", alive("core-a", "sat-1"), NOW)
+    with pytest.raises(UsageError, match="already the primary"):
+        plan_switchover(bp, "ledger", "core-a", "core-a", alive("core-a", "core-b"), NOW)
+    with pytest.raises(UsageError, match="is dead"):
+        plan_switchover(bp, "ledger", "core-b", "core-a", {"core-a": "alive", "core-b": "dead"}, NOW)
+    with pytest.raises(UsageError, match="--force"):
+        plan_switchover(bp, "ledger", "core-b", "core-a", {"core-a": "dead", "core-b": "alive"}, NOW)
+
+
+def test_forced_failover_still_waits_out_the_lease(bp: Blueprint) -> None:
+    p = plan_forced(bp, "ledger", "core-b", "core-a", {"core-a": "dead", "core-b": "alive"},
+                    L("core-a", 2, 1.5), NOW, 2)
+    assert p.kind == "forced" and p.steps == STEPS
+    assert p.not_before == pytest.approx(NOW + 1.5 + bp.policy.lease_margin)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dead=st.sets(st.sampled_from(["core-a", "core-b", "sat-1"])),
+       states=st.dictionaries(st.sampled_from(["core-a", "core-b", "sat-1"]),
+                              st.sampled_from(["alive", "suspect", "dead", "expected-offline", "unknown"])),
+       ttl=st.floats(min_value=0, max_value=30), paused=st.booleans())
+def test_invariants_hold_for_any_fleet_state(bp: Blueprint, dead: set[str], states: dict, ttl: float,
+                                             paused: bool) -> None:
+    leases = {s: L(v.primary, 1, ttl) for s, v in bp.services.items()}
+    for p in plans(bp, dead, states, leases, global_pause=paused):
+        assert not paused
+        assert p.old_primary in dead
+        if p.action == "failover":
+            assert p.candidate not in dead and p.candidate != p.old_primary
+            assert states.get(p.candidate) == "alive"
+            # never before the old lease has expired plus the margin
+            assert p.not_before >= NOW + ttl + bp.policy.lease_margin - 1e-9
+        else:
+            assert p.candidate is None
