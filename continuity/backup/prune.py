@@ -114,7 +114,7 @@ def prune(repo: Repository, *, dry_run: bool = False, progress: Progress | None 
         packs = {p: index.packs[p] for p in keep}
         packs.update(new_packs)
         old_index_files = list(index.files) + list(index.damaged_files)
-        repo.save_index(packs)
+        repo.save_index(packs, adopt_recovered=False)
         for fid in old_index_files:
             repo.backend.delete(f"index/{fid}")
         for pack in delete + [p for p, _ in repack]:

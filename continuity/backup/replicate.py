@@ -87,7 +87,7 @@ def copy(src: Repository, dst: Repository, *, snapshot_ids: list[str] | None = N
         except BaseException:
             writer.abort()
             raise
-        if packs:
+        if packs or dst.index.recovered:
             dst.save_index(packs)
         for rec in records:
             copied.append({"source": rec["original"], "id": dst.save_file("snapshots", rec)})

@@ -40,7 +40,8 @@ from continuity.backup.storage import Backend, NotFound
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError, WrongKey
 
 FORMAT_VERSION = 1
-PACK_TARGET = 16 * 1024 * 1024
+# ~16 MiB packs: few objects per GB (cheap listing, S3 requests) yet small enough to repack; tests shrink it
+PACK_TARGET = int(os.environ.get("CONTINUITY_PACK_SIZE", 16 * 1024 * 1024))
 DATA, TREE = 0, 1
 ENTRY = struct.Struct(">B32sIII")  # type, blob id, offset, length, raw length
 PACK_HEAD = struct.Struct(">32sI")  # pack id, entry count
@@ -299,7 +300,17 @@ class Repository:
                         continue
         return idx
 
-    def save_index(self, packs: dict[str, list[tuple[int, bytes, int, int, int]]]) -> str:
+    def save_index(self, packs: dict[str, list[tuple[int, bytes, int, int, int]]], *,
+                   adopt_recovered: bool = True) -> str:
+        """Write one index file for ``packs``, after they are durable.
+
+        Packs recovered from their own headers (left by an interrupted run)
+        are adopted too: this run may have deduplicated against their blobs,
+        and a committed snapshot must never depend on a pack no index names.
+        """
+        if adopt_recovered and self._index is not None and self._index.recovered:
+            packs = {**{p: self._index.packs[p] for p in self._index.recovered}, **packs}
+            self._index.recovered = set()
         sealed = self.keyring.seal(_zc().compress(encode_index(packs)), b"index")
         fid = file_hash(sealed)
         self.backend.write(f"index/{fid}", sealed)

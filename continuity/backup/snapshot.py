@@ -349,7 +349,7 @@ def take_snapshot(repo: Repository, sources: list[Source], *, set_name: str | No
             for fn in os.listdir(tmpdir):
                 os.unlink(os.path.join(tmpdir, fn))
             os.rmdir(tmpdir)
-        if packs:
+        if packs or repo.index.recovered:
             repo.save_index(packs)
         summary = {
             **arch.stats,
