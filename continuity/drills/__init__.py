@@ -1,0 +1,1 @@
+"""Chaos drills: scenarios, targets, faults, probes, rollbacks, load, measurement, runner."""

@@ -1,0 +1,203 @@
+"""A node's Redis link, made breakable: a small asyncio TCP proxy that can delay or drop traffic.
+
+A node's worker connects to Redis through its own proxy (passthrough while no
+drill runs), so a drill can add latency to, or cut, exactly that node's link —
+what a flaky radio or a partitioned rack does — without touching Redis or any
+other node. Toxiproxy users cannot prove traffic went through the proxy; ours
+publishes live counters (connections, bytes) and the fault it is *applying*, so
+a drill checks the fault took effect and, after rollback, that no delay is left.
+
+The fault to apply is read from ``keys.drill_link_fault(node)`` over a direct
+connection to Redis (never through the proxy itself). The runner sets it with a
+TTL a little longer than the drill: if the runner dies, the fault lapses on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from continuity import keys
+
+CHUNK = 64 * 1024
+POLL = 0.1
+
+
+@dataclass
+class LinkFault:
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop: bool = False
+
+    @classmethod
+    def parse(cls, raw: str | None) -> LinkFault:
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            return cls(float(data.get("delay_ms", 0)), float(data.get("jitter_ms", 0)), bool(data.get("drop", False)))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def active(self) -> bool:
+        return self.drop or self.delay_ms > 0 or self.jitter_ms > 0
+
+
+@dataclass
+class LinkProxy:
+    listen_host: str
+    listen_port: int
+    upstream_host: str
+    upstream_port: int
+    fault: LinkFault = field(default_factory=LinkFault)
+    connections: int = 0
+    total_connections: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.listen_host, self.listen_port)
+        self.listen_port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._cut_all()
+
+    def apply(self, fault: LinkFault) -> None:
+        """Take a new fault into effect; a partition also severs every open connection at once."""
+        self.fault = fault
+        if fault.drop:
+            self._cut_all()
+
+    def _cut_all(self) -> None:
+        for w in list(self._writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+        self._writers.clear()
+
+    def _delay(self) -> float:
+        f = self.fault
+        if f.delay_ms <= 0 and f.jitter_ms <= 0:
+            return 0.0
+        return max(0.0, f.delay_ms + random.uniform(-f.jitter_ms, f.jitter_ms)) / 1000.0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.fault.drop:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        self.connections += 1
+        self.total_connections += 1
+        try:
+            await asyncio.gather(self._pump(reader, up_writer, "up"), self._pump(up_reader, writer, "down"),
+                                 return_exceptions=True)
+        finally:
+            self.connections -= 1
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                with contextlib.suppress(Exception):
+                    w.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
+        """Forward chunks in order; each is held until its arrival time + delay (delays do not pile up)."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def sender() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        task = asyncio.create_task(sender())
+        try:
+            while True:
+                data = await reader.read(CHUNK)
+                if self.fault.drop:
+                    break
+                if direction == "up":
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
+                await queue.put((time.monotonic() + self._delay(), data))
+                if not data:
+                    break
+            await task
+        finally:
+            task.cancel()
+            with contextlib.suppress(Exception):
+                writer.transport.abort() if self.fault.drop else writer.write_eof()
+
+    def status(self, node: str) -> dict[str, Any]:
+        return {"node": node, "pid": os.getpid(), "listen": f"{self.listen_host}:{self.listen_port}",
+                "upstream": f"{self.upstream_host}:{self.upstream_port}", "delay_ms": self.fault.delay_ms,
+                "jitter_ms": self.fault.jitter_ms, "drop": int(self.fault.drop), "connections": self.connections,
+                "total_connections": self.total_connections, "bytes_up": self.bytes_up,
+                "bytes_down": self.bytes_down, "updated": time.time()}
+
+
+async def _control_loop(proxy: LinkProxy, node: str, control_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(control_url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
+    while True:
+        try:
+            raw = await client.get(keys.drill_link_fault(node))
+            proxy.apply(LinkFault.parse(raw))
+            status = {k: str(v) for k, v in proxy.status(node).items()}
+            pipe = client.pipeline()
+            pipe.hset(keys.drill_link(node), mapping=status)
+            pipe.expire(keys.drill_link(node), 10)
+            await pipe.execute()
+        except Exception:  # noqa: BLE001 - Redis restarting: keep forwarding, keep the last fault
+            pass
+        await asyncio.sleep(POLL)
+
+
+async def serve(node: str, listen: str, upstream_url: str, port_file: str | None = None) -> None:
+    up = urlparse(upstream_url)
+    host, _, port = listen.rpartition(":")
+    proxy = LinkProxy(host or "127.0.0.1", int(port or 0), up.hostname or "127.0.0.1", up.port or 6379)
+    await proxy.start()
+    if port_file:
+        tmp = port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(proxy.listen_port))
+        os.replace(tmp, port_file)
+    await _control_loop(proxy, node, upstream_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m continuity.drills.proxy",
+                                 description="Redis-link proxy for one node (latency and partition drills).")
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--upstream", required=True, help="redis:// URL of the real server")
+    ap.add_argument("--port-file", help="write the bound port here once listening")
+    args = ap.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.node, args.listen, args.upstream, args.port_file))
+
+
+if __name__ == "__main__":
+    main()
