@@ -33,6 +33,7 @@ from continuity import keys, paths
 PREFIX = "continuity_layer."
 GENESIS = "0" * 64
 STREAM_MAXLEN = 100_000
+RETRY_AFTER_S = 2.0
 
 _DELIVER = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
@@ -144,6 +145,12 @@ class Pulse:
         self.spool = self.path.with_name(self.path.name + ".spool")
         self.node = node
         self._deliver = client.register_script(_DELIVER) if client is not None else None
+        # after a failed delivery, spool without touching Redis for this long: when Redis is
+        # black-holed (a partition, not a refusal) every attempt costs a full connect timeout, and
+        # the detector or a failover step must not stall on its own bookkeeping
+        self.retry_after = RETRY_AFTER_S
+        self.clock = time.monotonic
+        self._down_until = 0.0
 
     def emit(self, kind: str, *, node: str | None = None, service: str | None = None,
              epoch: int | None = None, data: dict[str, Any] | None = None,
@@ -181,14 +188,17 @@ class Pulse:
         if self.client is None:
             return
         payload = json.dumps(event, sort_keys=True, default=str)
-        try:
-            self.flush_spool()
-            self._deliver_one(event["id"], payload)
-        except Exception:  # Redis unreachable: keep it for later, never lose it
-            with _locked(self.spool), open(self.spool, "a", encoding="utf-8") as f:
-                f.write(payload + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        if self.clock() >= self._down_until:
+            try:
+                self.flush_spool()
+                self._deliver_one(event["id"], payload)
+                return
+            except Exception:  # noqa: BLE001 - Redis unreachable: keep it for later, never lose it
+                self._down_until = self.clock() + self.retry_after
+        with _locked(self.spool), open(self.spool, "a", encoding="utf-8") as f:
+            f.write(payload + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def _deliver_one(self, event_id: str, payload: str) -> int:
         assert self._deliver is not None
@@ -196,13 +206,18 @@ class Pulse:
                                  args=[event_id, payload, STREAM_MAXLEN]))
 
     def flush_spool(self) -> int:
-        """Deliver spooled events in order; returns how many were newly delivered."""
+        """Deliver spooled events in order; returns how many were newly delivered.
+
+        Raises the client's error if Redis is still unreachable (what was delivered stays
+        delivered, the rest stays spooled). Long-running processes call this periodically so a
+        spool drains even when no new event comes along to trigger it.
+        """
         if self.client is None or not self.spool.exists():
             return 0
         delivered = 0
         with _locked(self.spool):
             try:
-                lines = self.spool.read_text(encoding="utf-8").splitlines()
+                lines = self.spool.read_text(encoding="utf-8", errors="replace").splitlines()
             except FileNotFoundError:
                 return 0
             pending = [ln for ln in lines if ln.strip()]
@@ -212,9 +227,11 @@ class Pulse:
                     try:
                         ev = json.loads(ln)
                     except ValueError:
+                        ev = None
+                    if not isinstance(ev, dict) or not ev.get("id"):
                         done += 1  # a torn line from a crash mid-write: the file copy has the event
                         continue
-                    delivered += self._deliver_one(ev["id"], ln)
+                    delivered += self._deliver_one(str(ev["id"]), ln)
                     done += 1
             finally:
                 rest = pending[done:]
@@ -222,6 +239,7 @@ class Pulse:
                     _write_atomic(self.spool, "".join(r + "\n" for r in rest))
                 else:
                     self.spool.unlink(missing_ok=True)
+        self._down_until = 0.0
         return delivered
 
 

@@ -165,6 +165,8 @@ def tail(
                         if ev is not None and match(ev):
                             out.more([ev])
         else:
+            if not path.exists() and not follow:
+                typer.echo(f"continuity: no pulse history at {path} yet", err=True)
             events, offset = _file_tail(path, lines, match)
             out.first(events)
             while follow:
@@ -189,6 +191,9 @@ def verify(
     if file is not None and not path.exists():
         raise UsageError(f"{path}: file not found")
     result = verify_file(path)
+    if result.ok and not path.exists() and not json_out:
+        typer.echo(f"{path}: no pulse history yet (0 events)")
+        return
     if json_out:
         emit_json({**result.as_dict(), "file": str(path)})
     if result.ok:

@@ -51,6 +51,8 @@ def test_events_reach_the_stream_and_the_file(redis_url: str, hist: Path) -> Non
 def test_outage_events_are_spooled_then_delivered_once_in_order(own_redis: RedisServer, own_client: redis.Redis,
                                                                  hist: Path) -> None:
     p = Pulse(client=own_client, path=hist, node="core-a")
+    now = [1000.0]
+    p.clock = lambda: now[0]
     before = [p.emit("test.before", data={"i": i}) for i in range(2)]
     own_redis.stop()
     during = [p.emit("test.during", data={"i": i}) for i in range(3)]
@@ -59,11 +61,38 @@ def test_outage_events_are_spooled_then_delivered_once_in_order(own_redis: Redis
 
     own_redis.start()
     wait_for(lambda: own_client.ping(), timeout=20, what="redis back")
-    after = p.emit("test.after")  # the next emit flushes the spool first, so order is kept
-    assert stream_ids(own_client) == [e["id"] for e in before + during + [after]]
+    backoff = p.emit("test.backoff")  # still inside the retry pause: spooled behind the others
+    assert stream_ids(own_client) == [e["id"] for e in before]
+    now[0] += p.retry_after
+    after = p.emit("test.after")  # the next attempt flushes the spool first, so order is kept
+    expected = [e["id"] for e in before + during + [backoff, after]]
+    assert stream_ids(own_client) == expected
     assert not spool_of(hist).exists()
     assert p.flush_spool() == 0
-    assert stream_ids(own_client) == [e["id"] for e in before + during + [after]]
+    assert stream_ids(own_client) == expected
+
+
+def test_after_a_failure_redis_is_not_retried_on_every_event(own_redis: RedisServer, own_client: redis.Redis,
+                                                             hist: Path) -> None:
+    """A black-holed Redis costs a connect timeout per attempt: one attempt per pause, not one per event."""
+    p = Pulse(client=own_client, path=hist)
+    now = [50.0]
+    p.clock = lambda: now[0]
+    real, calls = p._deliver, []
+
+    def counting(**kwargs: object) -> object:
+        calls.append(1)
+        return real(**kwargs)
+
+    p._deliver = counting
+    own_redis.stop()
+    for _ in range(5):
+        p.emit("test.down")
+    assert len(calls) == 1
+    now[0] += p.retry_after
+    p.emit("test.down")
+    assert len(calls) == 2
+    assert len(spool_of(hist).read_text().splitlines()) == 6
 
 
 def test_flush_after_a_crash_mid_flush_delivers_nothing_twice(own_redis: RedisServer, own_client: redis.Redis,
@@ -200,3 +229,14 @@ def test_tail_follow_on_the_stream(redis_url: str, hist: Path, tmp_path: Path) -
         assert proc.popen.wait(20) == 0
     finally:
         proc.stop()
+
+
+def test_unreadable_spool_lines_do_not_block_the_rest(redis_url: str, hist: Path) -> None:
+    client = connect(redis_url)
+    p = Pulse(client=client, path=hist)
+    hist.parent.mkdir(parents=True, exist_ok=True)
+    good = {"id": "good-1", "kind": "continuity_layer.test.ok"}
+    spool_of(hist).write_bytes(b'{"id":"torn\n\xff\xfe\n{}\n' + json.dumps(good).encode() + b"\n")
+    assert p.flush_spool() == 1
+    assert stream_ids(client) == ["good-1"]
+    assert not spool_of(hist).exists()
