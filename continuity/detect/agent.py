@@ -137,7 +137,7 @@ class Agent:
         lease_keys = [keys.lease(s) for s in self.services]
         try:
             res = self._beat(keys=[keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), *lease_keys],
-                             args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))])
+                             args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))], client=self.client)
         except Exception as exc:  # noqa: BLE001 - any Redis failure: keep beating, let the watchdog decide
             if self.redis_ok:
                 log.warning("agent %s: heartbeat failed: %s", self.node, exc)

@@ -1,0 +1,216 @@
+"""The sweep shell against a real redis-server: verification, rejections, states, mode, hand-over to failover."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from continuity import keys
+from continuity.blueprint import Blueprint, parse_blueprint
+from continuity.config import parse_text
+from continuity.detect import heartbeat, leases
+from continuity.detect.agent import Agent
+from continuity.detect.probes import ProbeResult
+from continuity.detect.sweep import SweepCache, run_sweep
+from tests.helpers import wait_for
+
+# fast timings so that real silences are short; Redis TIME is the clock
+FLEET = """\
+version: 1
+fleet: sweep
+policy: {heartbeat_interval: 100ms, lease_ttl: 600ms, lease_margin: 100ms, suspect_after: 300ms,
+         dead_after: 500ms, tilt_gap: 5s, tilt_grace: 1s, storm_fraction: 0.5, recover_beats: 2}
+nodes:
+  core-a: {kind: core}
+  core-b: {kind: core}
+  core-c: {kind: core}
+domains:
+  d:
+    rto: 10s
+    rpo: 5s
+    services:
+      ledger: {tier: 0, placement: {primary: core-a, standbys: [core-b]}}
+      reports: {tier: 2, placement: {primary: core-b, standbys: [core-a]}}
+"""
+KEYS = {n: f"key-{n}".encode() for n in ("core-a", "core-b", "core-c")}
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, kind: str, **kw: Any) -> None:
+        self.items.append((kind, kw))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [kw for k, kw in self.items if k == kind]
+
+
+@pytest.fixture
+def bp() -> Blueprint:
+    return parse_blueprint(parse_text(FLEET, "sweep.yml"))
+
+
+@pytest.fixture
+def fleet(bp, rds):
+    def noop(*a: Any, **k: Any) -> None:
+        return None
+
+    def healthy(*a: Any) -> ProbeResult:
+        return ProbeResult(True, "ok")
+
+    return {n: Agent(bp, n, rds, KEYS[n], run_hook=noop, prober=healthy) for n in KEYS}
+
+
+@pytest.fixture
+def cache() -> SweepCache:
+    return SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+
+
+def beat_all(fleet: dict[str, Agent], *only: str) -> None:
+    for n, a in fleet.items():
+        if not only or n in only:
+            a.beat_once()
+            a.probe_once()
+
+
+def sweep(rds, bp, cache, events, launched=None, **kw):
+    def launch(plans, trigger):
+        launched.append((plans, trigger))
+        return [f"rec-{p.service}" for p in plans]
+
+    return run_sweep(rds, bp, cache=cache, pulse=events, launch=launch if launched is not None else None,
+                     controls=lambda c, b: (set(), False, {}), **kw)
+
+
+def states(rds) -> dict[str, str]:
+    return {n: json.loads(v)["state"] for n, v in rds.hgetall(keys.node_state()).items()}
+
+
+def test_alive_fleet_states_and_mode_are_published(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    beat_all(fleet)
+    res = sweep(rds, bp, cache, events)
+    assert res.accepted == 3 and not res.rejected
+    assert states(rds) == {"core-a": "alive", "core-b": "alive", "core-c": "alive"}
+    mode = json.loads(rds.get(keys.mode()))
+    assert mode["mode"] == "normal" and mode["shed_tiers"] == []
+    assert len(events.of("detect.node_alive")) == 3
+    again = sweep(rds, bp, cache, events)
+    assert again.accepted == 0 and not again.outcome.transitions, "the same beats are not counted twice"
+
+
+def test_forged_heartbeat_is_rejected_once_and_changes_nothing(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    before = rds.hget(keys.node_state(), "core-c")
+    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=0, services={"ledger": {"healthy": True}})
+    rds.hset(keys.heartbeats(), "core-c", heartbeat.encode(forged, b"attacker-key"))
+    res = sweep(rds, bp, cache, events)
+    assert res.rejected == {"core-c": "bad-mac"}
+    assert rds.hget(keys.node_state(), "core-c") == before
+    assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
+    sweep(rds, bp, cache, events)
+    assert len(events.of("detect.heartbeat_rejected")) == 1, "the same forged blob is reported once"
+    rds.hset(keys.heartbeats(), "core-c", '{"node": "core-c", "seq": 1}')
+    assert sweep(rds, bp, cache, events).rejected == {"core-c": "unsigned"}
+    rds.hset(keys.heartbeats(), "intruder", "v1.00.{}")
+    assert sweep(rds, bp, cache, events).rejected["intruder"] == "unknown-node"
+
+
+def test_replayed_heartbeat_is_rejected(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    old = rds.hget(keys.heartbeats(), "core-b")
+    sweep(rds, bp, cache, events)
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    rds.hset(keys.heartbeats(), "core-b", old)
+    res = sweep(rds, bp, cache, events)
+    assert res.rejected == {"core-b": "replayed"}
+    # even a sweeper in another process (empty cache) refuses it
+    res = sweep(rds, bp, SweepCache(keyring=heartbeat.KeyRing(dict(KEYS))), Events())
+    assert res.rejected == {"core-b": "replayed"}
+
+
+def test_silent_node_dies_and_its_services_are_handed_to_failover(bp, rds, fleet, cache) -> None:
+    events, launched = Events(), []
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+
+    def dead_yet() -> bool:
+        beat_all(fleet, "core-b", "core-c")
+        sweep(rds, bp, cache, events, launched)
+        return states(rds)["core-a"] == "dead"
+
+    wait_for(dead_yet, timeout=10, interval=0.05, what="core-a to be declared dead")
+    assert events.of("detect.node_suspect") and events.of("detect.node_dead")
+    assert len(launched) == 1
+    plans, trigger = launched[0]
+    assert [p.service for p in plans] == ["ledger"] and plans[0].candidate == "core-b"
+    assert trigger["dead"] == ["core-a"] and trigger["last_seen"]["core-a"] < trigger["detected_at"]
+    mode = json.loads(rds.get(keys.mode()))
+    assert mode["mode"] == "critical" and "ledger" in mode["unhealthy"]
+    for _ in range(3):
+        beat_all(fleet, "core-b", "core-c")
+        sweep(rds, bp, cache, events, launched)
+    assert len(launched) == 1, "one hand-over per death"
+
+
+def test_only_one_sweep_acts_at_a_time(bp, rds, cache) -> None:
+    rds.set(keys.sweep_lock(), "someone-else", px=5000)
+    res = sweep(rds, bp, cache, Events())
+    assert res.skipped and res.outcome is None
+    rds.delete(keys.sweep_lock())
+    assert sweep(rds, bp, cache, Events()).skipped is None
+    assert not rds.exists(keys.sweep_lock()), "the lock is released after the sweep"
+
+
+def test_tilt_after_a_gap_between_sweeps(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    meta = json.loads(rds.get(keys.detector_meta()))
+    meta["last_sweep"] -= 60
+    rds.set(keys.detector_meta(), json.dumps(meta))
+    res = sweep(rds, bp, cache, events)
+    assert res.outcome.tilt and events.of("detect.tilt")
+
+
+def test_storm_raises_an_incident_and_launches_nothing(bp, rds, fleet, cache) -> None:
+    events, launched = Events(), []
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+
+    def storm() -> bool:
+        beat_all(fleet, "core-c")
+        sweep(rds, bp, cache, events, launched)
+        return bool(events.of("detect.storm"))
+
+    wait_for(storm, timeout=10, interval=0.05, what="the storm brake")
+    assert launched == []
+    incidents = rds.hgetall(keys.incidents())
+    assert len(incidents) == 1 and json.loads(next(iter(incidents.values())))["kind"] == "failover-storm"
+
+    def cleared() -> bool:
+        beat_all(fleet)
+        sweep(rds, bp, cache, events, launched)
+        return bool(events.of("detect.storm_cleared"))
+
+    wait_for(cleared, timeout=10, interval=0.05, what="the storm to clear")
+    assert rds.hlen(keys.incidents()) == 0
+
+
+def test_leases_decide_service_placement_in_mode(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    beat_all(fleet)
+    leases.release(rds, "reports", "core-b", 1)
+    fleet["core-b"].held.pop("reports", None)
+    rds.delete(keys.lease("reports"))
+    res = sweep(rds, bp, cache, Events())
+    assert res.mode.mode == "degraded" and res.mode.unhealthy == ["reports"]
+    assert res.mode.services["reports"].reason == "no primary holds the lease"

@@ -1,0 +1,226 @@
+"""The node agent's steps on a fake monotonic clock against a real redis-server (no worker, no threads).
+
+Self-fencing is the invariant here: a primary that cannot renew its lease runs
+its demote hook *before* the lease could have expired at Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from continuity import keys
+from continuity.blueprint import Blueprint, parse_blueprint
+from continuity.config import parse_text
+from continuity.detect import heartbeat, leases
+from continuity.detect.agent import Agent, AgentRunner
+from continuity.detect.probes import ProbeResult
+from continuity.redisd import free_port
+from tests.helpers import wait_for
+
+FLEET = """\
+version: 1
+fleet: agent
+policy: {heartbeat_interval: 1s, lease_ttl: 3s, lease_margin: 1s, suspect_after: 1.5s, dead_after: 2.5s}
+nodes:
+  core-a: {kind: core}
+  core-b: {kind: core}
+domains:
+  d:
+    rto: 10s
+    rpo: 5s
+    services:
+      ledger:
+        tier: 0
+        placement: {primary: core-a, standbys: [core-b]}
+        probe: {kind: tcp, port: 1}
+      reports: {tier: 2, placement: {primary: core-a}}
+      keystore: {tier: 0, placement: {primary: core-b, standbys: [core-a]}}
+"""
+KEY = b"agent-test-key"
+
+
+@dataclass
+class Recorder:
+    hooks: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def run_hook(self, bp: Blueprint, svc: str, node: str, which: str, epoch: int | None, timeout: float = 0) -> None:
+        self.hooks.append((svc, node, which, epoch))
+
+    def emit(self, kind: str, **kw: Any) -> None:
+        self.events.append((kind, kw))
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def bp() -> Blueprint:
+    return parse_blueprint(parse_text(FLEET, "agent.yml"))
+
+
+def make(bp: Blueprint, rds: Any, node: str = "core-a", healthy: bool = True) -> tuple[Agent, Recorder, Clock]:
+    rec, clock = Recorder(), Clock()
+
+    def prober(bp_: Blueprint, svc: str, node_: str, epoch: int | None) -> ProbeResult:
+        return ProbeResult(healthy, f"{svc} fake probe")
+
+    agent = Agent(bp, node, rds, KEY, pulse=rec, clock=clock, run_hook=rec.run_hook, prober=prober)
+    return agent, rec, clock
+
+
+def dead_client() -> redis.Redis:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, decode_responses=True,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def test_bootstrap_takes_epoch_one_and_starts_declared_primaries(bp, rds) -> None:
+    agent, rec, _ = make(bp, rds)
+    assert agent.beat_once()
+    assert sorted(rec.hooks) == [("ledger", "core-a", "start", 1), ("reports", "core-a", "start", 1)]
+    assert leases.read(rds, "ledger").node == "core-a"
+    assert leases.read(rds, "keystore") is None, "core-b's service is core-b's to bootstrap"
+    other, rec_b, _ = make(bp, rds, "core-b")
+    other.beat_once()
+    assert rec_b.hooks == [("keystore", "core-b", "start", 1)]
+    # a second agent start (worker restart) does not bootstrap again
+    again, rec2, _ = make(bp, rds)
+    again.beat_once()
+    assert rec2.hooks == []
+    assert set(again.held) == {"ledger", "reports"}, "it adopts the roles its lease says it holds"
+
+
+def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
+    agent, _, _ = make(bp, rds)
+    agent.beat_once()
+    agent.probe_once()
+    rds.pexpire(keys.lease("ledger"), 500)
+    agent.beat_once()
+    assert leases.read(rds, "ledger").ttl > 2.5, "the beat renewed the lease"
+    raw = rds.hget(keys.heartbeats(), "core-a")
+    arrival = float(rds.hget(keys.heartbeat_arrivals(), "core-a"))
+    hb = heartbeat.verify(raw, "core-a", heartbeat.KeyRing({"core-a": KEY}), last_seq=None, arrival=arrival,
+                          max_age=10)
+    assert hb.services["ledger"] == {"role": "primary", "epoch": 1, "healthy": True, "detail": "ledger fake probe"}
+    assert hb.services["keystore"]["role"] == "standby"
+    assert rds.hexists(keys.nodes_seen(), "core-a")
+    first_seq = hb.seq
+    agent.beat_once()
+    hb2 = heartbeat.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeat.KeyRing({"core-a": KEY}),
+                           last_seq=first_seq, arrival=None, max_age=10)
+    assert hb2.seq > first_seq
+
+
+def test_self_fences_before_the_lease_can_expire_when_redis_is_unreachable(bp, rds) -> None:
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    rec.hooks.clear()
+    agent.client = dead_client()
+    limit = bp.policy.lease_ttl - agent.safety
+    assert 0 < limit < bp.policy.lease_ttl
+    for _ in range(2):
+        clock.t += 1.0
+        assert agent.beat_once() is False
+        assert agent.check_fence() == []
+    clock.t += limit - 2.0 + 0.01
+    demoted = agent.check_fence()
+    assert sorted(demoted) == ["ledger", "reports"]
+    assert sorted(rec.hooks) == [("ledger", "core-a", "demote", 1), ("reports", "core-a", "demote", 1)]
+    assert rec.kinds().count("failover.self_demoted") == 2
+    assert agent.check_fence() == [], "demoted once"
+    # nothing is reported as primary any more
+    assert all(v["role"] == "standby" for v in agent._report().values())
+
+
+def test_reclaims_its_own_lease_when_redis_returns_before_anyone_took_over(bp, rds) -> None:
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    real = agent.client
+    agent.client = dead_client()
+    clock.t += 3.0
+    agent.check_fence()
+    rec.hooks.clear()
+    rds.delete(keys.lease("reports"))  # this one expired meanwhile; ledger's survived
+    agent.client = real
+    agent.beat_once()
+    assert sorted(rec.hooks) == [("ledger", "core-a", "start", 1), ("reports", "core-a", "start", 1)]
+    assert rec.kinds().count("failover.self_repromoted") == 2
+    assert leases.read(rds, "reports").node == "core-a"
+
+
+def test_no_reclaim_after_a_failover_fenced_the_old_epoch(bp, rds) -> None:
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    real = agent.client
+    agent.client = dead_client()
+    clock.t += 3.0
+    agent.check_fence()
+    rec.hooks.clear()
+    rds.delete(keys.lease("ledger"))
+    rds.set(keys.epoch("ledger"), 2)       # a failover fenced ...
+    agent.client = real
+    agent.beat_once()
+    assert ("ledger", "core-a", "start", 1) not in rec.hooks
+    assert leases.read(rds, "ledger") is None
+    assert leases.acquire(rds, "ledger", "core-b", 2, ttl=3)   # ... and promoted core-b
+    agent.beat_once()
+    assert "ledger" not in agent.held and "ledger" not in agent.demoted
+
+
+def test_a_role_taken_by_another_node_is_demoted_at_once(bp, rds) -> None:
+    agent, rec, _ = make(bp, rds)
+    agent.beat_once()
+    rec.hooks.clear()
+    rds.delete(keys.lease("ledger"))
+    rds.set(keys.epoch("ledger"), 2)
+    leases.acquire(rds, "ledger", "core-b", 2, ttl=3)
+    agent.beat_once()
+    assert rec.hooks == [("ledger", "core-a", "demote", 1)]
+    assert "ledger" not in agent.held
+    ev = [kw for k, kw in rec.events if k == "failover.self_demoted"][0]
+    assert "core-b" in ev["data"]["reason"]
+
+
+def test_promotion_by_a_chain_is_adopted_without_running_hooks(bp, rds) -> None:
+    agent, rec, _ = make(bp, rds, "core-b")
+    agent.beat_once()
+    rec.hooks.clear()
+    rds.set(keys.epoch("ledger"), 2)
+    assert leases.acquire(rds, "ledger", "core-b", 2, ttl=3)
+    agent.beat_once()
+    assert agent.held["ledger"].epoch == 2 and rec.hooks == []
+
+
+def test_demote_all_on_shutdown(bp, rds) -> None:
+    agent, rec, _ = make(bp, rds)
+    agent.beat_once()
+    rec.hooks.clear()
+    assert agent.demote_all("worker shutting down") == ["ledger", "reports"]
+    assert {h[2] for h in rec.hooks} == {"demote"}
+
+
+def test_runner_threads_beat_and_stop(bp, rds) -> None:
+    agent, _, _ = make(bp, rds)
+    agent.clock = __import__("time").monotonic
+    runner = AgentRunner(agent, interval=0.05).start()
+    try:
+        wait_for(lambda: agent.seq and rds.hexists(keys.heartbeats(), "core-a") and agent.health, timeout=10,
+                 what="agent threads to beat and probe")
+    finally:
+        runner.stop()
+    assert all(not t.is_alive() for t in runner._threads)
