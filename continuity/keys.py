@@ -39,8 +39,17 @@ def pulse_stream() -> str:
 
 
 def pulse_ids() -> str:
-    """Set of event ids already in the stream: a spooled event is delivered once."""
+    """Set of event ids already in the stream: a spooled event is delivered once.
+
+    Superseded by :func:`pulse_seen` (a set grows without bound); kept so old data can be found.
+    """
     return k("pulse", "ids")
+
+
+def pulse_seen() -> str:
+    """Sorted set event id -> arrival (stream ms) of the most recently delivered events, trimmed to a
+    bound: a spooled event is delivered once, and the dedup record cannot grow forever."""
+    return k("pulse", "seen")
 
 
 # --- heartbeats, leases, detector -------------------------------------------

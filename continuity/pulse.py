@@ -9,8 +9,9 @@ reorder or truncation breaks the chain at a line ``continuity pulse verify`` nam
 
 Redis may be briefly unreachable exactly when events matter most (a broker
 restart, a partition); such events are spooled on disk and delivered later.
-Delivery is keyed by event id (Lua: SADD then XADD), so a spooled event that
-did reach Redis before the connection dropped is not delivered twice.
+Delivery is keyed by event id (one Lua script: look the id up among recently
+delivered ones, then XADD and remember it), so a spooled event that did reach
+Redis before the connection dropped is not delivered twice.
 """
 
 from __future__ import annotations
@@ -34,15 +35,21 @@ PREFIX = "continuity_layer."
 GENESIS = "0" * 64
 STREAM_MAXLEN = 100_000
 RETRY_AFTER_S = 2.0
+# how many recent event ids are remembered for de-duplication: far more than a spool ever holds
+SEEN_MAX = 2 * STREAM_MAXLEN
 
 _DELIVER = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'event', ARGV[2])
-  return 1
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
 end
-return 0
+local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'event', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(string.match(sid, '^(%d+)')), ARGV[1])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if extra > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
+return 1
 """
-
 
 def canonical(event: dict[str, Any]) -> bytes:
     body = {k: v for k, v in event.items() if k != "hash"}
@@ -149,6 +156,7 @@ class Pulse:
         # black-holed (a partition, not a refusal) every attempt costs a full connect timeout, and
         # the detector or a failover step must not stall on its own bookkeeping
         self.retry_after = RETRY_AFTER_S
+        self.seen_max = SEEN_MAX
         self.clock = time.monotonic
         self._down_until = 0.0
 
@@ -202,8 +210,8 @@ class Pulse:
 
     def _deliver_one(self, event_id: str, payload: str) -> int:
         assert self._deliver is not None
-        return int(self._deliver(keys=[keys.pulse_stream(), keys.pulse_ids()],
-                                 args=[event_id, payload, STREAM_MAXLEN]))
+        return int(self._deliver(keys=[keys.pulse_stream(), keys.pulse_seen()],
+                                 args=[event_id, payload, STREAM_MAXLEN, self.seen_max]))
 
     def flush_spool(self) -> int:
         """Deliver spooled events in order; returns how many were newly delivered.

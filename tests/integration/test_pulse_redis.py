@@ -240,3 +240,14 @@ def test_unreadable_spool_lines_do_not_block_the_rest(redis_url: str, hist: Path
     assert p.flush_spool() == 1
     assert stream_ids(client) == ["good-1"]
     assert not spool_of(hist).exists()
+
+
+def test_the_dedup_record_is_bounded(redis_url: str, rds: redis.Redis, hist: Path) -> None:
+    p = Pulse(client=connect(redis_url), path=hist)
+    p.seen_max = 5
+    sent = [p.emit("test.many", data={"i": i}) for i in range(12)]
+    assert rds.zcard(keys.pulse_seen()) == 5
+    assert stream_ids(rds) == [e["id"] for e in sent]
+    recent = sent[-1]
+    assert p._deliver_one(recent["id"], json.dumps(recent)) == 0  # still remembered: not delivered again
+    assert len(stream_ids(rds)) == 12
