@@ -72,6 +72,11 @@ def sweep_lock() -> str:
     return k("detector", "lock")
 
 
+def sweep_attempt() -> str:
+    """Redis time of the latest sweep attempt, including ones skipped because another held the lock."""
+    return k("detector", "attempt")
+
+
 def lease(service_id: str) -> str:
     return k("lease", service_id)
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from continuity import keys
 from continuity.blueprint import Blueprint
 from continuity.detect import detector, heartbeat, leases
@@ -98,13 +100,18 @@ def _read(client: Any, bp: Blueprint, services: list[str]) -> tuple[Any, ...]:
     pipe.hgetall(keys.node_state())
     pipe.get(keys.detector_meta())
     pipe.get(keys.mode())
+    pipe.get(keys.sweep_attempt())
     for s in services:
         read_lease(keys=[keys.lease(s)], args=[], client=pipe)
     res = pipe.execute()
     secs, micros = res[0]
     now = int(secs) + int(micros) / 1e6
-    lease_map = {s: leases.parse(s, raw) for s, raw in zip(services, res[6:], strict=True)}
-    return now, res[1], res[2], res[3], res[4], res[5], lease_map
+    lease_map = {s: leases.parse(s, raw) for s, raw in zip(services, res[7:], strict=True)}
+    try:
+        attempt = float(res[6]) if res[6] else None
+    except ValueError:
+        attempt = None
+    return now, res[1], res[2], res[3], res[4], res[5], attempt, lease_map
 
 
 def verify_beats(bp: Blueprint, raw_beats: Mapping[str, str], arrivals: Mapping[str, str],
@@ -158,23 +165,27 @@ def _unlock(client: Any, token: str) -> None:
 
 def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: Any = None,
               launch: Launcher | None = None, plan: Planner | None = None, controls: Controls | None = None,
-              lock_ttl: float = 5.0) -> SweepResult:
+              lock_ttl: float = 2.0) -> SweepResult:
     """Run one sweep; returns what it saw and did (the task's result, the bench's measurement)."""
     cache = cache or SweepCache()
     t0 = time.perf_counter()
     token = _lock(client, lock_ttl)
     if token is None:
+        # the detector as a whole is still awake: record it, so a sweeper that stalled holding the
+        # lock is not mistaken for the detector having been paused (TILT)
+        secs, micros = client.time()
+        client.set(keys.sweep_attempt(), f"{int(secs) + int(micros) / 1e6:.6f}")
         return SweepResult(now=time.time(), skipped="another sweep holds the lock")
     try:
-        return _sweep_locked(client, bp, cache, pulse, launch, plan, controls, t0)
+        return _sweep_locked(client, bp, cache, pulse, launch, plan, controls, t0, token)
     finally:
         _unlock(client, token)
 
 
 def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, launch: Launcher | None,
-                  plan: Planner | None, controls: Controls | None, t0: float) -> SweepResult:
+                  plan: Planner | None, controls: Controls | None, t0: float, token: str) -> SweepResult:
     services = sorted(bp.services)
-    now, raw_beats, arrivals, raw_states, raw_meta, raw_mode, lease_map = _read(client, bp, services)
+    now, raw_beats, arrivals, raw_states, raw_meta, raw_mode, attempt, lease_map = _read(client, bp, services)
     t_read = time.perf_counter()
 
     prev: dict[str, detector.NodeState] = {}
@@ -184,6 +195,8 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
             prev[node] = detector.NodeState.from_dict(data)
     meta_data = _loads(raw_meta)
     meta = detector.Meta.from_dict(meta_data) if isinstance(meta_data, dict) else detector.Meta()
+    if attempt is not None and meta.last_sweep is not None and meta.last_sweep < attempt <= now:
+        meta = replace(meta, last_sweep=attempt)
     if not raw_states:
         cache.accepted.clear()  # state was wiped (fresh Redis): re-verify everything
     beats, rejected = verify_beats(bp, raw_beats, arrivals, prev, cache)
@@ -208,27 +221,36 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
             del seen_bad[node]
     out_meta = replace(outcome.meta, rejected=seen_bad)
 
-    pipe = client.pipeline(transaction=False)
-    changed = {}
-    for node, st in outcome.states.items():
-        if prev.get(node) != st:
-            changed[node] = json.dumps(st.as_dict(), separators=(",", ":"))
-    if changed:
-        pipe.hset(keys.node_state(), mapping=changed)
+    changed = {n: json.dumps(st.as_dict(), separators=(",", ":"))
+               for n, st in outcome.states.items() if prev.get(n) != st}
     stale = [n for n in raw_states if n not in outcome.states]
-    if stale:
-        pipe.hdel(keys.node_state(), *stale)
-    pipe.set(keys.detector_meta(), json.dumps(out_meta.as_dict()))
     mode_doc = mode.as_dict()
-    if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc):
-        pipe.set(keys.mode(), json.dumps(mode_doc))
-    if outcome.storm_started:
-        pipe.hset(keys.incidents(), _storm_id(outcome), json.dumps(_storm_incident(outcome, now)))
-    if outcome.storm_cleared:
-        for iid in client.hkeys(keys.incidents()):
-            if str(iid).startswith("storm-"):
-                pipe.hdel(keys.incidents(), iid)
-    pipe.execute()
+    storm_ids = [i for i in client.hkeys(keys.incidents()) if str(i).startswith("storm-")] \
+        if outcome.storm_cleared else []
+    # write only while we still hold the lock: a sweeper that stalled past its lock (paused process)
+    # must not overwrite newer states with old ones, nor launch failovers from stale evidence
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.sweep_lock())
+            if pipe.get(keys.sweep_lock()) != token:
+                raise WatchError("lock lost")
+            pipe.multi()
+            if changed:
+                pipe.hset(keys.node_state(), mapping=changed)
+            if stale:
+                pipe.hdel(keys.node_state(), *stale)
+            pipe.set(keys.detector_meta(), json.dumps(out_meta.as_dict()))
+            if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc):
+                pipe.set(keys.mode(), json.dumps(mode_doc))
+            if outcome.storm_started:
+                pipe.hset(keys.incidents(), _storm_id(outcome), json.dumps(_storm_incident(outcome, now)))
+            if outcome.storm_cleared:
+                for iid in storm_ids:
+                    pipe.hdel(keys.incidents(), iid)
+            pipe.execute()
+        except WatchError:
+            log.warning("sweep: lost the lock before writing (stalled too long); results discarded")
+            return SweepResult(now=now, skipped="lost the lock before writing")
     t_write = time.perf_counter()
 
     result = SweepResult(now=now, outcome=outcome, mode=mode, accepted=len(beats),

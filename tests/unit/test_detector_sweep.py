@@ -214,3 +214,34 @@ def test_leases_decide_service_placement_in_mode(bp, rds, fleet, cache) -> None:
     res = sweep(rds, bp, cache, Events())
     assert res.mode.mode == "degraded" and res.mode.unhealthy == ["reports"]
     assert res.mode.services["reports"].reason == "no primary holds the lease"
+
+
+def test_a_sweeper_that_stalled_past_its_lock_writes_and_launches_nothing(bp, rds, fleet, cache, monkeypatch) -> None:
+    from continuity.detect import sweep as sweep_mod
+
+    beat_all(fleet)
+    real = sweep_mod.detector.sweep
+
+    def stalled(*a: Any, **k: Any):
+        rds.set(keys.sweep_lock(), "the-next-sweeper", px=2000)  # our lock expired and was taken meanwhile
+        return real(*a, **k)
+
+    monkeypatch.setattr(sweep_mod.detector, "sweep", stalled)
+    events = Events()
+    res = sweep(rds, bp, cache, events, [])
+    assert res.skipped == "lost the lock before writing"
+    assert rds.hlen(keys.node_state()) == 0 and not rds.exists(keys.mode())
+    assert events.items == []
+
+
+def test_sweeps_skipped_for_the_lock_still_count_as_the_detector_being_awake(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    sweep(rds, bp, cache, Events())
+    meta = json.loads(rds.get(keys.detector_meta()))
+    meta["last_sweep"] -= 60  # the last *completed* sweep is long ago ...
+    rds.set(keys.detector_meta(), json.dumps(meta))
+    rds.set(keys.sweep_lock(), "stalled-sweeper", px=5000)
+    assert sweep(rds, bp, cache, Events()).skipped  # ... but sweeps kept being attempted
+    rds.delete(keys.sweep_lock())
+    res = sweep(rds, bp, cache, Events())
+    assert not res.outcome.tilt
