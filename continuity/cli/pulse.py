@@ -92,14 +92,13 @@ def stream_tail(client: Any, n: int, match: Callable[[dict[str, Any]], bool]) ->
     other events came after it.
     """
     found: list[dict[str, Any]] = []
-    newest = "0-0"
+    top = client.xrevrange(keys.pulse_stream(), count=1)
+    newest = top[0][0] if top else "0-0"  # follow from here, even when nothing is shown (-n 0)
     upper = "+"
     while len(found) < n:
         batch = client.xrevrange(keys.pulse_stream(), max=upper, min="-", count=STREAM_BATCH)
         if not batch:
             break
-        if upper == "+":
-            newest = batch[0][0]
         for _sid, fields in batch:
             ev = _parse_entry(fields)
             if ev is not None and match(ev):

@@ -212,18 +212,22 @@ def test_tail_falls_back_to_the_file_when_redis_is_unreachable(hist: Path) -> No
 def test_tail_follow_on_the_stream(redis_url: str, hist: Path, tmp_path: Path) -> None:
     p = Pulse(client=connect(redis_url), path=hist)
     first = p.emit("test.first")
-    proc = Proc(continuity_cmd("pulse", "tail", "--follow", "--json", "--kind", "drill"),
+    old_drill = p.emit("drill.old")
+    proc = Proc(continuity_cmd("pulse", "tail", "--follow", "--json", "-n", "0", "--kind", "drill"),
                 _cli_env(redis_url, hist), tmp_path / "follow.log")
     try:
         def printed() -> list[str]:
             return [json.loads(ln)["id"] for ln in proc.output().splitlines() if ln.startswith("{")]
 
-        p.emit("drill.started")
-        wait_for(lambda: len(printed()) >= 1, timeout=30, what="first followed event")
+        def started() -> bool:  # emit until the follower is listening; -n 0 shows nothing from before
+            p.emit("drill.started")
+            return len(printed()) >= 1
+
+        wait_for(started, timeout=30, interval=0.2, what="first followed event")
         noise = p.emit("test.noise")
         done = p.emit("drill.finished")
-        wait_for(lambda: len(printed()) >= 2, timeout=30, what="second followed event")
-        assert first["id"] not in printed() and noise["id"] not in printed()
+        wait_for(lambda: done["id"] in printed(), timeout=30, what="the last followed event")
+        assert first["id"] not in printed() and noise["id"] not in printed() and old_drill["id"] not in printed()
         assert printed()[-1] == done["id"]
         proc.popen.send_signal(signal.SIGINT)
         assert proc.popen.wait(20) == 0
