@@ -25,7 +25,8 @@ CONTROL_QUEUE = "continuity.control"
 VISIBILITY_TIMEOUT = int(os.environ.get("CONTINUITY_VISIBILITY_TIMEOUT", "600"))
 
 TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills",
-                "workers.agent"]  # the node agent bootstep (heartbeats, leases, self-fencing)
+                "workers.agent",  # the node agent bootstep (heartbeats, leases, self-fencing)
+                "workers.failover"]  # failover chain steps (fence, prepare, promote, repoint, verify, record)
 
 
 def broker_url() -> str:
