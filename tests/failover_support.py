@@ -88,3 +88,118 @@ def pulse_events(state: Path, kind_suffix: str | None = None) -> list[dict[str, 
         if kind_suffix is None or ev["kind"].endswith(kind_suffix):
             out.append(ev)
     return out
+
+
+class Fleet:
+    """A running test fleet: real workers (with their node agents), beat sending sweeps, a fast blueprint."""
+
+    def __init__(self, tmp_path: Path, state: Path, redis_url: str, spawn: Any, start_worker: Any,
+                 services: tuple[str, ...] = ("ledger",), **policy: str) -> None:
+        import redis as redis_lib
+
+        from continuity.blueprint import load_blueprint
+        from tests.helpers import project_env
+
+        self.state = state
+        self.bp_path = make_blueprint(tmp_path, services, **policy)
+        self.bp = load_blueprint(self.bp_path)
+        self.env = project_env(redis_url, state, CONTINUITY_BLUEPRINT=str(self.bp_path))
+        self.spawn = spawn
+        self._start_worker = start_worker
+        self.workers: dict[str, Any] = {}
+        self.beat: Any = None
+        self.client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+        self.redis_url = redis_url
+
+    def start_worker(self, node: str) -> Any:
+        self.workers[node] = self._start_worker(node, env=self.env)
+        return self.workers[node]
+
+    def start_beat(self) -> Any:
+        from tests.helpers import continuity_cmd
+
+        self.beat = self.spawn(continuity_cmd("beat"), self.env, "beat")
+        return self.beat
+
+    def port(self, service: str, node: str) -> int:
+        from continuity.failover.hooks import service_port
+
+        port = service_port(self.bp, service, node)
+        assert port is not None
+        return port
+
+    def health(self, service: str, node: str) -> dict[str, Any] | None:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port(service, node)}/health", timeout=1) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def post(self, service: str, node: str, seq: int) -> int:
+        """HTTP status of a write sent straight to ``node`` (bypassing the route), 0 if unreachable."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port(service, node)}/records",
+                                     data=json.dumps({"seq": seq}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def lease(self, service: str) -> Any:
+        from continuity.detect import leases
+
+        return leases.read(self.client, service)
+
+    def wait_primary(self, service: str, node: str, epoch: int | None = None, timeout: float = 60) -> dict:
+        """Until ``node`` holds the lease and its instance answers healthy with that epoch."""
+        from tests.helpers import wait_for
+
+        def ready() -> dict | None:
+            lease = self.lease(service)
+            if lease is None or lease.node != node or (epoch is not None and lease.epoch != epoch):
+                return None
+            h = self.health(service, node)
+            return h if h and h.get("epoch") == lease.epoch else None
+
+        return wait_for(ready, timeout=timeout, what=f"{service} primary on {node} (epoch {epoch})")
+
+    def records(self) -> list[dict[str, Any]]:
+        from continuity.failover import records
+
+        return records.history(self.client, limit=100)
+
+    def wait_records(self, n: int, final: bool = True, timeout: float = 60) -> list[dict[str, Any]]:
+        from continuity.failover.records import FINAL
+        from tests.helpers import wait_for
+
+        def done() -> list | None:
+            recs = self.records()
+            if len(recs) >= n and (not final or all(r["outcome"] in FINAL for r in recs)):
+                return recs
+            return None
+
+        return wait_for(done, timeout=timeout, what=f"{n} final failover record(s)")
+
+    def kill_service(self, service: str, node: str) -> None:
+        pid = service_pid(self.state, node, service)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        for node in list(self.workers):
+            self.workers[node].stop()
+        if self.beat is not None:
+            self.beat.stop()
+        kill_services(self.state)
+        self.client.close()
