@@ -180,11 +180,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / ".data", help="where data and repositories go")
     ap.add_argument("--tools", default="ours,restic,borg")
     ap.add_argument("--json", action="store_true", help="print results as JSON too")
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work: Path = args.work
     data = work / f"dataset-{args.scale:g}"
     t0 = time.perf_counter()
-    generate(data, args.scale)
+    if args.generate_only:
+        generate(data, args.scale)
+        return
+    # generate in a child: a forked child inherits the parent's RSS as its starting peak, so the parent
+    # must stay small for the children's ru_maxrss to mean anything
+    subprocess.run([sys.executable, __file__, "--scale", str(args.scale), "--work", str(work), "--generate-only"],
+                   check=True)
     size = du(data)
     print(f"data set: {size / 1e6:.0f} MB, {sum(1 for _ in data.rglob('*.jsonl'))} ledger files "
           f"(ready in {time.perf_counter() - t0:.1f}s)")

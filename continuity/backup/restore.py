@@ -123,8 +123,8 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
             offset += e.raw_length
             total += e.raw_length
     for f in files:
-        _open(f)
-        if f.remaining == 0:
+        if f.remaining == 0:  # empty, or every blob already known to be missing
+            _open(f)
             _finish(f)
     done = [0]
     done_lock = threading.Lock()
@@ -153,7 +153,10 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
             with f.lock:
                 if isinstance(data, str):
                     f.damaged.append(data)
-                elif not f.damaged and f.fd is not None:
+                elif not f.damaged:
+                    if f.fd is None:  # opened on first data, so open files stay few
+                        _open(f)
+                    assert f.fd is not None
                     os.pwrite(f.fd, data, off)
                 f.remaining -= 1
                 last = f.remaining == 0

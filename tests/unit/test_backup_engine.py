@@ -264,3 +264,22 @@ def test_subset_selection() -> None:
     for bad in ("0/5", "6/5", "150%", "abc"):
         with pytest.raises(Exception, match="read-data-subset"):
             select_subset(packs, bad)
+
+
+def test_restore_keeps_few_files_open(tmp_path: Path) -> None:
+    import resource
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(400):
+        (src / f"f{i}").write_text(str(i))
+    repo = make_repo(tmp_path / "repo")
+    sid = take_snapshot(repo, [Source("directory", str(src))])["id"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(128, hard), hard))
+    try:
+        res = restore(repo, repo.find_snapshot(sid), str(tmp_path / "out"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert res["files"] == 400 and res["damaged"] == []
+    assert (tmp_path / "out" / "many" / "f399").read_text() == "399"
