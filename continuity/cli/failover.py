@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from continuity import keys, paths
 from continuity.blueprint import Blueprint, load_blueprint
@@ -114,17 +113,16 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         return
     if report["global_pause"]:
         console.print("[bold yellow]automatic failover is PAUSED fleet-wide[/]")
-    table = Table(title=f"failover status — fleet {report['fleet']}")
-    for col in ("service", "tier", "primary", "epoch", "lease ttl", "route", "paused", "cool-down", "last failover"):
-        table.add_column(col)
+    console.print(f"fleet {report['fleet']}", highlight=False)
     for s in report["services"]:
         lf = s["last_failover"]
-        table.add_row(s["service"], str(s["tier"]), s["primary"] or "-", str(s["epoch"]),
-                      _secs(s["lease"]["ttl"]) if s["lease"] else "-",
-                      (s["route"] or {}).get("url") or "-", "yes" if s["paused"] else "no",
-                      _secs(s["cooldown_left"]) if s["cooldown_left"] else "-",
-                      f"{lf['outcome']} {_when(lf['started'])}" if lf else "-")
-    console.print(table)
+        lease = f"lease {_secs(s['lease']['ttl'])}" if s["lease"] else "no lease"
+        flags = (["PAUSED"] if s["paused"] else []) + ([f"cool-down {_secs(s['cooldown_left'])}"]
+                                                       if s["cooldown_left"] else [])
+        console.print(f"{s['service']} (tier {s['tier']}): primary {s['primary'] or '-'} epoch {s['epoch']} {lease}"
+                      f" route {(s['route'] or {}).get('url') or '-'} {' '.join(flags)}"
+                      f" last failover: {lf['outcome'] + ' ' + _when(lf['started']) if lf else '-'}",
+                      soft_wrap=True, highlight=False)
     nodes = ", ".join(f"{n}={(v or {}).get('state', 'unknown')}" for n, v in report["nodes"].items())
     console.print(f"nodes: {nodes}")
     for iid, inc in report["incidents"].items():
@@ -248,14 +246,13 @@ def history(as_json: bool = typer.Option(False, "--json"),
     if as_json:
         emit_json(recs)
         return
-    table = Table(title="failover history (newest first)")
-    for col in ("started (UTC)", "service", "kind", "from", "to", "outcome", "who", "detection", "recovery", "id"):
-        table.add_column(col)
-    for r in recs:
-        table.add_row(_when(r["started"]), r["service"], r["kind"], r.get("old_primary") or "-",
-                      r.get("new_primary") or r.get("candidate") or "-", r["outcome"], r.get("who") or "-",
-                      _secs(r.get("detection")), _secs(r.get("mttr")), r["id"])
-    console.print(table)
+    if not recs:
+        console.print("no failover records yet")
+    for r in recs:  # one line per record: greppable, never truncated by the terminal width
+        console.print(f"{_when(r['started'])}  {r['service']}  {r['kind']}  {r.get('old_primary') or '-'} -> "
+                      f"{r.get('new_primary') or r.get('candidate') or '-'}  {r['outcome']}  by {r.get('who') or '-'}"
+                      f"  detection {_secs(r.get('detection'))}  recovery {_secs(r.get('mttr'))}  id {r['id']}",
+                      soft_wrap=True, highlight=False)
 
 
 @app.command()
