@@ -38,6 +38,17 @@ def spool_of(hist: Path) -> Path:
     return hist.with_name(hist.name + ".spool")
 
 
+def spool_during_outage(server: RedisServer, client: redis.Redis, hist: Path,
+                        n: int) -> tuple[Pulse, list[dict]]:
+    """Emit ``n`` events while Redis is down, then bring it back: they are all in the spool."""
+    p = Pulse(client=client, path=hist)
+    server.stop()
+    spooled = [p.emit("test.spooled", data={"i": i}) for i in range(n)]
+    server.start()
+    wait_for(lambda: client.ping(), timeout=20, what="redis back")
+    return p, spooled
+
+
 def test_events_reach_the_stream_and_the_file(redis_url: str, hist: Path) -> None:
     client = connect(redis_url)
     p = Pulse(client=client, path=hist, node="core-a")
@@ -98,11 +109,7 @@ def test_after_a_failure_redis_is_not_retried_on_every_event(own_redis: RedisSer
 def test_flush_after_a_crash_mid_flush_delivers_nothing_twice(own_redis: RedisServer, own_client: redis.Redis,
                                                                hist: Path) -> None:
     """A flusher killed after delivering some events but before rewriting the spool: all are replayed, once."""
-    p = Pulse(client=own_client, path=hist)
-    own_redis.stop()
-    spooled = [p.emit("test.spooled", data={"i": i}) for i in range(4)]
-    own_redis.start()
-    wait_for(lambda: own_client.ping(), timeout=20, what="redis back")
+    p, spooled = spool_during_outage(own_redis, own_client, hist, 4)
     for ev in spooled[:2]:  # what the killed flusher got through; its spool file is untouched
         p._deliver_one(ev["id"], json.dumps(ev, sort_keys=True))
     assert len(spool_of(hist).read_text().splitlines()) == 4
@@ -116,11 +123,7 @@ def test_flush_interrupted_by_a_lost_reply_is_retried_without_duplicates(own_red
                                                                           own_client: redis.Redis,
                                                                           hist: Path) -> None:
     """Redis applied a delivery but the reply never arrived: the event stays spooled and the retry is a no-op."""
-    p = Pulse(client=own_client, path=hist)
-    own_redis.stop()
-    spooled = [p.emit("test.spooled", data={"i": i}) for i in range(4)]
-    own_redis.start()
-    wait_for(lambda: own_client.ping(), timeout=20, what="redis back")
+    p, spooled = spool_during_outage(own_redis, own_client, hist, 4)
 
     real = p._deliver
     calls = {"n": 0}
