@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from continuity.redisd import free_port
@@ -203,3 +205,53 @@ class Fleet:
             self.beat.stop()
         kill_services(self.state)
         self.client.close()
+
+
+@pytest.fixture(name="fleet")
+def fleet_fixture(tmp_path: Path, state_dir: Path, redis_url: str, spawn: Any, start_worker: Any) -> Iterator[Fleet]:
+    """A test fleet for one test (import this fixture into the test module); stopped and cleaned up after."""
+    f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+START_KINDS = ("detect.role_bootstrapped", "failover.promoted", "failover.self_repromoted")
+END_KINDS = ("failover.service_demoted", "failover.self_demoted", "failover.demoted")
+
+
+def role_intervals(events: list[dict[str, Any]], service: str) -> list[tuple[str, int, float, float]]:
+    """(node, epoch, from, until) for every time a node held ``service`` with a valid epoch, from the pulse history.
+
+    Holding starts when a node is bootstrapped or promoted at an epoch and ends at
+    the first of: that node demoting itself (agent or service), being demoted, or
+    the epoch being fenced past it.
+    """
+    evs = sorted((e for e in events if e.get("service") == service), key=lambda e: (e["ts"], e["seq"]))
+    out = []
+    for i, ev in enumerate(evs):
+        kind = ev["kind"].removeprefix("continuity_layer.")
+        if kind not in START_KINDS:
+            continue
+        node, epoch = ev["node"], int(ev["epoch"])
+        until = float("inf")
+        for later in evs[i + 1:]:
+            lk = later["kind"].removeprefix("continuity_layer.")
+            ends_own = lk in END_KINDS and later["node"] == node and int(later["epoch"] or -1) == epoch
+            fenced = lk == "failover.fenced" and int(later["epoch"]) > epoch
+            if ends_own or fenced:
+                until = later["ts"]
+                break
+        out.append((node, epoch, ev["ts"], until))
+    return out
+
+
+def overlaps(intervals: list[tuple[str, int, float, float]]) -> list[tuple[Any, Any]]:
+    """Pairs of different nodes whose valid-epoch holding overlapped in time (must be empty: no split brain)."""
+    bad = []
+    for i, a in enumerate(intervals):
+        for b in intervals[i + 1:]:
+            if a[0] != b[0] and a[2] < b[3] and b[2] < a[3]:
+                bad.append((a, b))
+    return bad

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from continuity import keys
 from continuity.sample.client import LedgerClient
-from tests.failover_support import Fleet
+from tests.failover_support import Fleet, fleet_fixture  # noqa: F401 - the `fleet` fixture
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator[Fleet]:
-    f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker)
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.failover_support import Fleet
+from tests.failover_support import Fleet, fleet_fixture  # noqa: F401 - the `fleet` fixture
 from tests.helpers import ROOT, run_cli
 
 RUNBOOK = ROOT / "ops" / "runbooks" / "continuity_failover.md"
@@ -33,15 +31,6 @@ def test_runbook_lists_the_commands_we_expect() -> None:
     assert all(c.startswith("continuity ") for c in cmds)
     for verb in ("status", "switchover", "failover", "pause", "resume", "history", "show"):
         assert any(c.split()[1:3] == ["failover", verb] for c in cmds), verb
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator[Fleet]:
-    f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker)
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_every_runbook_command_works_on_a_live_fleet(fleet: Fleet) -> None:
