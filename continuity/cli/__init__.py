@@ -44,10 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Usage errors may come from click or from the copy of click that newer typer releases vendor."""
+    import click
+
+    found: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        found.append(VendoredClickException)
+    return tuple(found)

@@ -231,3 +231,11 @@ def test_blueprint_from_environment(tmp_path: Path) -> None:
     res = run_cli("blueprint", "check", env={**os.environ, "CONTINUITY_BLUEPRINT": str(path)})
     assert res.returncode == 2
     assert res.stderr.startswith(f"continuity: {path}:31: domains.ops.rto: not a duration")
+
+
+@pytest.mark.parametrize("argv", [["blueprint", "check", "--bogus"], ["blueprint"], ["pulse", "tail", "-n", "-1"],
+                                  ["pulse", "verify", "extra-arg"]])
+def test_command_line_mistakes_exit_2_without_traceback(argv: list[str]) -> None:
+    res = run_cli(*argv)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stdout + res.stderr
