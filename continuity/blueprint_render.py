@@ -202,5 +202,6 @@ def replace_section(document: str, section: str, file: str = "<document>") -> st
     if ends[0] < begins[0]:
         raise ConfigError(file, ends[0] + 1, "", f"{END_MARKER} comes before {BEGIN_MARKER}")
     lines = document.split("\n")
-    body = section.rstrip("\n").split("\n")
-    return "\n".join(lines[: begins[0] + 1] + [""] + body + [""] + lines[ends[0]:])
+    cr = "\r" if lines[begins[0]].endswith("\r") else ""  # keep a CRLF document CRLF
+    body = [ln + cr for ln in section.rstrip("\n").split("\n")]
+    return "\n".join(lines[: begins[0] + 1] + [cr] + body + [cr] + lines[ends[0]:])

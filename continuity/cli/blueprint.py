@@ -142,6 +142,9 @@ def render(
     if updated == current:
         typer.echo(f"{doc_path}: already up to date")
         return
-    _write_atomic(doc_path, updated)
+    try:
+        _write_atomic(doc_path, updated)
+    except OSError as exc:
+        raise ContinuityError(f"{doc_path}: cannot write: {exc.strerror or exc}") from None
     typer.echo(f"{doc_path}: generated section updated from {_display(path)}")
 

@@ -111,6 +111,14 @@ def test_replace_touches_only_the_marked_section() -> None:
     assert replace_section(out, "NEW\nSECTION\n") == out  # idempotent
 
 
+def test_replace_keeps_crlf_documents_crlf() -> None:
+    doc = DOC.replace("\n", "\r\n")
+    out = replace_section(doc, "NEW\nSECTION\n")
+    assert "\nNEW\r\nSECTION\r\n" in out
+    assert out.replace("\r\n", "").count("\n") == 0  # every line ends in CRLF
+    assert replace_section(out, "NEW\nSECTION\n") == out
+
+
 @pytest.mark.parametrize(("doc", "line", "message"), [
     ("# nothing here\n", None, "marker line <!-- BEGIN blueprint:generated --> not found"),
     (f"{BEGIN_MARKER}\nx\n", None, "marker line <!-- END blueprint:generated --> not found"),
