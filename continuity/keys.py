@@ -72,6 +72,11 @@ def sweep_lock() -> str:
     return k("detector", "lock")
 
 
+def detector_generation() -> str:
+    """Counter bumped by every completed sweep: a sweeper whose last sweep was the latest may trust its memory."""
+    return k("detector", "gen")
+
+
 def sweep_attempt() -> str:
     """Redis time of the latest sweep attempt, including ones skipped because another held the lock."""
     return k("detector", "attempt")

@@ -5,9 +5,11 @@ Anyone who can write to Redis could otherwise keep a dead primary looking alive
 HMAC-SHA256 over its exact bytes, made with a per-node key that lives only on
 that node (env or a 0600 key file) and never in Redis, task arguments or logs.
 
-Wire format (one string, one HSET): ``v1.<hex mac>.<compact JSON body>``. The
-MAC covers the body as sent, so verifying needs no re-serialisation, and the
-body is parsed only after its MAC checks out: a forged blob costs one HMAC.
+Wire format (one string, one HSET): ``v1.<hex mac>.<node>|<seq>|<ts>|<nonce>|<services JSON>``.
+The MAC covers the body as sent, so verifying needs no re-serialisation; the
+fixed fields are read with one split and the services JSON is parsed only when
+it is not empty, because at 10,000 nodes per second every microsecond of the
+sweep's per-beat cost is 10 ms. A forged blob costs one HMAC.
 
 Replays are refused twice over: the sequence number must grow (the sweep keeps
 the last accepted one per node), and the timestamp must be close to the time
@@ -52,8 +54,8 @@ class Heartbeat:
     nonce: str = ""
 
     def body(self) -> str:
-        return json.dumps({"node": self.node, "seq": self.seq, "ts": round(self.ts, 6), "nonce": self.nonce,
-                           "services": self.services}, separators=(",", ":"), sort_keys=True)
+        services = json.dumps(self.services, separators=(",", ":"), sort_keys=True) if self.services else "{}"
+        return f"{self.node}|{self.seq}|{self.ts:.6f}|{self.nonce}|{services}"
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ class KeyRing:
 
 # --- signing --------------------------------------------------------------------------------
 def mac(key: bytes, body: str) -> str:
-    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, body.encode(), "sha256").hex()
 
 
 def encode(hb: Heartbeat, key: bytes) -> str:
@@ -156,10 +158,12 @@ def verify(raw: str, field_node: str, keyring: KeyRing, *, last_seq: int | None,
     if not hmac.compare_digest(tag, mac(key, body)):
         raise Rejected("bad-mac", "signature does not match the node's key")
     try:
-        data = json.loads(body)
-        hb = Heartbeat(node=str(data["node"]), seq=int(data["seq"]), ts=float(data["ts"]),
-                       services=dict(data.get("services") or {}), nonce=str(data.get("nonce", "")))
-    except (ValueError, KeyError, TypeError) as exc:
+        node, seq, ts, nonce, services = body.split("|", 4)
+        parsed = json.loads(services) if services != "{}" else {}
+        if not isinstance(parsed, dict):
+            raise ValueError("services is not an object")
+        hb = Heartbeat(node=node, seq=int(seq), ts=float(ts), services=parsed, nonce=nonce)
+    except (ValueError, TypeError) as exc:
         raise Rejected("malformed", f"signed body unreadable: {exc}") from None
     if hb.node != field_node:
         raise Rejected("node-mismatch", f"beat of {hb.node!r} stored as {field_node!r}")

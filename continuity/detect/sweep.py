@@ -41,6 +41,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# One server-side call returns every hash the sweep needs as a few big strings: at 10,000 nodes,
+# parsing 40,000 separate replies costs more than the whole sweep may take. A newline inside a value
+# (only a forger would write one) is blanked so it cannot shift the pairs; that value then fails its MAC.
+# The node states come back only when another process swept since our last sweep (generation changed).
+# KEYS: hb arrivals states meta mode attempt generation ; ARGV[1]: generation we hold in memory
+SNAPSHOT = """
+local function flat(key)
+  local a = redis.call('HGETALL', key)
+  for i = 1, #a do
+    if string.find(a[i], '\\n', 1, true) then a[i] = (string.gsub(a[i], '\\n', ' ')) end
+  end
+  return table.concat(a, '\\n')
+end
+local t = redis.call('TIME')
+local gen = redis.call('GET', KEYS[7]) or '0'
+local states, fresh = '', '0'
+if ARGV[1] ~= gen then states, fresh = flat(KEYS[3]), '1' end
+return {t[1], t[2], flat(KEYS[1]), flat(KEYS[2]), gen, fresh, states,
+        redis.call('GET', KEYS[4]) or '', redis.call('GET', KEYS[5]) or '', redis.call('GET', KEYS[6]) or ''}
+"""
+
 Launcher = Callable[[list[Any], dict[str, Any]], list[str]]
 Planner = Callable[..., list[Any]]
 Controls = Callable[[Any, Blueprint], tuple[set[str], bool, dict[str, float]]]
@@ -48,10 +69,16 @@ Controls = Callable[[Any, Blueprint], tuple[set[str], bool, dict[str, float]]]
 
 @dataclass
 class SweepCache:
-    """What one process remembers between its sweeps: raw beats already accepted (skip re-verifying)."""
+    """What one process remembers between its sweeps, valid while no other process swept in between.
+
+    ``accepted`` holds the raw beats already verified (not verified again), ``states`` the detector
+    state as of ``generation`` (not re-read and re-parsed from Redis).
+    """
 
     accepted: dict[str, str] = field(default_factory=dict)
     keyring: heartbeat.KeyRing = field(default_factory=heartbeat.KeyRing)
+    states: dict[str, detector.NodeState] = field(default_factory=dict)
+    generation: str = ""
 
 
 @dataclass
@@ -91,27 +118,48 @@ def _loads(raw: str | None) -> Any:
         return None
 
 
-def _read(client: Any, bp: Blueprint, services: list[str]) -> tuple[Any, ...]:
+def _pairs(flat: str) -> dict[str, str]:
+    if not flat:
+        return {}
+    parts = flat.split("\n")
+    return dict(zip(parts[0::2], parts[1::2], strict=False))
+
+
+@dataclass
+class Snapshot:
+    now: float
+    beats: dict[str, str]
+    arrivals: dict[str, str]
+    generation: str
+    states: dict[str, str] | None  # None: unchanged since the generation we hold
+    meta: str
+    mode: str
+    attempt: float | None
+    leases: dict[str, leases.Lease | None]
+
+
+def _read(client: Any, services: list[str], generation: str) -> Snapshot:
     read_lease = leases.script(client, "read", leases.READ)
+    snap = leases.script(client, "snapshot", SNAPSHOT)
     pipe = client.pipeline(transaction=False)
-    pipe.time()
-    pipe.hgetall(keys.heartbeats())
-    pipe.hgetall(keys.heartbeat_arrivals())
-    pipe.hgetall(keys.node_state())
-    pipe.get(keys.detector_meta())
-    pipe.get(keys.mode())
-    pipe.get(keys.sweep_attempt())
+    snap(keys=[keys.heartbeats(), keys.heartbeat_arrivals(), keys.node_state(), keys.detector_meta(), keys.mode(),
+               keys.sweep_attempt(), keys.detector_generation()], args=[generation or "-"], client=pipe)
     for s in services:
         read_lease(keys=[keys.lease(s)], args=[], client=pipe)
     res = pipe.execute()
-    secs, micros = res[0]
-    now = int(secs) + int(micros) / 1e6
-    lease_map = {s: leases.parse(s, raw) for s, raw in zip(services, res[7:], strict=True)}
+    secs, micros, beats, arrivals, gen, fresh, states, meta, mode, attempt = (_text(v) for v in res[0])
     try:
-        attempt = float(res[6]) if res[6] else None
+        attempt_at = float(attempt) if attempt else None
     except ValueError:
-        attempt = None
-    return now, res[1], res[2], res[3], res[4], res[5], attempt, lease_map
+        attempt_at = None
+    return Snapshot(now=int(secs) + int(micros) / 1e6, beats=_pairs(beats), arrivals=_pairs(arrivals),
+                    generation=gen, states=_pairs(states) if fresh == "1" else None, meta=meta, mode=mode,
+                    attempt=attempt_at,
+                    leases={s: leases.parse(s, raw) for s, raw in zip(services, res[1:], strict=True)})
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def verify_beats(bp: Blueprint, raw_beats: Mapping[str, str], arrivals: Mapping[str, str],
@@ -185,26 +233,30 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
 def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, launch: Launcher | None,
                   plan: Planner | None, controls: Controls | None, t0: float, token: str) -> SweepResult:
     services = sorted(bp.services)
-    now, raw_beats, arrivals, raw_states, raw_meta, raw_mode, attempt, lease_map = _read(client, bp, services)
+    snap = _read(client, services, cache.generation)
+    now, raw_beats, lease_map = snap.now, snap.beats, snap.leases
     t_read = time.perf_counter()
 
-    prev: dict[str, detector.NodeState] = {}
-    for node, raw in raw_states.items():
-        data = _loads(raw)
-        if isinstance(data, dict):
-            prev[node] = detector.NodeState.from_dict(data)
-    meta_data = _loads(raw_meta)
+    if snap.states is None:
+        prev = cache.states  # nobody else swept since our last sweep: our memory is the state
+    else:
+        prev = {}
+        for node, raw in snap.states.items():
+            data = _loads(raw)
+            if isinstance(data, dict):
+                prev[node] = detector.NodeState.from_dict(data)
+        cache.accepted.clear()  # arrivals/sequences in Redis may lag: re-derive them from the beats
+    attempt = snap.attempt
+    meta_data = _loads(snap.meta)
     meta = detector.Meta.from_dict(meta_data) if isinstance(meta_data, dict) else detector.Meta()
     if attempt is not None and meta.last_sweep is not None and meta.last_sweep < attempt <= now:
         meta = replace(meta, last_sweep=attempt)
-    if not raw_states:
-        cache.accepted.clear()  # state was wiped (fresh Redis): re-verify everything
-    beats, rejected = verify_beats(bp, raw_beats, arrivals, prev, cache)
+    beats, rejected = verify_beats(bp, raw_beats, snap.arrivals, prev, cache)
     t_verify = time.perf_counter()
 
     outcome = detector.sweep(prev, beats, bp, now, meta)
     holders = {s: (lease.node if lease is not None else None) for s, lease in lease_map.items()}
-    prev_mode = _loads(raw_mode)
+    prev_mode = _loads(snap.mode)
     mode = modes.compute(bp, holders, outcome.states, now, prev_mode if isinstance(prev_mode, dict) else None)
     t_decide = time.perf_counter()
 
@@ -221,9 +273,9 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
             del seen_bad[node]
     out_meta = replace(outcome.meta, rejected=seen_bad)
 
-    changed = {n: json.dumps(st.as_dict(), separators=(",", ":"))
-               for n, st in outcome.states.items() if prev.get(n) != st}
-    stale = [n for n in raw_states if n not in outcome.states]
+    changed = {n: json.dumps(st.as_dict(), separators=(",", ":")) for n, st in outcome.states.items()
+               if n not in prev or not detector.same_persisted(prev[n], st)}
+    stale = [n for n in prev if n not in outcome.states]
     mode_doc = mode.as_dict()
     storm_ids = [i for i in client.hkeys(keys.incidents()) if str(i).startswith("storm-")] \
         if outcome.storm_cleared else []
@@ -247,10 +299,13 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
             if outcome.storm_cleared:
                 for iid in storm_ids:
                     pipe.hdel(keys.incidents(), iid)
-            pipe.execute()
+            pipe.incr(keys.detector_generation())
+            generation = str(pipe.execute()[-1])
         except WatchError:
             log.warning("sweep: lost the lock before writing (stalled too long); results discarded")
+            cache.generation = ""
             return SweepResult(now=now, skipped="lost the lock before writing")
+    cache.states, cache.generation = outcome.states, generation
     t_write = time.perf_counter()
 
     result = SweepResult(now=now, outcome=outcome, mode=mode, accepted=len(beats),

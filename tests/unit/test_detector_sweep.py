@@ -245,3 +245,24 @@ def test_sweeps_skipped_for_the_lock_still_count_as_the_detector_being_awake(bp,
     rds.delete(keys.sweep_lock())
     res = sweep(rds, bp, cache, Events())
     assert not res.outcome.tilt
+
+
+def test_a_value_with_newlines_cannot_shift_the_snapshot(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    rds.hset(keys.heartbeats(), "core-c", "v1.00.core-c|1|0|x|{}\ncore-a\nv1.ff.forged")
+    rds.hset(keys.heartbeats(), "odd\nname", "whatever")
+    res = sweep(rds, bp, cache, Events())
+    assert res.rejected["core-c"] == "bad-mac"
+    assert "core-a" not in res.rejected and res.outcome.states["core-a"].state == "alive"
+    assert res.rejected.get("odd name") == "unknown-node"
+
+
+def test_a_second_process_picks_up_where_the_first_left(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    sweep(rds, bp, cache, Events())
+    other = SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+    res = sweep(rds, bp, other, Events())
+    assert not res.outcome.transitions and set(other.states) == {"core-a", "core-b", "core-c"}
+    beat_all(fleet)
+    res = sweep(rds, bp, cache, Events())  # the first process's memory is stale now: it re-reads
+    assert res.accepted == 3 and not res.outcome.transitions

@@ -1,0 +1,170 @@
+"""Heartbeat scale: N simulated nodes beating at 1 Hz into one private redis-server, one detector sweeping.
+
+Measures what the control plane pays per second at fleet scale: the sweep's
+duration (p50/p99/max and per stage), the Redis server's CPU share (from
+INFO cpu), and whether any node was falsely suspected. The writers use the
+agent's real Lua beat script and real HMAC signing; the sweeper is the real
+``run_sweep`` (the function the Celery task calls), so the numbers are the
+product's, not a model's.
+
+    .venv/bin/python bench/heartbeat_scale_bench.py [--nodes 10000] [--seconds 30]
+
+Target (issue 4): sweep p99 <= 50 ms at 10,000 nodes, no false suspicion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from continuity import keys  # noqa: E402
+from continuity.blueprint import Blueprint, BlueprintModel  # noqa: E402
+from continuity.detect import detector, heartbeat  # noqa: E402
+from continuity.detect.agent import _BEAT  # noqa: E402
+from continuity.detect.sweep import SweepCache, run_sweep  # noqa: E402
+from continuity.redisd import RedisServer, connect  # noqa: E402
+
+TARGET_P99 = 0.050
+MASTER = b"bench-master-secret"
+
+
+def node_ids(n: int) -> list[str]:
+    return [f"n{i:05d}" for i in range(n)]
+
+
+def node_key(node: str) -> bytes:
+    return hmac.new(MASTER, node.encode(), hashlib.sha256).hexdigest().encode()
+
+
+def fleet(n: int) -> Blueprint:
+    nodes = {nid: {"kind": "core"} for nid in node_ids(n)}
+    first = node_ids(n)[0]
+    model = BlueprintModel.model_validate({
+        "fleet": "scale", "nodes": nodes,
+        "domains": {"d": {"rto": "10s", "rpo": "5s", "services": {
+            "svc": {"tier": 2, "placement": {"primary": first}}}}},
+    })
+    return Blueprint(model, source="<bench>")
+
+
+def writer(url: str, nodes: list[str], seconds: float, interval: float, slices: int, ready: mp.Event) -> None:
+    """One simulated slice of the fleet: every node beats once per interval, spread evenly over it."""
+    client = connect(url, socket_timeout=10)
+    script = client.register_script(_BEAT)
+    keys_ = {n: node_key(n) for n in nodes}
+    seq = {n: 0 for n in nodes}
+    chunk = max(1, len(nodes) // slices)
+    groups = [nodes[i:i + chunk] for i in range(0, len(nodes), chunk)]
+    ready.set()
+    start = time.monotonic()
+    tick = 0
+    fixed = [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen()]
+    while time.monotonic() - start < seconds:
+        group = groups[tick % len(groups)]
+        pipe = client.pipeline(transaction=False)
+        now = time.time()
+        for n in group:
+            seq[n] = max(seq[n] + 1, int(now * 1000))
+            hb = heartbeat.Heartbeat(node=n, seq=seq[n], ts=now, services={}, nonce="")
+            script(keys=fixed, args=[n, heartbeat.encode(hb, keys_[n]), 3000], client=pipe)
+        pipe.execute()
+        tick += 1
+        next_at = start + tick * interval / len(groups)
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def redis_cpu(client) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--writers", type=int, default=1)
+    args = ap.parse_args()
+
+    bp = fleet(args.nodes)
+    ids = node_ids(args.nodes)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
+        try:
+            client = connect(server.url, socket_timeout=10)
+            ready = [mp.Event() for _ in range(args.writers)]
+            procs = [mp.Process(target=writer, args=(server.url, ids[i::args.writers], args.seconds + args.warmup + 2,
+                                                     bp.policy.heartbeat_interval, 10, ready[i]), daemon=True)
+                     for i in range(args.writers)]
+            for p in procs:
+                p.start()
+            for r in ready:
+                r.wait(60)
+            cache = SweepCache(keyring=heartbeat.KeyRing({n: node_key(n) for n in ids}))
+            samples: list[dict[str, float]] = []
+            false_suspicions: list[tuple[str, str]] = []
+            tilts = 0
+            start = time.monotonic()
+            cpu0 = wall0 = None
+            sweeps = 0
+            while time.monotonic() - start < args.seconds + args.warmup:
+                res = run_sweep(client, bp, cache=cache)
+                sweeps += 1
+                elapsed = time.monotonic() - start
+                if elapsed >= args.warmup:
+                    if cpu0 is None:
+                        cpu0, wall0 = redis_cpu(client), time.monotonic()
+                    else:
+                        samples.append(res.timings)
+                    if res.outcome is not None:
+                        tilts += int(res.outcome.tilt_started)
+                        false_suspicions += [(t.node, t.new) for t in res.outcome.transitions
+                                             if t.new != detector.ALIVE]
+                time.sleep(max(0.0, bp.policy.heartbeat_interval - res.timings.get("total", 0.0)))
+            cpu = (redis_cpu(client) - cpu0) / (time.monotonic() - wall0) if cpu0 is not None else float("nan")
+            states = client.hgetall(keys.node_state())
+            alive = sum(1 for v in states.values() if '"state":"alive"' in v)
+            for p in procs:
+                p.terminate()
+        finally:
+            server.stop()
+
+    totals = [s["total"] for s in samples]
+    p99 = pct(totals, 99)
+    print(f"heartbeat scale: {args.nodes} nodes at {1 / bp.policy.heartbeat_interval:g} Hz, "
+          f"{len(samples)} measured sweeps over {args.seconds:g}s (after {args.warmup:g}s warm-up)")
+    print(f"{'stage':<10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
+    for stage in ("read", "verify", "decide", "write", "total"):
+        vals = [s[stage] for s in samples]
+        print(f"{stage:<10}{statistics.median(vals) * 1e3:>10.1f}{pct(vals, 99) * 1e3:>10.1f}"
+              f"{max(vals) * 1e3:>10.1f}")
+    print(f"redis-server CPU: {cpu * 100:.1f}% of one core (beats + sweeps)")
+    print(f"nodes alive at the end: {alive}/{args.nodes}; false suspicions: {len(false_suspicions)}; "
+          f"TILT entered: {tilts}")
+    print(f"host: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (other work on the host inflates"
+          " these numbers)")
+    ratio = p99 / TARGET_P99
+    verdict = "meets" if p99 <= TARGET_P99 and not false_suspicions else "MISSES"
+    print(f"sweep p99 {p99 * 1e3:.1f} ms vs target {TARGET_P99 * 1e3:.0f} ms: ratio {ratio:.2f} -> {verdict} target")
+    return 0 if verdict == "meets" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
