@@ -47,6 +47,7 @@ class _File:
     final: str
     tmp: str
     remaining: int
+    direct: bool = False  # one blob: verified before the first byte is written, so no temp file needed
     damaged: list[str] = field(default_factory=list)
     fd: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,7 +110,8 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
             continue
         content = node.get("content") or []
         d, base = os.path.split(path)
-        f = _File(rel, node, path, os.path.join(d, f".{base}.continuity-restore-{os.getpid()}"), len(content))
+        f = _File(rel, node, path, os.path.join(d, f".{base}.continuity-restore-{os.getpid()}"), len(content),
+                  direct=len(content) == 1)
         files.append(f)
         offset = 0
         for cid in content:
@@ -138,32 +140,35 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
             raw: bytes | None = repo.backend.read_range(pack_name(pack), lo, hi - lo)
         except NotFound:
             raw = None
-        cache: dict[bytes, bytes | str] = {}
-        for bid, raw_len, f, off in wanted:
-            if bid not in cache:
-                e = index.get(bid)
-                if raw is None or e is None:
-                    cache[bid] = f"pack {pack[:16]} missing"
-                else:
-                    try:
-                        cache[bid] = repo.open_blob(bid, DATA, memoryview(raw)[e.offset - lo:e.offset - lo + e.length])
-                    except DamagedError as exc:
-                        cache[bid] = str(exc)
-            data = cache[bid]
-            with f.lock:
-                if isinstance(data, str):
-                    f.damaged.append(data)
-                elif not f.damaged:
-                    if f.fd is None:  # opened on first data, so open files stay few
-                        _open(f)
-                    assert f.fd is not None
-                    os.pwrite(f.fd, data, off)
-                f.remaining -= 1
-                last = f.remaining == 0
-            if last:
-                _finish(f)
+        # each blob decrypted once, written to every place it occurs, then dropped (bounded memory)
+        uses: dict[bytes, list[tuple[_File, int]]] = {}
+        for bid, _raw_len, f, off in wanted:
+            uses.setdefault(bid, []).append((f, off))
+        for bid, targets in uses.items():
+            e = index.get(bid)
+            data: bytes | str
+            if raw is None or e is None:
+                data = f"pack {pack[:16]} missing"
+            else:
+                try:
+                    data = repo.open_blob(bid, DATA, memoryview(raw)[e.offset - lo:e.offset - lo + e.length])
+                except DamagedError as exc:
+                    data = str(exc)
+            for f, off in targets:
+                with f.lock:
+                    if isinstance(data, str):
+                        f.damaged.append(data)
+                    elif not f.damaged:
+                        if f.fd is None:  # opened on first data, so open files stay few
+                            _open(f)
+                        assert f.fd is not None
+                        os.pwrite(f.fd, data, off)
+                    f.remaining -= 1
+                    last = f.remaining == 0
+                if last:
+                    _finish(f)
             with done_lock:
-                done[0] += raw_len
+                done[0] += len(data) * len(targets) if isinstance(data, bytes) else 0
         if progress:
             progress(done[0], total)
 
@@ -201,32 +206,45 @@ def _replace_with_symlink(path: str, target: str) -> None:
 
 
 def _open(f: _File) -> None:
+    if f.damaged:
+        return
+    if f.direct:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        try:
+            f.fd = os.open(f.final, flags, 0o600)
+        except OSError:  # ELOOP: a symlink stands there; replace it, never write through it
+            os.unlink(f.final)
+            f.fd = os.open(f.final, flags | os.O_EXCL, 0o600)
+        return
     try:
         os.unlink(f.tmp)  # leftover of an interrupted restore
     except FileNotFoundError:
         pass
-    if not f.damaged:
-        f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
 def _finish(f: _File) -> None:
     fd, f.fd = f.fd, None
+    opened = fd is not None
     if fd is not None:
         size = int(f.node.get("size", 0))
         if not f.damaged and os.fstat(fd).st_size != size:
             f.damaged.append(f"restored size {os.fstat(fd).st_size} != recorded size {size}")
+        if not f.damaged:
+            _apply_meta(fd, f.node, is_dir=False)
         os.close(fd)
     if f.damaged:
-        try:
-            os.unlink(f.tmp)
-        except FileNotFoundError:
-            pass
+        if opened:  # only what this restore created; a file it never touched stays as it was
+            try:
+                os.unlink(f.final if f.direct else f.tmp)
+            except FileNotFoundError:
+                pass
         return
-    _apply_meta(f.tmp, f.node, is_dir=False)
-    os.replace(f.tmp, f.final)
+    if not f.direct:
+        os.replace(f.tmp, f.final)
 
 
-def _apply_meta(path: str, node: dict[str, Any], *, is_dir: bool) -> None:
+def _apply_meta(path: str | int, node: dict[str, Any], *, is_dir: bool) -> None:
     try:
         os.chmod(path, int(node.get("mode", 0o755 if is_dir else 0o644)) & 0o7777)
         mt = int(node.get("mtime", 0))

@@ -81,7 +81,7 @@ class Archiver:
         self.progress = progress
         self.packer = PackWriter(repo)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="snap")
-        self.inflight = threading.BoundedSemaphore(self.workers * 3)
+        self.inflight = threading.BoundedSemaphore(self.workers * 2)
         self.futures: list[Future[None]] = []
         self.errors: list[str] = []
         self.batch = _Job()
@@ -92,6 +92,7 @@ class Archiver:
         self._stat_lock = threading.Lock()
         self._last_progress = 0.0
         self.seed = repo.keyring.chunker_seed
+        self.known = repo.index.entries  # blob id -> location; content of unchanged files must be here
 
     # ----------------------------------------------------------------- content work (pool threads)
     def _store(self, data: bytes | memoryview, content: list[str]) -> None:
@@ -206,6 +207,7 @@ class Archiver:
             except DamagedError:
                 old = {}
         children: list[dict[str, Any]] = []
+        same = bool(old) and bytes.fromhex(parent["subtree"]) in self.known if parent else False
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
@@ -217,10 +219,17 @@ class Archiver:
             except OSError as exc:
                 self.errors.append(f"{entry.path}: {exc.strerror}")
                 continue
-            child = self.scan_entry(entry.path, entry.name, est, old.get(entry.name))
+            prev_child = old.get(entry.name)
+            child = self.scan_entry(entry.path, entry.name, est, prev_child)
             if child is not None:
                 children.append(child)
+                same = same and prev_child is not None and (
+                    child is prev_child or child.get("_reuse") is not None or child == prev_child)
         node["_children"] = children
+        if (parent and same and len(children) == len(old)
+                and all(node[k] == parent.get(k) for k in ("mode", "mtime", "uid", "gid"))):
+            # nothing below changed: the parent's tree blob is this tree, no need to serialise it again
+            node["_reuse"] = parent["subtree"]
         return node
 
     def scan_entry(self, path: str, name: str, st: os.stat_result,
@@ -234,17 +243,17 @@ class Archiver:
             return node
         if not stat.S_ISREG(st.st_mode):
             return None  # sockets, fifos, devices: nothing a restore could meaningfully recreate
-        node = _meta(name, st)
-        node.update(type="file", size=st.st_size, ctime=st.st_ctime_ns, ino=st.st_ino)
         self.stats["bytes_total"] += st.st_size
         if (prev and prev.get("type") == "file" and prev.get("size") == st.st_size
                 and prev.get("mtime") == st.st_mtime_ns and prev.get("ctime") == st.st_ctime_ns
                 and prev.get("ino") == st.st_ino and "content" in prev
-                and all(bytes.fromhex(c) in self.repo.index for c in prev["content"])):
-            node["content"] = prev["content"]
-            node["hash"] = prev.get("hash")
+                and all(map(self.known.__contains__, map(bytes.fromhex, prev["content"])))):
+            # ctime moves on every chmod/chown/write, so equal ctime means equal mode/owner too:
+            # the parent's node is this node, and the file is not opened at all
             self.stats["files_unmodified"] += 1
-            return node
+            return prev
+        node = _meta(name, st)
+        node.update(type="file", size=st.st_size, ctime=st.st_ctime_ns, ino=st.st_ino)
         self.stats["files_changed" if prev else "files_new"] += 1
         self.add_file(node, path, st.st_size)
         return node
@@ -253,6 +262,10 @@ class Archiver:
     def save_tree(self, node: dict[str, Any], where: str) -> None:
         """Post-order: serialise children, save the tree blob, drop transient fields."""
         kids = node.pop("_children")
+        reuse = node.pop("_reuse", None)
+        if reuse is not None:
+            node["subtree"] = reuse
+            return
         clean = []
         for child in kids:
             if child.get("type") == "dir":

@@ -283,3 +283,21 @@ def test_restore_keeps_few_files_open(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert res["files"] == 400 and res["damaged"] == []
     assert (tmp_path / "out" / "many" / "f399").read_text() == "399"
+
+
+def test_incremental_sees_deletes_adds_and_chmod(tmp_path: Path) -> None:
+    """Unchanged subtrees are reused wholesale; any change below a directory must still be seen."""
+    src = tmp_path / "src"
+    make_tree(src)
+    repo = make_repo(tmp_path / "repo")
+    take_snapshot(repo, [Source("directory", str(src))])
+    (src / "a" / "b" / "f0.json").unlink()
+    (src / "a" / "new.txt").write_text("new")
+    os.chmod(src / "a" / "f1.json", 0o600)
+    os.chmod(src / "a", 0o700)
+    s = take_snapshot(repo, [Source("directory", str(src))])
+    out = tmp_path / "out"
+    restore(repo, repo.find_snapshot(s["id"]), str(out))
+    assert tree_bytes(out / "src") == tree_bytes(src)
+    assert os.stat(out / "src" / "a" / "f1.json").st_mode & 0o777 == 0o600
+    assert os.stat(out / "src" / "a").st_mode & 0o777 == 0o700
