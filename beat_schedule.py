@@ -41,7 +41,7 @@ def ping_entries(bp: Blueprint, interval: float = PING_INTERVAL) -> dict[str, di
     return out
 
 
-CONTRIBUTORS = ("workers.control", "workers.backup", "workers.drills")
+CONTRIBUTORS = ("workers.control", "workers.backup", "workers.drills", "workers.failover")
 
 
 def build_schedule(bp: Blueprint | None = None) -> dict[str, dict[str, Any]]:

@@ -18,8 +18,12 @@ from tests.helpers import ROOT
 HOOK = ["{python}", "-m", "continuity.sample.ledger_service"]
 
 
-def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), **policy: str) -> Path:
-    """The sample fleet cut down to ``services``, on free ports (tests never collide with a running demo)."""
+def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
+                   **policy: str) -> Path:
+    """The sample fleet cut down to ``services``, on free ports (tests never collide with a running demo).
+
+    ``start_prefix`` wraps every start hook (e.g. in :mod:`tests.failover_gatehook`).
+    """
     doc = yaml.safe_load((ROOT / "ops" / "blueprint.yml").read_text())
     pol = {"heartbeat_interval": "0.5s", "lease_ttl": "2s", "lease_margin": "0.5s", "suspect_after": "1s",
            "dead_after": "1.5s", "failover_cooldown": "30s", "tilt_gap": "3s", "tilt_grace": "5s"}
@@ -34,6 +38,8 @@ def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), **po
                 svcs[sid]["depends_on"] = [d for d in svcs[sid].get("depends_on", []) if d in services]
                 if "port" in svcs[sid]:
                     svcs[sid]["port"] = _free_block()
+                if start_prefix and svcs[sid].get("hooks", {}).get("start"):
+                    svcs[sid]["hooks"]["start"] = list(start_prefix) + svcs[sid]["hooks"]["start"]
         if not svcs:
             del doc["domains"][dom]
     path = tmp_path / "blueprint.yml"
@@ -96,16 +102,17 @@ class Fleet:
     """A running test fleet: real workers (with their node agents), beat sending sweeps, a fast blueprint."""
 
     def __init__(self, tmp_path: Path, state: Path, redis_url: str, spawn: Any, start_worker: Any,
-                 services: tuple[str, ...] = ("ledger",), **policy: str) -> None:
+                 services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None, **policy: str) -> None:
         import redis as redis_lib
 
         from continuity.blueprint import load_blueprint
         from tests.helpers import project_env
 
         self.state = state
-        self.bp_path = make_blueprint(tmp_path, services, **policy)
+        self.bp_path = make_blueprint(tmp_path, services, start_prefix, **policy)
         self.bp = load_blueprint(self.bp_path)
-        self.env = project_env(redis_url, state, CONTINUITY_BLUEPRINT=str(self.bp_path))
+        self.env = project_env(redis_url, state, CONTINUITY_BLUEPRINT=str(self.bp_path), **(extra_env or {}))
         self.spawn = spawn
         self._start_worker = start_worker
         self.workers: dict[str, Any] = {}

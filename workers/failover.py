@@ -13,6 +13,7 @@ Flower shows where each failover stands.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -91,6 +92,9 @@ def _execute(task: Any, step: str, ctx: dict[str, Any]) -> dict[str, Any]:
                        service=ctx["service"])
         task.update_state(state="SUPERSEDED", meta={"service": ctx["service"], "step": step, "reason": str(exc)})
         raise Ignore() from None
+    except steps.AlreadyHandled as exc:
+        task.update_state(state="DUPLICATE", meta={"service": ctx["service"], "step": step, "reason": str(exc)})
+        raise Ignore() from None
     except steps.StepFailed as exc:
         _after_failure(client, bp, ctx, step, str(exc))
         raise
@@ -168,8 +172,9 @@ def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[s
         if plan.action == "escalate" or plan.candidate is None:
             _escalate(client, plan.service, rid, plan.reason or "no usable candidate", who)
             continue
-        records.set_attempt(client, rid, 0, plan.candidate, expected)
-        chains.append(build_chain(bp, _context(plan, rid, expected), now))
+        ctx = _context(plan, rid, expected)
+        records.set_attempt(client, rid, 0, plan.candidate, expected, ctx)
+        chains.append(build_chain(bp, ctx, now))
     if chains:
         group(chains).apply_async()
     return ids
@@ -181,9 +186,14 @@ def _escalate(client: Any, service: str, rid: str, reason: str, who: str = "dete
     records.finish(client, rid, "escalated", now, {"reason": reason}, service=service)
 
 
-def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, error: str) -> None:
-    """A candidate step failed: clean up after the candidate, then the next live candidate, or a human."""
-    if step in ("promote", "verify"):
+def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, error: str,
+                   local: bool = True) -> None:
+    """A candidate step failed: clean up after the candidate, then the next live candidate, or a human.
+
+    ``local`` is False when called by the watchdog on another node: the stop hook then is not ours to run
+    (the epoch already fences whatever the candidate started).
+    """
+    if local and step in ("promote", "verify"):
         steps.undo_promote(client, bp, ctx)
     if step in ("demote", "fence", "repoint", "record"):
         # not the candidate's fault: retrying elsewhere would not help
@@ -201,11 +211,83 @@ def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, e
     nxt = dict(ctx, candidate=fallbacks[0], fallbacks=fallbacks[1:], attempt=attempt, expected_epoch=expected,
                epoch=expected + 1, not_before=now, old_primary=ctx.get("old_primary"),
                steps=[s for s in ctx["steps"] if s != "demote"])
-    records.set_attempt(client, ctx["record_id"], attempt, fallbacks[0], expected)
+    records.set_attempt(client, ctx["record_id"], attempt, fallbacks[0], expected, nxt)
     records.pulse_for(client).emit("failover.retry", service=ctx["service"], epoch=expected,
                                    data={"record": ctx["record_id"], "failed": ctx["candidate"], "step": step,
                                          "error": error, "next": fallbacks[0], "attempt": attempt})
     build_chain(bp, nxt, now).apply_async()
+
+
+# --- watchdog: chains whose worker died mid-step -------------------------------------------------------------------
+WATCHDOG_TASK = "continuity.failover.watchdog"
+WATCHDOG_INTERVAL = 2.0
+STALL_AFTER = 5.0  # no progress and no live step lock this long: send the pending step again
+GIVE_UP_AFTER = 45.0  # still nothing: the step's node is gone; treat the step as failed (next candidate)
+
+
+def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
+    """Resume or fail over chains that stopped moving.
+
+    The broker hands a dead worker's unacked task out again only after its
+    visibility timeout (minutes), far beyond any recovery objective. Steps are
+    idempotent per (service, epoch) and serialised by a step lock, so sending
+    the pending step again is always safe: if the original is alive, the copy
+    waits for it and then does nothing.
+    """
+    resumed: list[str] = []
+    failed: list[str] = []
+    for rid in client.zrangebyscore(keys.failover_history(), now - 3600, "+inf"):
+        raw = client.hgetall(keys.failover_record(rid))
+        if not raw or raw.get("outcome") != "running" or "finished" in raw:
+            continue
+        latest = records.latest_attempt(raw)
+        if latest is None:
+            continue
+        attempt, ctx = latest
+        pending = next((i for i, st in enumerate(ctx["steps"])
+                        if not json.loads(raw.get(f"e:{attempt}:{st}", "{}")).get("ok")), None)
+        if pending is None:
+            continue
+        step = ctx["steps"][pending]
+        key = steps.marker(ctx, step)
+        if f"e:{attempt}:{step}" in raw or client.exists(key + ":lock") or client.exists(key + ":failed"):
+            continue  # failed and handled, or running right now
+        stamps = [float(json.loads(v).get("start") or json.loads(v).get("end") or 0)
+                  for f, v in raw.items() if f.startswith((f"s:{attempt}:", f"e:{attempt}:"))]
+        last = max([json.loads(raw["meta"])["started"], float(ctx.get("not_before") or 0), *stamps])
+        if step == "fence":  # the fence legitimately waits for the old lease (see steps.fence)
+            last = max(last, float(ctx.get("not_before") or 0) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin)
+        idle = now - last
+        if idle >= GIVE_UP_AFTER:
+            client.set(key + ":failed", f"no progress for {idle:.0f}s")
+            records.step_finished(client, rid, attempt, step, False, now,
+                                  {"error": f"no progress for {idle:.0f}s (its worker is gone)"},
+                                  service=ctx["service"], epoch=ctx.get("epoch"))
+            _after_failure(client, bp, ctx, step, f"no progress for {idle:.0f}s", local=False)
+            failed.append(rid)
+        elif idle >= STALL_AFTER and client.set(key + ":resent", f"{now:.3f}", nx=True,
+                                                px=int(STALL_AFTER * 1000)):
+            build_chain(bp, dict(ctx, steps=ctx["steps"][pending:]), now).apply_async()
+            records.pulse_for(client).emit("failover.chain_resumed", service=ctx["service"], epoch=ctx.get("epoch"),
+                                           data={"record": rid, "attempt": attempt, "step": step,
+                                                 "idle": round(idle, 3)})
+            resumed.append(rid)
+    return {"resumed": resumed, "failed": failed}
+
+
+@app.task(name=WATCHDOG_TASK, time_limit=20, soft_time_limit=15, acks_late=False, ignore_result=True)
+def watchdog() -> dict[str, list[str]]:
+    """Every few seconds on the control queue: resume chains stalled by a dead worker (see :func:`supervise`)."""
+    return supervise(_redis(), _blueprint(), time.time())
+
+
+def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
+    """The watchdog's beat entry (collected by beat_schedule.build_schedule)."""
+    from datetime import timedelta
+
+    return {WATCHDOG_TASK: {"task": WATCHDOG_TASK, "schedule": timedelta(seconds=WATCHDOG_INTERVAL),
+                            "options": {"queue": CONTROL_QUEUE, "routing_key": CONTROL_QUEUE,
+                                        "expires": WATCHDOG_INTERVAL}}}
 
 
 # --- operator entry points (used by the CLI) ----------------------------------------------------------------------

@@ -102,9 +102,22 @@ def step_finished(client: Any, rid: str, attempt: int, step: str, ok: bool, now:
                                  "duration": round(now - start, 6), **(detail or {})})
 
 
-def set_attempt(client: Any, rid: str, attempt: int, candidate: str, expected_epoch: int | None) -> None:
-    client.hset(keys.failover_record(rid), f"a:{attempt}",
-                json.dumps({"candidate": candidate, "expected_epoch": expected_epoch}))
+def set_attempt(client: Any, rid: str, attempt: int, candidate: str, expected_epoch: int | None,
+                ctx: dict[str, Any] | None = None) -> None:
+    """Note which candidate this attempt targets, and the chain context the watchdog needs to resume it."""
+    mapping = {f"a:{attempt}": json.dumps({"candidate": candidate, "expected_epoch": expected_epoch})}
+    if ctx is not None:
+        mapping[f"c:{attempt}"] = json.dumps(ctx, default=str)
+    client.hset(keys.failover_record(rid), mapping=mapping)
+
+
+def latest_attempt(raw: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    """(attempt number, chain context) of the newest attempt stored in a raw record hash."""
+    attempts = [int(f[2:]) for f in raw if f.startswith("c:")]
+    if not attempts:
+        return None
+    n = max(attempts)
+    return n, json.loads(raw[f"c:{n}"])
 
 
 def finish(client: Any, rid: str, outcome: str, now: float, detail: dict[str, Any] | None = None,

@@ -15,14 +15,17 @@ Celery shell turns those into a retry or into the next candidate.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +59,83 @@ def marker(ctx: Ctx, step: str) -> str:
     return keys.step_done(ctx["service"], int(ctx["epoch"]), step)
 
 
+class AlreadyHandled(ContinuityError):
+    """A duplicate delivery of a step that already failed and whose failure was already acted on."""
+
+
+# KEYS[1]=lock ARGV[1]=token ARGV[2]=ttl_ms (refresh) | no ARGV[2] (release)
+_LOCK_OP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+@contextlib.contextmanager
+def step_lock(client: Any, key: str, ttl: float = 3.0, wait: float = 120.0) -> Iterator[None]:
+    """One copy of a step at a time: a duplicate delivery waits for the running copy instead of racing it.
+
+    The lock is short-lived and kept alive by a refresher thread, so a copy
+    killed with its worker frees the lock within ``ttl`` for the redelivery.
+    """
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    while not client.set(key, token, nx=True, px=int(ttl * 1000)):
+        if time.monotonic() > deadline:
+            raise StepFailed(f"another copy of this step held {key} for {wait:.0f}s")
+        time.sleep(0.05)
+    op = fencing._script(client, "_lock_op", _LOCK_OP)
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                op(keys=[key], args=[token, int(ttl * 1000)])
+            except Exception:  # noqa: BLE001 - a missed refresh only shortens the lock
+                pass
+
+    t = threading.Thread(target=refresh, daemon=True, name="continuity-step-lock")
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(1.0)
+        try:
+            op(keys=[key], args=[token])
+        except Exception:  # noqa: BLE001 - it expires by itself
+            pass
+
+
 def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
              now: Callable[[], float] = time.time, self_marking: bool = False) -> dict[str, Any]:
     """Run ``effect`` once per (service, epoch, step), recording start/end in the failover record."""
     rid, attempt = ctx["record_id"], int(ctx.get("attempt", 0))
-    done = client.get(marker(ctx, step))
+    key = marker(ctx, step)
     records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.get("epoch"))
-    if done is not None:
-        return {"skipped": "already done for this epoch", **_loads(done)}
-    try:
-        detail = effect()
-    except NotYet:
-        raise
-    except Superseded as exc:
-        records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)},
-                              service=ctx["service"], epoch=ctx.get("epoch"))
-        raise
-    except Exception as exc:
-        records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)[:500]},
-                              service=ctx["service"], epoch=ctx.get("epoch"))
-        if isinstance(exc, StepFailed):
+    with step_lock(client, key + ":lock"):
+        done = client.get(key)
+        if done is not None:
+            return {"skipped": "already done for this epoch", **_loads(done)}
+        if client.exists(key + ":failed"):
+            raise AlreadyHandled(f"{step} of {ctx['service']} epoch {ctx['epoch']} already failed and was handled")
+        try:
+            detail = effect()
+        except NotYet:
             raise
-        raise StepFailed(f"{step} on {node}: {exc}") from exc
-    if not self_marking:
-        client.set(marker(ctx, step), json.dumps(detail, default=str))
+        except Superseded as exc:
+            records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)},
+                                  service=ctx["service"], epoch=ctx.get("epoch"))
+            raise
+        except Exception as exc:
+            client.set(key + ":failed", str(exc)[:500])
+            records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)[:500]},
+                                  service=ctx["service"], epoch=ctx.get("epoch"))
+            if isinstance(exc, StepFailed):
+                raise
+            raise StepFailed(f"{step} on {node}: {exc}") from exc
+        if not self_marking:
+            client.set(key, json.dumps(detail, default=str))
     records.step_finished(client, rid, attempt, step, True, now(), detail, service=ctx["service"],
                           epoch=ctx.get("epoch"))
     return detail

@@ -100,6 +100,9 @@ def test_failed_step_is_recorded_and_not_marked_done(client, state) -> None:
     with pytest.raises(steps.StepFailed, match="disk full"):
         steps.run_step(client, _ctx(rid), "prepare", "core-b", boom)
     assert client.get(steps.marker(_ctx(rid), "prepare")) is None
+    # a duplicate delivery of the failed step does not try again: the failure was already acted on
+    with pytest.raises(steps.AlreadyHandled):
+        steps.run_step(client, _ctx(rid), "prepare", "core-b", boom)
     (prep,) = records.get_record(client, rid)["steps"]
     assert prep["ok"] is False and "disk full" in prep["error"]
 
@@ -144,3 +147,25 @@ def test_finish_closes_a_record_once(client, state) -> None:
     assert rec["outcome"] == "succeeded" and rec["who"] == "ops@host"
     assert client.ttl(keys.failover_record(rid)) == -1 and client.ttl(keys.failover_history()) == -1
     assert [r["id"] for r in records.history(client)] == [rid]
+
+
+def test_concurrent_duplicates_of_a_step_run_the_effect_once(client, state) -> None:
+    import time
+
+    rid = records.open_record(client, {"service": "ledger"}, {}, "detector", 1.0)
+    calls, results = [], []
+
+    def effect() -> dict:
+        calls.append(1)
+        time.sleep(0.3)  # the effect is in progress while the duplicate arrives
+        return {"started": "once"}
+
+    threads = [threading.Thread(target=lambda: results.append(steps.run_step(client, _ctx(rid), "promote",
+                                                                             "core-b", effect)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1]
+    assert len(results) == 3 and all(r["started"] == "once" for r in results)
