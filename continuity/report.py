@@ -70,7 +70,10 @@ def _backup_view(set_ids: Sequence[str], status: Mapping[str, Mapping[str, Any]]
 
 def scorecard(bp: Blueprint, drills: Iterable[Mapping[str, Any]], backup_status: Mapping[str, Mapping[str, Any]],
               backup_sets: Mapping[str, Mapping[str, Any]], now: float, last_n: int = LAST_N) -> dict[str, Any]:
-    """Per service, domain and tier: declared vs measured RTO/RPO, backup freshness, verdict."""
+    """Per service, domain and tier: declared vs measured RTO/RPO, backup freshness, verdict.
+
+    "latest" is the newest drill that measured that number (a backup drill measures no MTTR path for
+    a service, a drill without load no data loss); "worst" is over the last ``last_n`` drills."""
     records = sorted((d for d in drills if d.get("status") in ("passed", "failed")),
                      key=lambda d: float(d.get("started", 0)), reverse=True)
     coverage = backup_coverage(bp, backup_sets)
@@ -83,9 +86,9 @@ def scorecard(bp: Blueprint, drills: Iterable[Mapping[str, Any]], backup_status:
         latest = mine[0] if mine else None
         row: dict[str, Any] = {
             "service": sid, "domain": view.domain, "tier": view.tier,
-            "rto": {"declared": view.rto, "latest": mttrs[0] if mttrs else None,
+            "rto": {"declared": view.rto, "latest": next((v for v in mttrs if v is not None), None),
                     "worst": max((v for v in mttrs if v is not None), default=None)},
-            "rpo": {"declared": view.rpo, "latest": rpos[0] if rpos else None,
+            "rpo": {"declared": view.rpo, "latest": next((v for v in rpos if v is not None), None),
                     "worst": max((v for v in rpos if v is not None), default=None)},
             "drills": len(mine), "latest_drill": latest.get("id") if latest else None,
             "latest_scenario": latest.get("scenario") if latest else None,

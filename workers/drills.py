@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from typing import Any
 
 from celery.schedules import crontab
 
 from continuity import paths
-from continuity.blueprint import WEEKDAYS, Blueprint, load_blueprint
+from continuity.blueprint import WEEKDAYS, Blueprint, ContactWindow, load_blueprint
 from continuity.drills.scenarios import Scenarios, load_scenarios
 from continuity.drills.targets import resolve_static
 from continuity.errors import ContinuityError
@@ -26,14 +27,30 @@ RUN_TASK = "continuity.drills.run"
 STAGGER_MINUTES = 20
 
 
+def game_days_enabled() -> bool:
+    return os.environ.get("CONTINUITY_GAME_DAYS", "on").lower() not in ("off", "0", "false", "no")
+
+
+def in_game_day(scenarios: Scenarios, name: str, now: dt.datetime) -> bool:
+    sc = scenarios.get(name)
+    cal = scenarios.calendar
+    days = sc.schedule.days if sc.schedule else cal.days
+    return ContactWindow(start=cal.window.start, end=cal.window.end, days=days).contains(now)
+
+
 @app.task(name=RUN_TASK, bind=True, time_limit=900, soft_time_limit=840, acks_late=False)
-def run(self: Any, name: str, dry_run: bool = False) -> dict[str, Any]:
-    """Run one scenario; a refusal (incident open, degraded, wrong environment) is a result, not a crash."""
+def run(self: Any, name: str, dry_run: bool = False, game_day: bool = False) -> dict[str, Any]:
+    """Run one scenario; a refusal (incident open, degraded, wrong environment) is a result, not a crash.
+
+    A game-day run (sent by beat) re-checks the calendar itself: a scheduler catching up on a missed
+    slot, or a message delivered late, must not start a drill outside the agreed window."""
     from continuity.drills.runner import Runner
     from continuity.redisd import connect
 
     bp = load_blueprint(paths.blueprint_path())
     scenarios = load_scenarios(paths.scenarios_path(), bp)
+    if game_day and not (game_days_enabled() and in_game_day(scenarios, name, dt.datetime.now(dt.UTC))):
+        return {"scenario": name, "status": "refused", "reason": "outside the game-day calendar (or disabled)"}
 
     def progress(phase: str, info: dict[str, Any]) -> None:
         self.update_state(state="PROGRESS", meta={"scenario": name, "phase": phase, **info})
@@ -73,7 +90,10 @@ def _satellite_ok(bp: Blueprint, nodes: tuple[str, ...], days: list[str], at: dt
 def beat_entries(bp: Blueprint, scenarios: Scenarios | None = None) -> dict[str, dict[str, Any]]:
     """Game days: each ``game_day`` scenario gets its own slot inside the calendar window (staggered, so
     two drills never collide on the drill lock); slots where a targeted satellite would be out of
-    contact are skipped. ``expires`` = the rest of the window: a missed game day is not run late."""
+    contact are skipped. ``expires`` = the rest of the window: a missed game day is not run late.
+    ``CONTINUITY_GAME_DAYS=off`` schedules none (test fleets, freezes)."""
+    if not game_days_enabled():
+        return {}
     if scenarios is None:
         try:
             scenarios = load_scenarios(paths.scenarios_path(), bp)
@@ -102,6 +122,7 @@ def beat_entries(bp: Blueprint, scenarios: Scenarios | None = None) -> dict[str,
             "task": RUN_TASK,
             "schedule": crontab(minute=slot.minute, hour=slot.hour, day_of_week=",".join(days)),
             "args": [name],
+            "kwargs": {"game_day": True},
             "options": {"queue": CONTROL_QUEUE, "routing_key": CONTROL_QUEUE, "expires": max(60.0, remaining)},
         }
     return entries

@@ -294,12 +294,27 @@ def backup_corruption(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, 
 
 
 # --- broker ------------------------------------------------------------------------------------------------------
+_REDIS_RESTART_CONFIG = ("port", "bind", "dir", "appendonly", "appendfsync", "appenddirname", "appendfilename",
+                         "dbfilename", "maxmemory-policy", "maxmemory", "save", "logfile", "protected-mode")
+
+
 def redis_restart(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]) -> Prepared:
+    """Shut Redis down cleanly and start it again with the same settings (read from the live server).
+
+    The command line cannot be read back (redis-server rewrites its process title), so the relaunch is
+    built from ``executable`` and CONFIG GET; ``requirepass`` is never copied (secrets stay out of the
+    registry) — a password-protected server takes it from $CONTINUITY_REDIS_PASSWORD at restart."""
     info = ctx.client.info("server")
     pid = int(info.get("process_id", 0))
-    argv = procs.cmdline(pid)
-    if not argv or not procs.alive(pid):
+    exe = info.get("executable")
+    if not exe or not procs.alive(pid):
         raise FaultError("redis-restart needs a redis-server on this host (its process is not visible here)")
+    argv = [str(exe)]
+    for name in _REDIS_RESTART_CONFIG:
+        value = ctx.client.config_get(name).get(name)
+        if value is not None:
+            argv += [f"--{name}", str(value)]
+    argv += ["--daemonize", "no"]
     port = int(info.get("tcp_port", 0))
     url = os.environ.get("CONTINUITY_REDIS_URL") or f"redis://127.0.0.1:{port}/0"
     action = {"kind": "redis-start", "argv": argv, "cwd": procs.cwd(pid), "url": url, "port": port}
@@ -387,7 +402,10 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
                     return
             except redis.RedisError:
                 pass
-            procs.launch(list(a["argv"]), dict(os.environ), a.get("cwd"), ctx.state / "logs" / "redis-server.log",
+            argv = list(a["argv"])
+            if os.environ.get("CONTINUITY_REDIS_PASSWORD"):
+                argv += ["--requirepass", os.environ["CONTINUITY_REDIS_PASSWORD"]]
+            procs.launch(argv, dict(os.environ), a.get("cwd"), ctx.state / "logs" / "redis-server.log",
                          ctx.spawned_ledger, "redis-server")
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:

@@ -181,11 +181,13 @@ def failovers(events: Sequence[Mapping[str, Any]], since: float) -> tuple[int, l
     return len(started) + anonymous, steps
 
 
-def _rounds(samples: Sequence[Sample]) -> list[tuple[float, str, bool]]:
-    """(time, phase, all-ok) per polling round, counting only probes that steady state is judged on."""
+def _rounds(samples: Sequence[Sample], service_only: bool = False) -> list[tuple[float, str, bool]]:
+    """(time, phase, all-ok) per polling round. During the fault, detect/ignore probes do not count; for
+    MTTR (``service_only``) they never do: they watch the fault itself (the killed node coming back after
+    rollback), not the service the users see."""
     rounds: dict[int, list[Sample]] = {}
     for s in samples:
-        if s.during in ("detect", "ignore") and s.phase == "during":
+        if s.during in ("detect", "ignore") and (s.phase == "during" or service_only):
             continue
         rounds.setdefault(s.round, []).append(s)
     out = []
@@ -201,7 +203,7 @@ def mttr(samples: Sequence[Sample], writes: Sequence[Write], fault_at: float) ->
     first acknowledged write after the last refused one (load); MTTR is the later of the two. A drill
     that never broke steady state has MTTR 0; one that never got it back has None.
     """
-    rounds = [r for r in _rounds(samples) if r[0] >= fault_at and r[1] != "before"]
+    rounds = [r for r in _rounds(samples, service_only=True) if r[0] >= fault_at and r[1] != "before"]
     probe_back: float | None = fault_at
     impact = False
     last_fail = None

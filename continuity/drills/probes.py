@@ -131,6 +131,7 @@ class ProbeContext:
     client: Any
     bp: Blueprint
     placeholders: dict[str, str] = field(default_factory=dict)
+    target_nodes: tuple[str, ...] = ()
     ledger_path: Callable[[str, str], Path] | None = None
 
     def fill(self, text: str, **extra: str) -> str:
@@ -225,13 +226,25 @@ def _command(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
 
 
 def _node_alive(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
-    assert spec.node
-    pid = worker_pid(ctx.client, spec.node)
-    if pid is None:
-        return False, "no live worker registered", None
-    if procs.stopped(pid):
-        return False, f"worker {pid} is stopped (SIGSTOP)", pid
-    return True, f"worker {pid} running", pid
+    """The node's worker runs (not stopped) and the detector sees it alive; no node = the drill's targets."""
+    nodes = [spec.node] if spec.node else list(ctx.target_nodes)
+    states = ctx.client.hgetall(keys.node_state())
+    for node in nodes:
+        pid = worker_pid(ctx.client, node)
+        if pid is None:
+            return False, f"{node}: no live worker registered", None
+        if procs.stopped(pid):
+            return False, f"{node}: worker {pid} is stopped (SIGSTOP)", pid
+        raw = states.get(node)
+        state = None
+        if raw:
+            try:
+                state = json.loads(raw).get("state")
+            except (ValueError, AttributeError):
+                state = raw
+        if state is not None and state != "alive":
+            return False, f"{node}: detector says {state}", pid
+    return True, f"{', '.join(nodes) or 'no node'} running and alive", None
 
 
 def _no_incident(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:

@@ -280,7 +280,7 @@ class Runner:
         self._save(record)
         self._emit("started", drill_id, {"scenario": name, "target": plan.as_dict(), "fault": sc.fault.type})
         self.progress("steady-state-before", {"drill": drill_id})
-        ctx = probes.ProbeContext(self.client, self.bp)
+        ctx = probes.ProbeContext(self.client, self.bp, target_nodes=plan.nodes)
         samples: list[measure.Sample] = []
         rnd = 0
         before_specs = [s for s in sc.steady_state if s.before]

@@ -126,7 +126,7 @@ class ProbeSpec(Strict):
     @model_validator(mode="after")
     def _fields(self) -> ProbeSpec:
         need = {"http-health": ["service"], "route": ["service"], "ledger-count": ["service"],
-                "ledger-integrity": ["service"], "command": ["argv"], "node-alive": ["node"]}.get(self.probe, [])
+                "ledger-integrity": ["service"], "command": ["argv"]}.get(self.probe, [])
         missing = [f for f in need if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.probe} probe needs {', '.join(missing)}")

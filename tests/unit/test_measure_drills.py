@@ -104,3 +104,12 @@ def test_events_about_other_targets_are_not_detection() -> None:
     events = [ev(T0 + 1, "detect.node_suspect", node="sat-1"), ev(T0 + 2, "detect.node_dead", node="core-a")]
     m = measure(obs(events=events), Objectives(rto=None))
     assert m.detection_time == pytest.approx(2)
+
+
+def test_ignored_probes_do_not_stretch_mttr_but_must_pass_after() -> None:
+    samples = (rounds([(T0 - 1, "before", True), (T0 + 1, "during", False), (T0 + 3, "during", True),
+                       (T0 + 9, "after", True), (T0 + 12, "after", True)])
+               + [Sample(T0 + 9, 3, "after", "node-back", False, "ignore"),
+                  Sample(T0 + 12, 4, "after", "node-back", True, "ignore")])
+    m = measure(obs(samples=samples), Objectives(rto=5))
+    assert m.mttr == pytest.approx(3) and m.steady_state_after and m.passed

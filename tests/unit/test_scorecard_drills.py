@@ -99,3 +99,9 @@ def test_postmortem_from_real_failover_record() -> None:
            "detection": 2.5, "steps": [{"step": "fence", "duration": 0.01, "node": None, "ok": True}]}
     md = render_postmortem(failover_as_record(rec), [])
     assert "failover of ledger" in md and "core-a → core-b" in md and "| fence |" in md
+
+
+def test_latest_is_the_newest_drill_that_measured_the_number() -> None:
+    drills = [drill(1, ["keystore"], 3.0, 0.5), drill(2, ["keystore"], 40.0, None)]
+    row = scorecard(BP, drills, {}, {}, NOW)["services"]["keystore"]
+    assert row["rto"]["latest"] == 40.0 and row["rpo"]["latest"] == 0.5 and row["rpo"]["worst"] == 0.5
