@@ -120,7 +120,7 @@ def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]
 @app.task(name="continuity.backup.forget", bind=True, time_limit=3600, soft_time_limit=3500)
 def forget(self: Any, set_name: str, prune: bool = False) -> dict[str, Any]:
     cfg = _config()
-    res = _run(self, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune=prune))
+    res = _run(self, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune_after=prune))
     pulse.emit("backup.forget", node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
     return res
 

@@ -33,6 +33,8 @@ sets:
     retention: {{keep_last: 2}}
     key: {{password_env: CONTINUITY_PASSWORD}}
     verify: {{node: core-b, schedule: 1h}}
+    replicate_to:
+      - repository: {offsite}
 """
 
 
@@ -42,7 +44,7 @@ def backup_env(tmp_path: Path, worker_env: dict[str, str]) -> dict[str, str]:
     shutil.copytree(ROOT / "examples" / "data", data)
     repo = tmp_path / "repo"
     cfg = tmp_path / "backup.yml"
-    cfg.write_text(CONFIG.format(data=data, repo=repo))
+    cfg.write_text(CONFIG.format(data=data, repo=repo, offsite=tmp_path / "offsite"))
     api.open_repository(str(repo), b"correct horse", create=True)
     return dict(worker_env, CONTINUITY_BACKUP_CONFIG=str(cfg), CONTINUITY_PASSWORD="correct horse")
 
@@ -69,6 +71,16 @@ def test_snapshot_then_restore_drill_on_another_node(start_worker, backup_env, r
     bad = app.send_task("continuity.backup.verify", args=["ledger"], queue="node.core-a")
     with pytest.raises(Exception, match="must not run on its source node"):
         bad.get(timeout=60)
+
+    # retention and replication run on the source node's queue
+    for _ in range(2):
+        app.send_task("continuity.backup.snapshot", args=["ledger"], queue="node.core-a").get(timeout=120)
+    forgot = app.send_task("continuity.backup.forget", args=["ledger"], kwargs={"prune": True},
+                           queue="node.core-a").get(timeout=120)
+    assert len(forgot["keep"]) == 2 and len(forgot["remove"]) == 1
+    copied = app.send_task("continuity.backup.copy", args=["ledger"], queue="node.core-a").get(timeout=120)
+    assert copied["ok"], copied
+    assert rds.hget(keys.backup_status("ledger"), "last_copy_ok") == "1"
 
     kinds = [json.loads(f["event"])["kind"] for _, f in rds.xrange(keys.pulse_stream())]
     assert "continuity_layer.backup.snapshot" in kinds and "continuity_layer.backup.verified" in kinds
