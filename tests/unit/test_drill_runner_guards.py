@@ -1,0 +1,71 @@
+"""Runner guards refuse before touching anything: environment, open incident, mode, satellite contact, lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from continuity import keys
+from continuity.blueprint import load_blueprint
+from continuity.drills.runner import DrillRefused, Runner
+from continuity.drills.scenarios import load_scenarios
+from continuity.pulse import Pulse
+from tests.helpers import ROOT
+
+BP = load_blueprint(ROOT / "ops" / "blueprint.yml")
+SC = load_scenarios(ROOT / "ops" / "drills" / "continuity_scenarios.yaml", BP)
+NOON = dt.datetime(2024, 1, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+LATE = dt.datetime(2024, 1, 2, 23, 30, tzinfo=dt.UTC).timestamp()  # sat-1's planned blackout
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch) -> Runner:
+    monkeypatch.setenv("CONTINUITY_ENV", "test")
+    client = fakeredis.FakeRedis(decode_responses=True)
+    return Runner(client, BP, SC, state=tmp_path, pulse=Pulse(None, tmp_path / "pulse.jsonl"), clock=lambda: NOON)
+
+
+def test_environment_not_allowed(runner: Runner, monkeypatch) -> None:
+    monkeypatch.setenv("CONTINUITY_ENV", "production")
+    with pytest.raises(DrillRefused, match="not allowed in environment 'production'"):
+        runner.run("service-crash")
+
+
+def test_open_incident_refuses_and_records_nothing(runner: Runner) -> None:
+    runner.client.hset(keys.incidents(), "failover-ledger", "{}")
+    with pytest.raises(DrillRefused, match="incident"):
+        runner.run("service-crash")
+    assert runner.client.zcard(keys.drill_history()) == 0
+    assert not runner.client.exists(keys.drill_active())  # the lock is released
+
+
+def test_degraded_mode_refuses(runner: Runner) -> None:
+    runner.client.set(keys.mode(), json.dumps({"mode": "degraded"}))
+    with pytest.raises(DrillRefused, match="mode is 'degraded'"):
+        runner.run("service-crash")
+
+
+def test_satellite_outside_contact_refuses(runner: Runner) -> None:
+    runner.clock = lambda: LATE
+    with pytest.raises(DrillRefused, match="outside its contact window"):
+        runner.run("satellite-blackout")
+
+
+def test_another_drill_running_refuses(runner: Runner) -> None:
+    runner.client.set(keys.drill_active(), "other-drill")
+    with pytest.raises(DrillRefused, match="other-drill is running"):
+        runner.run("service-crash")
+
+
+def test_dry_run_reports_refusal_and_plan_without_touching(runner: Runner) -> None:
+    runner.client.hset(keys.incidents(), "x", "{}")
+    plan = runner.run("primary-node-outage", dry_run=True)
+    assert plan["dry_run"] and "incident" in plan["refusal"]
+    assert plan["target"]["nodes"] == ["core-a"]
+    assert plan["expectations"]["rto"] == 10.0 and plan["expectations"]["rpo"] == 5.0
+    assert "no live registered worker" in plan["fault"]["error"]  # nothing registered in this fake fleet
+    assert not runner.client.exists(keys.drill_active()) and runner.client.zcard(keys.drill_history()) == 0
