@@ -124,6 +124,13 @@ class Fleet:
         self.workers[node] = self._start_worker(node, env=self.env)
         return self.workers[node]
 
+    def start(self, nodes: tuple[str, ...] = ("core-a", "core-b"), primary: str = "core-a") -> dict[str, Any]:
+        """Workers for ``nodes``, beat (the detector's sweeps), and the ledger bootstrapped on ``primary``."""
+        for node in nodes:
+            self.start_worker(node)
+        self.start_beat()
+        return self.wait_primary("ledger", primary, epoch=1)
+
     def start_beat(self) -> Any:
         from tests.helpers import continuity_cmd
 

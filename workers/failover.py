@@ -4,7 +4,8 @@ One chain per affected service (fence → prepare → promote → repoint → ve
 record; a switchover starts with demote on the old primary's queue), fanned
 out as a group. Steps that act on the candidate run on the candidate's own
 queue ``node.<id>``, so they happen on that node; fence, repoint and record run
-on ``continuity.control``. Tasks are late-acked and each step's effect is keyed
+on ``continuity.control`` (or, by default, on the candidate's queue too: see
+``CONTROL_STEPS_ON``). Tasks are late-acked and each step's effect is keyed
 by (service, epoch), so a redelivered task changes nothing. A failed candidate
 step launches a new chain for the next candidate, or escalates (incident +
 pulse event) when none is left. Task states carry {service, epoch, step} so
@@ -98,6 +99,8 @@ def _execute(task: Any, step: str, ctx: dict[str, Any]) -> dict[str, Any]:
     except steps.StepFailed as exc:
         _after_failure(client, bp, ctx, step, str(exc))
         raise
+    if step == "record":
+        steps.close_record(client, ctx, time.time())
     return {"service": ctx["service"], "epoch": ctx.get("epoch"), "step": step, "node": where, "detail": detail}
 
 
@@ -123,9 +126,17 @@ TASKS = {"demote": demote, "fence": fence, "prepare": prepare, "promote": promot
 
 
 # --- building and launching chains --------------------------------------------------------------------------------
+# Where the control steps (fence, repoint, record) of a chain run. "candidate" (default): on the candidate's own
+# queue. The shared continuity.control queue is also consumed by the failing node itself while it is frozen or
+# partitioned, and Redis hands a message to a client blocked in BRPOP even if that client will never read it: the
+# fence would sit in the frozen worker (or be lost with a partitioned one) exactly when it matters. The candidate
+# is alive by construction, and the chain cannot finish without it anyway. "control" restores the shared queue.
+CONTROL_STEPS_ON = os.environ.get("CONTINUITY_FAILOVER_CONTROL_STEPS", "candidate")
+
+
 def _queue_for(bp: Blueprint, step: str, ctx: dict[str, Any]) -> str:
     target = STEP_TARGET[step]
-    if target == "candidate":
+    if target == "candidate" or (target == "control" and CONTROL_STEPS_ON == "candidate"):
         return bp.queue(ctx["candidate"])
     if target == "old":
         return bp.queue(ctx["old_primary"])
@@ -255,7 +266,7 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
         stamps = [float(json.loads(v).get("start") or json.loads(v).get("end") or 0)
                   for f, v in raw.items() if f.startswith((f"s:{attempt}:", f"e:{attempt}:"))]
         last = max([json.loads(raw["meta"])["started"], float(ctx.get("not_before") or 0), *stamps])
-        if step == "fence":  # the fence legitimately waits for the old lease (see steps.fence)
+        if step == "fence" and f"s:{attempt}:fence" in raw:  # it ran and waits for the old lease (steps.fence)
             last = max(last, float(ctx.get("not_before") or 0) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin)
         idle = now - last
         if idle >= GIVE_UP_AFTER:

@@ -27,8 +27,10 @@ class StaleEpoch(ContinuityError):
         super().__init__(f"{service}: epoch {have} is stale (current epoch is {current})")
 
 
-# KEYS[1]=epoch KEYS[2]=marker (may be ''); ARGV[1]=expected
-# returns {new_epoch, 1} when this call bumped, {new_epoch, 0} for a redelivery, {current, -1} when stale
+# KEYS[1]=epoch KEYS[2]=marker ('' for none) KEYS[3]=lease ('' for none); ARGV[1]=expected ARGV[2]=candidate
+# returns {new_epoch, 1} when this call bumped, {new_epoch, 0} for a redelivery, {current, -1} when stale,
+# {current, -2} when another node holds a live lease (checked in the same script, so a holder cannot slip in
+# between "the lease is gone" and "the epoch moved")
 _BUMP = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local expected = tonumber(ARGV[1])
@@ -37,6 +39,15 @@ if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
 end
 if cur ~= expected then
   return {cur, -1}
+end
+if KEYS[3] ~= '' then
+  local raw = redis.call('GET', KEYS[3])
+  if raw then
+    local ok, l = pcall(cjson.decode, raw)
+    if ok and type(l) == 'table' and l.node and l.node ~= ARGV[2] then
+      return {cur, -2}
+    end
+  end
 end
 local new = redis.call('INCR', KEYS[1])
 if KEYS[2] ~= '' then
@@ -58,17 +69,27 @@ def current_epoch(client: Any, service: str) -> int:
     return int(value) if value is not None else 0
 
 
-def bump_epoch(client: Any, service: str, expected: int, marker: str | None = None) -> int:
+class LeaseHeld(ContinuityError):
+    """Another node still holds the role's lease: the epoch must not move yet."""
+
+
+def bump_epoch(client: Any, service: str, expected: int, marker: str | None = None,
+               candidate: str | None = None) -> int:
     """Move ``service`` from epoch ``expected`` to ``expected + 1``; returns the new epoch.
 
     With ``marker`` (a :func:`keys.step_done` key) the bump is idempotent: a
     retry after a crash between the bump and the acknowledgement returns the same
-    epoch instead of bumping twice. Raises :class:`StaleEpoch` if the epoch is no
-    longer ``expected``.
+    epoch instead of bumping twice. With ``candidate`` the bump also refuses
+    (:class:`LeaseHeld`) while any other node holds the service's lease. Raises
+    :class:`StaleEpoch` if the epoch is no longer ``expected``.
     """
-    new, status = _script(client, "_bump", _BUMP)(keys=[keys.epoch(service), marker or ""], args=[int(expected)])
-    if int(status) < 0:
+    lease_key = keys.lease(service) if candidate is not None else ""
+    new, status = _script(client, "_bump", _BUMP)(keys=[keys.epoch(service), marker or "", lease_key],
+                                                  args=[int(expected), candidate or ""])
+    if int(status) == -1:
         raise StaleEpoch(service, int(expected), int(new))
+    if int(status) == -2:
+        raise LeaseHeld(f"{service}: another node holds the lease")
     return int(new)
 
 

@@ -189,9 +189,12 @@ def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
         if now < not_before:
             raise NotYet(f"{service}: waiting {not_before - now:.1f}s (lease margin)", wait=not_before - now)
     try:
-        new = fencing.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"))
+        new = fencing.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"),
+                                 candidate=candidate)
     except fencing.StaleEpoch as exc:
         raise Superseded(str(exc)) from None
+    except fencing.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
+        raise NotYet(f"{service}: the lease was taken again just now", wait=bp.policy.lease_margin) from None
     records.pulse_for(client).emit("failover.fenced", service=service, epoch=new,
                                    data={"record": ctx["record_id"], "from_epoch": ctx["expected_epoch"],
                                          "old_primary": ctx.get("old_primary")})
@@ -406,9 +409,16 @@ def _probe_once(bp: Blueprint, service: str, node: str, epoch: int, timeout: flo
 
 # --- record (control) ----------------------------------------------------------------------------------------------
 def record(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
-    """Close the record as succeeded and clear this service's failover incident (a human no longer needs to act)."""
-    records.finish(client, ctx["record_id"], "succeeded", now,
-                   {"node": ctx["candidate"], "epoch": ctx["epoch"], "attempt": ctx.get("attempt", 0)},
-                   service=ctx["service"], epoch=int(ctx["epoch"]))
-    records.close_incident(client, ctx["service"])
-    return {"outcome": "succeeded"}
+    """The record step's own effect: clear this service's failover incident (a human no longer needs to act).
+
+    Closing the record (:func:`close_record`) happens after this step's timing is written, so a reader that
+    sees the outcome also sees every step's duration.
+    """
+    return {"incident_closed": records.close_incident(client, ctx["service"])}
+
+
+def close_record(client: Any, ctx: Ctx, now: float) -> bool:
+    """Mark the record succeeded (once; a redelivered record step changes nothing)."""
+    return records.finish(client, ctx["record_id"], "succeeded", now,
+                          {"node": ctx["candidate"], "epoch": ctx["epoch"], "attempt": ctx.get("attempt", 0)},
+                          service=ctx["service"], epoch=int(ctx["epoch"]))

@@ -15,10 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> None:
-    fleet.start_worker("core-a")
-    fleet.start_worker("core-b")
-    fleet.start_beat()
-    fleet.wait_primary("ledger", "core-a", epoch=1)
+    fleet.start()
     for seq in range(1, 21):
         assert fleet.post("ledger", "core-a", seq) == 200
 

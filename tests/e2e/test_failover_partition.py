@@ -23,10 +23,7 @@ def _first(state, kind: str, node: str, epoch: int) -> dict:
 
 
 def test_cut_off_primary_demotes_itself_before_the_standby_is_promoted(fleet: Fleet) -> None:
-    fleet.start_worker("core-a")
-    fleet.start_worker("core-b")
-    fleet.start_beat()
-    fleet.wait_primary("ledger", "core-a", epoch=1)
+    fleet.start()
     for seq in range(1, 11):
         assert fleet.post("ledger", "core-a", seq) == 200
 

@@ -34,10 +34,7 @@ def test_worker_killed_mid_promote_then_redelivered_effects_happen_once(gated_fl
     fleet = gated_fleet
     gate: Path = fleet.gate  # type: ignore[attr-defined]
     (gate / "hold-core-b-2").touch()
-    fleet.start_worker("core-a")
-    fleet.start_worker("core-b")
-    fleet.start_beat()
-    fleet.wait_primary("ledger", "core-a", epoch=1)
+    fleet.start()
     for seq in range(1, 8):
         assert fleet.post("ledger", "core-a", seq) == 200
 

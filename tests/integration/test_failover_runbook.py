@@ -34,10 +34,7 @@ def test_runbook_lists_the_commands_we_expect() -> None:
 
 
 def test_every_runbook_command_works_on_a_live_fleet(fleet: Fleet) -> None:
-    fleet.start_worker("core-a")
-    fleet.start_worker("core-b")
-    fleet.start_beat()
-    fleet.wait_primary("ledger", "core-a", epoch=1)
+    fleet.start()
     for seq in range(1, 6):
         assert fleet.post("ledger", "core-a", seq) == 200
     ran = []

@@ -43,6 +43,16 @@ def test_bump_with_marker_is_idempotent_on_redelivery(client) -> None:
     assert fencing.current_epoch(client, "ledger") == 1
 
 
+def test_bump_refuses_while_another_node_holds_the_lease(client) -> None:
+    client.set(keys.lease("ledger"), json.dumps({"node": "core-a", "epoch": 0}), px=5000)
+    with pytest.raises(fencing.LeaseHeld):
+        fencing.bump_epoch(client, "ledger", 0, candidate="core-b")
+    assert fencing.current_epoch(client, "ledger") == 0
+    assert fencing.bump_epoch(client, "ledger", 0, candidate="core-a") == 1  # its own lease is no obstacle
+    client.delete(keys.lease("ledger"))
+    assert fencing.bump_epoch(client, "ledger", 1, candidate="core-b") == 2
+
+
 def test_racing_bumps_have_one_winner(client) -> None:
     wins, losses = [], []
 
