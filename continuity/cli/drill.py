@@ -178,3 +178,33 @@ def recover(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     if any(not o["ok"] for o in out):
         raise ContinuityError("some rollbacks are still failing: " +
                               "; ".join(e for o in out for e in o["errors"]))
+
+
+@app.command("postmortem")
+def postmortem(
+    record_id: str = typer.Argument(..., help="A drill id or a failover record id."),
+    out_dir: str = typer.Option(None, "--out", help="Directory for the draft (default $CONTINUITY_STATE/postmortems)."),
+) -> None:
+    """(Re)render the draft postmortem of a drill or of a real failover, timeline from the pulse history."""
+    from pathlib import Path
+
+    from continuity import report as reports
+    from continuity.drills.runner import Runner
+
+    client = _client()
+    bp, scenarios = _load()
+    runner = Runner(client, bp, scenarios)
+    record = runner.get_record(record_id)
+    if record is None:
+        from continuity.failover import records
+
+        fo = records.get_record(client, record_id)
+        if fo is None:
+            raise UsageError(f"no drill or failover record {record_id!r}")
+        fo["rto"] = bp.services[fo["service"]].rto if fo.get("service") in bp.services else None
+        record = reports.failover_as_record(fo)
+    start = float(record.get("started") or 0) - 30
+    end = float(record.get("finished") or record.get("started") or 0) + 60
+    events = runner.events(start, end)
+    path = reports.write_postmortem(record, events, Path(out_dir) if out_dir else None)
+    console.print(str(path))

@@ -357,7 +357,7 @@ class Runner:
                 s = last_after[spec.name]
                 integrity.append({"name": spec.name, "ok": s.ok, "detail": s.detail})
         finished = self.clock()
-        events = self._events(started, finished)
+        events = self.events(started, finished)
         obs = measure.Observation(
             started=started, fault_at=fault_at, rollback_at=rollback_at, finished=finished,
             target_nodes=plan.nodes, target_services=plan.services, samples=samples, writes=writes,
@@ -424,7 +424,7 @@ class Runner:
                 return
             time.sleep(0.05)
 
-    def _events(self, since: float, until: float) -> list[dict[str, Any]]:
+    def events(self, since: float, until: float) -> list[dict[str, Any]]:
         """Pulse events of the drill window: the shared stream (all nodes), else the local history file."""
         out: list[dict[str, Any]] = []
         try:

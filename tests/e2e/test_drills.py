@@ -321,3 +321,16 @@ def test_scorecard_shows_measured_beside_declared(fleet: DrillFleet) -> None:
         assert row["rpo"]["latest"] is not None and row["rpo"]["worst"] is not None, (sid, row)
     md = run_cli("report", env=fleet.env)
     assert md.returncode == 0 and "| ledger | payments |" in md.stdout
+
+
+def test_postmortem_drafts_for_drills_and_real_failovers(fleet: DrillFleet, tmp_path: Path) -> None:
+    drill_id = fleet.client.zrange(keys.drill_history(), 0, 0)[0]
+    failover_id = fleet.client.zrange(keys.failover_history(), 0, 0)[0]
+    for rid in (drill_id, failover_id):
+        res = fleet.drill("postmortem", rid, "--out", str(tmp_path))
+        assert res.returncode == 0, res.stderr
+        text = (tmp_path / f"{rid}.md").read_text()
+        assert "## Timeline" in text and "{{" not in text
+        assert "`failover.started`" in text or "`drill.started`" in text
+    res = fleet.drill("postmortem", "no-such-record")
+    assert res.returncode == 2 and "no drill or failover record" in res.stderr
