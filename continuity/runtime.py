@@ -181,11 +181,11 @@ def _prepare_backups(env: dict[str, str]) -> None:
         env["CONTINUITY_PASSWORD"] = pw_file.read_text().strip()
     try:
         from continuity.backup import api
-        from continuity.backup.config import load_backup_config
+        from continuity.backup.config import load_fleet_backup_config
     except ImportError:
         return
     try:
-        cfg = load_backup_config(paths.backup_config_path(), root=paths.root())
+        cfg = load_fleet_backup_config(paths.backup_config_path(), root=paths.root())
     except ContinuityError as exc:
         print(f"continuity: backups not scheduled: {exc}", file=sys.stderr)
         return

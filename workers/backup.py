@@ -17,7 +17,7 @@ from celery.schedules import crontab
 
 from continuity import keys, paths, pulse
 from continuity.backup import api
-from continuity.backup.config import load_backup_config
+from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
 from continuity.backup.scheduling import backup_jobs
 from continuity.blueprint import Blueprint
 from continuity.errors import ConfigError, ContinuityError
@@ -50,8 +50,9 @@ def _record(set_name: str, fields: dict[str, Any]) -> None:
         client.close()
 
 
-def _config() -> Any:
-    return load_backup_config(paths.backup_config_path(), root=paths.root())
+def _config() -> LoadedConfig:
+    """The backup sets, with node names checked against the fleet blueprint (a typo never reaches a queue)."""
+    return load_fleet_backup_config(paths.backup_config_path(), root=paths.root())
 
 
 def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
@@ -153,7 +154,8 @@ def _ts(value: Any) -> float | None:
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
     """Backup jobs from ops/backup/continuity.yml, each on its node's queue with ``expires``."""
     try:
-        cfg = _config()
+        cfg = load_backup_config(paths.backup_config_path(), root=paths.root(), blueprint_nodes=bp.nodes,
+                                 blueprint_file=bp.source)
     except ConfigError:
         return {}
     out: dict[str, dict[str, Any]] = {}

@@ -24,7 +24,8 @@ set's key *reference* on the node that runs the task.
     blobs_added, bytes_added} | {repository, error}], ok}``.
 
 ``cfg`` is a :class:`continuity.backup.config.LoadedConfig`
-(``load_backup_config("ops/backup/continuity.yml")``).
+(``load_fleet_backup_config("ops/backup/continuity.yml")`` checks node names
+against the project's blueprint; ``load_backup_config`` alone checks none).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ from datetime import datetime
 from typing import Any
 
 from continuity.backup import crypto
-from continuity.backup.config import BackupSet, LoadedConfig, load_backup_config, read_password
+from continuity.backup.config import (
+    BackupSet,
+    LoadedConfig,
+    load_backup_config,
+    load_fleet_backup_config,
+    read_password,
+)
 from continuity.backup.prune import forget, prune
 from continuity.backup.replicate import copy
 from continuity.backup.repository import Repository
@@ -45,8 +52,8 @@ from continuity.errors import RepositoryMissing, UsageError
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["copy_set", "forget_set", "load_backup_config", "open_repository", "restore_drill_set",
-           "run_backup_set", "verify_set"]
+__all__ = ["copy_set", "forget_set", "load_backup_config", "load_fleet_backup_config", "open_repository",
+           "restore_drill_set", "run_backup_set", "verify_set"]
 
 
 def open_repository(url: str, password: bytes, *, create: bool = False,

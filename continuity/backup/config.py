@@ -7,12 +7,21 @@ arguments), where it is replicated, and where and how often a restore drill
 proves it. The drill node must differ from the source node: a backup that
 only restores on the machine that made it proves little about losing that
 machine.
+
+Nodes are the blueprint's (``ops/blueprint.yml``): when the caller has one, it
+passes its node ids and kinds and every ``node`` reference is checked against
+them, so a typo fails at load time instead of scheduling work on a queue no
+worker consumes. Without a blueprint (restic-style use, or a config kept
+outside a project) references are not checked. The old ``nodes:`` section is
+deprecated: it only duplicated the blueprint and drifted from it; when present
+it must agree with the blueprint, and stands in for it when there is none.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -106,22 +115,24 @@ class BackupSet(Strict):
 
 
 class NodeCfg(Strict):
-    role: Literal["core", "satellite"] = "core"
+    role: Literal["core", "satellite", "edge"] = "core"
 
 
 class BackupConfig(Strict):
     version: Literal[1] = 1
-    nodes: dict[str, NodeCfg]
+    nodes: dict[str, NodeCfg] | None = None  # deprecated: the blueprint declares the nodes
     sets: dict[str, BackupSet]
 
 
 class LoadedConfig:
     """The validated config plus the project root its relative paths are resolved against."""
 
-    def __init__(self, model: BackupConfig, root: Path, file: str) -> None:
+    def __init__(self, model: BackupConfig, root: Path, file: str, notes: list[str] | None = None) -> None:
         self.model = model
         self.root = root
         self.file = file
+        # non-fatal findings (a deprecated section) for the CLI to show; workers ignore them
+        self.notes = notes or []
 
     @property
     def sets(self) -> dict[str, BackupSet]:
@@ -152,22 +163,65 @@ def read_password(ref: KeyRef, root: Path) -> bytes:
         raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
 
 
-def project_root(config_file: Path) -> Path:
+def _marked_root(config_file: Path) -> Path | None:
     for parent in config_file.resolve().parents:
         if (parent / "pyproject.toml").exists() or (parent / ".git").exists():
             return parent
-    return Path.cwd()
+    return None
 
 
-def load_backup_config(path: str | Path, root: Path | None = None) -> LoadedConfig:
+def project_root(config_file: Path) -> Path:
+    return _marked_root(config_file) or Path.cwd()
+
+
+NodeKinds = Mapping[str, str | None]
+
+
+def fleet_nodes(nodes: Mapping[str, object] | Iterable[str]) -> dict[str, str | None]:
+    """Node id -> kind from a blueprint's ``nodes`` mapping, or ids alone (kind unknown, not compared)."""
+    if isinstance(nodes, Mapping):
+        return {str(k): getattr(v, "kind", v if isinstance(v, str) else None) for k, v in nodes.items()}
+    return {str(k): None for k in nodes}
+
+
+def load_backup_config(path: str | Path, root: Path | None = None, *,
+                       blueprint_nodes: Mapping[str, object] | Iterable[str] | None = None,
+                       blueprint_file: str | Path | None = None) -> LoadedConfig:
+    """Load and validate a backup config; node references are checked against ``blueprint_nodes`` when given.
+
+    ``blueprint_nodes`` is the blueprint's ``nodes`` mapping (or just its ids);
+    ``blueprint_file`` only names it in messages. Without either the deprecated
+    ``nodes:`` section (if any) is the reference, else nothing is checked: the
+    engine stays usable with no blueprint at all.
+    """
     doc = load_document(path)
     model = validate(doc, BackupConfig)
+    notes: list[str] = []
+    fleet = fleet_nodes(blueprint_nodes) if blueprint_nodes is not None else None
+    bp_name = str(blueprint_file) if blueprint_file else "the blueprint"
+    if model.nodes is not None:
+        line = doc.line_of(("nodes",))
+        notes.append(f"{doc.file}:{line}: nodes: is deprecated: ops/blueprint.yml declares the nodes "
+                     "(remove this section)")
+        if fleet is not None:
+            for nid, ncfg in model.nodes.items():
+                if nid not in fleet:
+                    raise doc.error(("nodes", nid), f"node {nid!r} is not in {bp_name} "
+                                    f"(declared: {', '.join(sorted(fleet))}); remove the deprecated nodes: section")
+                kind = fleet[nid]
+                if kind is not None and kind != ncfg.role:
+                    raise doc.error(("nodes", nid, "role"), f"role {ncfg.role!r} disagrees with {bp_name}, "
+                                    f"where {nid!r} is {kind!r}; remove the deprecated nodes: section")
+    known: Mapping[str, object] | None = fleet if fleet is not None else model.nodes
+    where = bp_name if fleet is not None else "the nodes: section"
     for name, s in model.sets.items():
-        if s.node not in model.nodes:
-            raise doc.error(("sets", name, "node"), f"unknown node {s.node!r} (declared: {sorted(model.nodes)})")
+        if known is not None and s.node not in known:
+            raise doc.error(("sets", name, "node"),
+                            f"unknown node {s.node!r} (declared in {where}: {', '.join(sorted(known))})")
         if s.verify is not None:
-            if s.verify.node not in model.nodes:
-                raise doc.error(("sets", name, "verify", "node"), f"unknown node {s.verify.node!r}")
+            if known is not None and s.verify.node not in known:
+                raise doc.error(("sets", name, "verify", "node"),
+                                f"unknown node {s.verify.node!r} (declared in {where}: {', '.join(sorted(known))})")
             if s.verify.node == s.node:
                 raise doc.error(("sets", name, "verify", "node"),
                                 "a restore drill must run on a different node than the source")
@@ -176,4 +230,27 @@ def load_backup_config(path: str | Path, root: Path | None = None) -> LoadedConf
                     _schedule(s.verify.schedule)
                 except ValueError as exc:
                     raise doc.error(("sets", name, "verify", "schedule"), str(exc)) from None
-    return LoadedConfig(model, root or project_root(Path(path)), str(path))
+    return LoadedConfig(model, root or project_root(Path(path)), str(path), notes)
+
+
+def load_fleet_backup_config(path: str | Path, root: Path | None = None,
+                             blueprint: str | Path | None = None) -> LoadedConfig:
+    """Load a backup config checked against the project's blueprint, if the project has one.
+
+    ``blueprint`` defaults to ``$CONTINUITY_BLUEPRINT``, else ``ops/blueprint.yml``
+    under ``root`` or the config's project root (a parent holding pyproject.toml
+    or .git; the current directory does not count, so a config kept elsewhere
+    is not judged by whatever project the shell is in). No blueprint there
+    means standalone use (no node checks); a blueprint named explicitly but
+    missing, or one that is invalid, is an error: the nodes it declares are unknown.
+    """
+    marked = root or _marked_root(Path(path))
+    cfg_root = marked or Path.cwd()
+    explicit = blueprint or os.environ.get("CONTINUITY_BLUEPRINT")
+    bp_path = Path(explicit) if explicit else (marked / "ops" / "blueprint.yml" if marked else None)
+    if bp_path is None or (not explicit and not bp_path.exists()):
+        return load_backup_config(path, root=cfg_root)
+    from continuity.blueprint import load_blueprint  # pydantic models of the whole fleet: only when needed
+
+    bp = load_blueprint(bp_path)
+    return load_backup_config(path, root=cfg_root, blueprint_nodes=bp.nodes, blueprint_file=bp_path)

@@ -129,14 +129,17 @@ def snapshot(paths: list[str] = typer.Argument(None, help="Directories or files 
              force: bool = typer.Option(False, "--force", help="Re-read every file (ignore the parent)."),
              json_out: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Take a snapshot of PATHS (and --sqlite / --ledger sources), or of a configured --set."""
-    from continuity.backup.api import load_backup_config, run_backup_set
+    from continuity.backup.api import load_fleet_backup_config, run_backup_set
     from continuity.backup.snapshot import Source, take_snapshot
 
     with _progress("snapshot", not (json_out or quiet)) as progress:
         if config is not None:
             if not set_name:
                 raise UsageError("--config needs --set NAME")
-            summary = run_backup_set(set_name, load_backup_config(config), task_key=task_key, progress=progress)
+            cfg = load_fleet_backup_config(config)
+            for note in cfg.notes:
+                err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+            summary = run_backup_set(set_name, cfg, task_key=task_key, progress=progress)
         else:
             sources = ([Source("directory", p) for p in paths or []] + [Source("sqlite", p) for p in sqlite]
                        + [Source("ledger", p) for p in ledger])

@@ -120,14 +120,107 @@ def test_malformed_config_is_2_with_file_and_line(env: Path, capsys: Cap, text: 
     assert f"{cfg}:{line}:" in err and needle in err, err
 
 
-def test_shipped_config_is_valid() -> None:
-    from continuity.backup.config import load_backup_config
+def test_shipped_config_is_valid_against_the_shipped_blueprint() -> None:
+    from continuity.backup.config import load_fleet_backup_config
+    from continuity.blueprint import load_blueprint
 
     root = Path(__file__).resolve().parents[2]
-    cfg = load_backup_config(root / "ops" / "backup" / "continuity.yml")
-    assert {s.node for s in cfg.sets.values()} <= set(cfg.model.nodes)
+    cfg = load_fleet_backup_config(root / "ops" / "backup" / "continuity.yml", root=root)
+    nodes = load_blueprint(root / "ops" / "blueprint.yml").nodes
+    assert cfg.model.nodes is None and cfg.notes == []  # no deprecated duplicate of the blueprint's nodes
+    assert {s.node for s in cfg.sets.values()} <= set(nodes)
     for s in cfg.sets.values():
-        assert s.verify is None or s.verify.node != s.node
+        assert s.verify is None or (s.verify.node in nodes and s.verify.node != s.node)
+
+
+SET = ("sets:\n  s:\n    node: {node}\n    sources: [{{kind: directory, path: src}}]\n"
+       "    repository: {repo}\n    key: {{password_env: CONTINUITY_PASSWORD}}\n")
+
+
+@pytest.fixture
+def project(env: Path) -> Path:
+    """A project (pyproject.toml marks its root) with the shipped blueprint: nodes core-a, core-b, sat-1."""
+    root = env / "proj"
+    (root / "ops" / "backup").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    shipped = Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml"
+    (root / "ops" / "blueprint.yml").write_text(shipped.read_text())
+    (root / "src").mkdir()
+    (root / "src" / "f.txt").write_text("data")
+    return root
+
+
+def _write(project: Path, text: str) -> Path:
+    cfg = project / "ops" / "backup" / "continuity.yml"
+    cfg.write_text(text)
+    return cfg
+
+
+BLUEPRINT_BAD = [
+    # a set on a node the blueprint does not declare
+    ("version: 1\n" + SET.format(node="core-z", repo="r"), 4, "sets.s.node: unknown node 'core-z'"),
+    # a restore drill on a node the blueprint does not declare
+    ("version: 1\n" + SET.format(node="core-a", repo="r") + "    verify: {node: core-q}\n", 8,
+     "sets.s.verify.node: unknown node 'core-q'"),
+    # the deprecated nodes: section lists a node the blueprint does not have
+    ("version: 1\nnodes:\n  core-a: {}\n  old-1: {}\n" + SET.format(node="core-a", repo="r"), 4,
+     "nodes.old-1: node 'old-1' is not in"),
+    # ... or gives a node another kind than the blueprint
+    ("version: 1\nnodes:\n  core-a: {}\n  sat-1:\n    role: core\n" + SET.format(node="core-a", repo="r"), 5,
+     "nodes.sat-1.role: role 'core' disagrees"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "needle"), BLUEPRINT_BAD)
+def test_node_references_are_checked_against_the_blueprint(project: Path, capsys: Cap, text: str, line: int,
+                                                            needle: str) -> None:
+    cfg = _write(project, text)
+    rc, out, err = run_cli(["backup", "snapshot", "--config", str(cfg), "--set", "s"], capsys)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and f"{cfg}:{line}: {needle}" in err, err
+    assert "blueprint.yml" in err
+
+
+def test_nodes_section_is_optional_and_deprecated(project: Path, capsys: Cap) -> None:
+    repo = project / "repo"
+    cfg = _write(project, "version: 1\n" + SET.format(node="core-b", repo=repo))
+    rc, out, err = run_cli(["backup", "snapshot", "--config", str(cfg), "--set", "s", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["files_new"] == 1 and "deprecated" not in err
+    # a nodes: section that agrees with the blueprint still loads, with a note naming where it is
+    cfg = _write(project, "version: 1\nnodes: {core-b: {role: core}, sat-1: {role: satellite}}\n"
+                 + SET.format(node="core-b", repo=repo))
+    rc, out, err = run_cli(["backup", "snapshot", "--config", str(cfg), "--set", "s", "--json"], capsys)
+    assert rc == 0 and f"note: {cfg}:2: nodes: is deprecated" in err
+
+
+def test_without_a_blueprint_node_names_are_not_checked(env: Path, capsys: Cap) -> None:
+    """Standalone use: a config outside any project (no pyproject.toml/.git above it) needs no blueprint."""
+    cfg = env / "standalone.yml"
+    cfg.write_text("version: 1\n" + SET.format(node="laptop", repo=env / "repo").replace("path: src",
+                                                                                        f"path: {env / 'src'}"))
+    rc, out, _ = run_cli(["backup", "snapshot", "--config", str(cfg), "--set", "s", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["files_new"] == 1
+
+
+def test_explicit_blueprint_must_exist(env: Path, capsys: Cap, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = env / "standalone.yml"
+    cfg.write_text("version: 1\n" + SET.format(node="laptop", repo=env / "repo"))
+    monkeypatch.setenv("CONTINUITY_BLUEPRINT", str(env / "missing.yml"))
+    rc, _, err = run_cli(["backup", "snapshot", "--config", str(cfg), "--set", "s"], capsys)
+    assert rc == 2 and f"{env / 'missing.yml'}: file not found" in err
+
+
+def test_loader_takes_node_ids_or_a_blueprint_mapping(tmp_path: Path) -> None:
+    from continuity.backup.config import load_backup_config
+    from continuity.errors import ConfigError
+
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("version: 1\n" + SET.format(node="n1", repo="r") + "    verify: {node: n2}\n")
+    assert load_backup_config(cfg, blueprint_nodes=["n1", "n2"]).sets["s"].node == "n1"
+    assert load_backup_config(cfg, blueprint_nodes={"n1": "core", "n2": "edge"}).sets["s"].verify is not None
+    with pytest.raises(ConfigError) as exc:
+        load_backup_config(cfg, blueprint_nodes=["n1"], blueprint_file="bp.yml")
+    assert (exc.value.line, exc.value.key_path) == (8, "sets.s.verify.node") and "bp.yml: n1" in str(exc.value)
 
 
 def test_key_commands(env: Path, capsys: Cap, monkeypatch: pytest.MonkeyPatch) -> None:
