@@ -124,7 +124,8 @@ def test_stopped_worker_goes_suspect_then_dead_and_self_demotes_when_it_wakes(sp
         assert "suspect" in seen or kinds(fleet_env, "detect.node_suspect")
     finally:
         core_a.signal(signal.SIGCONT)
-    dead_events = [e for e in kinds(fleet_env, "detect.node_dead") if e["node"] == "core-a"]
+    dead_events = wait_for(lambda: [e for e in kinds(fleet_env, "detect.node_dead") if e["node"] == "core-a"],
+                           timeout=10, what="the node_dead event")
     assert len(dead_events) == 1 and dead_events[0]["data"]["silence"] > 2.5
     # woken up: it must first stop acting as primary (its lease ran out while it slept) ...
     wait_for(lambda: kinds(fleet_env, "failover.self_demoted"), timeout=20, what="core-a self-demoting")
@@ -184,5 +185,6 @@ def test_silent_satellite_is_expected_offline_in_blackout_and_dead_outside(
         assert not [e for e in kinds(env, "detect.node_dead") if e["node"] == "sat-1"]
         assert not [e for e in kinds(env, "detect.node_suspect") if e["node"] == "sat-1"]
         assert not kinds(env, "detect.failover_requested")
-    else:
-        assert [e for e in kinds(env, "detect.failover_requested") if e["data"]["dead"] == ["sat-1"]]
+    else:  # the events follow the state write: wait for them rather than race them
+        wait_for(lambda: [e for e in kinds(env, "detect.failover_requested") if e["data"]["dead"] == ["sat-1"]],
+                 timeout=10, what="the hand-over to failover")
