@@ -31,7 +31,7 @@ from typing import Any
 from continuity import keys, paths
 from continuity.blueprint import Blueprint
 from continuity.drills import faults, load, measure, probes, targets
-from continuity.drills.rollbacks import RegistrationFailed, RollbackRegistry
+from continuity.drills.rollbacks import RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
 from continuity.pulse import Pulse
@@ -321,7 +321,7 @@ class Runner:
                                                         "services": list(plan.services)})
                 aborted = self._observe(sc, ctx, samples, rnd, fault_at, interval)
                 rnd = max((s.round for s in samples), default=rnd)
-        except (ContinuityError, RegistrationFailed, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is the drill's result; rollbacks run below
             error = f"{type(exc).__name__}: {exc}"
             if fault_at is None:
                 aborted = aborted or f"fault could not be injected: {exc}"

@@ -334,3 +334,20 @@ def test_postmortem_drafts_for_drills_and_real_failovers(fleet: DrillFleet, tmp_
         assert "`failover.started`" in text or "`drill.started`" in text
     res = fleet.drill("postmortem", "no-such-record")
     assert res.returncode == 2 and "no drill or failover record" in res.stderr
+
+
+def test_run_task_on_the_control_queue(fleet: DrillFleet) -> None:
+    from celery import Celery
+
+    sender = Celery("drill-test", broker=fleet.redis.url, backend=fleet.redis.url)
+    sender.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    try:
+        plan = sender.send_task("continuity.drills.run", args=["primary-node-outage"], kwargs={"dry_run": True},
+                                queue="continuity.control").get(timeout=60)
+        assert plan["target"]["nodes"] and plan.get("refusal") is None
+        # a game-day message outside the calendar (or with game days off, as here) is refused, not run
+        late = sender.send_task("continuity.drills.run", args=["service-crash"], kwargs={"game_day": True},
+                                queue="continuity.control").get(timeout=60)
+        assert late["status"] == "refused" and "calendar" in late["reason"]
+    finally:
+        sender.close()
