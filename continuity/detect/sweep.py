@@ -374,13 +374,18 @@ def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, h
 def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
                pulse: Any, launch: Launcher | None, plan: Planner | None, controls: Controls | None) -> list[str]:
     """Hand the newly dead nodes to the planner and the launcher (failover's code, injected)."""
+    extra: dict[str, Any] = {}
     if plan is None:
+        from continuity.failover.control import read_routes
         from continuity.failover.planner import plan_failovers as plan
+
+        # who is primary once the dead node's lease has already expired (failover engineer's addition)
+        extra["routes"] = read_routes(client, bp)
     if controls is None:
         from continuity.failover.control import read_controls as controls
     paused, global_pause, cooldowns = controls(client, bp)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
-    plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns)
+    plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns, **extra)
     trigger = {"by": "detector", "reason": "node dead", "dead": outcome.eligible, "detected_at": now,
                "last_seen": {n: outcome.states[n].last_arrival for n in outcome.eligible}}
     _emit(pulse, "detect.failover_requested", data={**trigger, "plans": len(plans)})
