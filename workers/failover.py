@@ -286,10 +286,32 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
     return {"resumed": resumed, "failed": failed}
 
 
+def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
+    """Publish a route for every service whose lease holder has none at its epoch (a bootstrapped service).
+
+    Routes normally move only in a chain's repoint step; a service placed by the
+    node agent at first start has a primary but no route yet, and clients need one.
+    The route is compare-and-set by epoch, so this can never point clients back.
+    """
+    from continuity.detect import leases
+
+    routes = control.read_routes(client, bp)
+    published = []
+    for service, lease in leases.read_many(client, sorted(bp.services)).items():
+        if lease is None or int((routes.get(service) or {}).get("epoch", 0)) >= lease.epoch:
+            continue
+        if fencing.current_epoch(client, service) != lease.epoch:
+            continue  # a stale holder: never route to it
+        if steps.publish_route(client, bp, service, lease.node, lease.epoch, now) is not None:
+            published.append(service)
+    return published
+
+
 @app.task(name=WATCHDOG_TASK, time_limit=20, soft_time_limit=15, acks_late=False, ignore_result=True)
 def watchdog() -> dict[str, list[str]]:
-    """Every few seconds on the control queue: resume chains stalled by a dead worker (see :func:`supervise`)."""
-    return supervise(_redis(), _blueprint(), time.time())
+    """Every few seconds on the control queue: resume stalled chains, publish missing routes."""
+    client, bp, now = _redis(), _blueprint(), time.time()
+    return {**supervise(client, bp, now), "routes": reconcile_routes(client, bp, now)}
 
 
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:

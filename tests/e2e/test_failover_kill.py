@@ -16,8 +16,12 @@ pytestmark = pytest.mark.slow
 
 def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> None:
     fleet.start()
+    # the bootstrapped primary gets a route (published by the failover watchdog), and clients follow it
+    wait_for(lambda: json.loads(fleet.client.get(keys.route("ledger")) or "{}").get("epoch") == 1, timeout=20,
+             what="a route to the bootstrapped ledger")
+    client = LedgerClient(fleet.redis_url)
     for seq in range(1, 21):
-        assert fleet.post("ledger", "core-a", seq) == 200
+        assert client.append(seq)
 
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")
@@ -36,7 +40,6 @@ def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> N
     assert route["node"] == "core-b" and route["epoch"] == 2
     health = fleet.health("ledger", "core-b")
     assert health and health["epoch"] == 2 and health["records"] == 20
-    client = LedgerClient(fleet.redis_url)
     assert client.append(21)
     assert client.records() == list(range(1, 22))
     files = LedgerClient(fleet.state / "routes.json")
