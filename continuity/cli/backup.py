@@ -18,7 +18,8 @@ from typing import Any
 
 import typer
 
-from continuity.cli.output import console, emit_json, err_console
+from continuity.cli import output
+from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, PartialFailure, UsageError
 
 app = typer.Typer(help="Encrypted, deduplicated snapshots with restore drills (restic-style).",
@@ -57,9 +58,12 @@ def _url(repo: str | None) -> str:
 
 
 def _open(repo: str | None, password_file: Path | None) -> Any:
-    from continuity.backup.api import open_repository
+    # not via continuity.backup.api: that imports every engine module and the pydantic config schema,
+    # while most commands need only the repository
+    from continuity.backup.repository import Repository
+    from continuity.backup.storage import open_backend
 
-    return open_repository(_url(repo), _password(password_file))
+    return Repository.open(open_backend(_url(repo)), _password(password_file))
 
 
 @contextmanager
@@ -71,7 +75,7 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=output.err_console, transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -113,7 +117,7 @@ def init(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     if json_out:
         emit_json({"repository": url, "id": r.config["id"], "key": r.key_id})
     else:
-        console.print(f"created repository {r.config['id'][:10]} at {url}")
+        output.console.print(f"created repository {r.config['id'][:10]} at {url}")
 
 
 @app.command()
@@ -138,7 +142,7 @@ def snapshot(paths: list[str] = typer.Argument(None, help="Directories or files 
                 raise UsageError("--config needs --set NAME")
             cfg = load_fleet_backup_config(config)
             for note in cfg.notes:
-                err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+                output.err_console.print(f"note: {note}", markup=False, soft_wrap=True)
             summary = run_backup_set(set_name, cfg, task_key=task_key, progress=progress)
         else:
             sources = ([Source("directory", p) for p in paths or []] + [Source("sqlite", p) for p in sqlite]
@@ -150,18 +154,18 @@ def snapshot(paths: list[str] = typer.Argument(None, help="Directories or files 
     if json_out:
         emit_json(summary)
     elif not quiet:
-        console.print(f"snapshot {summary['id'][:8]} saved"
+        output.console.print(f"snapshot {summary['id'][:8]} saved"
                       + (" (existing, same task key)" if summary.get("reused") else ""))
         if not summary.get("reused"):
-            console.print(f"  files: {summary['files_new']} new, {summary['files_changed']} changed, "
+            output.console.print(f"  files: {summary['files_new']} new, {summary['files_changed']} changed, "
                           f"{summary['files_unmodified']} unmodified; dirs: {summary['dirs']}")
-            console.print(f"  added {_fmt_bytes(summary['data_added'])} in {summary['packs_added']} pack(s); "
+            output.console.print(f"  added {_fmt_bytes(summary['data_added'])} in {summary['packs_added']} pack(s); "
                           f"read {_fmt_bytes(summary['bytes_read'])}; {summary['duration']:.2f}s")
     for note in summary.get("notes") or []:
-        err_console.print(f"note: {note}")
+        output.err_console.print(f"note: {note}")
     if summary.get("errors"):
         for e in summary["errors"]:
-            err_console.print(f"error: {e}", markup=False)
+            output.err_console.print(f"error: {e}", markup=False)
         raise PartialFailure(f"snapshot {summary['id'][:8]} saved, but {len(summary['errors'])} "
                              "source item(s) could not be read completely")
 
@@ -187,9 +191,9 @@ def list_(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     for row in rows:
         t.add_row(row["short_id"], row["time"][:19].replace("T", " "), str(row["hostname"]), str(row["set"] or ""),
                   ", ".join(row["paths"] or []), str(row["files"]), _fmt_bytes(row["bytes"] or 0))
-    console.print(t)
+    output.console.print(t)
     for k, v in bad.items():
-        err_console.print(f"damaged snapshot {k[:8]}: {v}", markup=False)
+        output.err_console.print(f"damaged snapshot {k[:8]}: {v}", markup=False)
 
 
 @app.command()
@@ -208,11 +212,11 @@ def restore(snapshot_id: str = typer.Argument(..., metavar="SNAPSHOT", help="Sna
     if json_out:
         emit_json(result)
     elif not quiet:
-        console.print(f"restored {result['files']} files ({_fmt_bytes(result['bytes'])}) from "
+        output.console.print(f"restored {result['files']} files ({_fmt_bytes(result['bytes'])}) from "
                       f"{snap['id'][:8]} to {result['target']} in {result['duration']:.2f}s")
     if result["damaged"]:
         for d in result["damaged"]:
-            err_console.print(f"damaged: {d['path']}: {d['reason']}", markup=False)
+            output.err_console.print(f"damaged: {d['path']}: {d['reason']}", markup=False)
         names = ", ".join(d["path"] for d in result["damaged"][:10])
         raise ContinuityError(f"{len(result['damaged'])} damaged file(s) not restored: {names}")
 
@@ -251,28 +255,28 @@ def verify(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
 
 
 def _print_verify(report: dict[str, Any]) -> None:
-    console.print(f"checked {report['snapshots']} snapshots, {report['packs']} packs"
+    output.console.print(f"checked {report['snapshots']} snapshots, {report['packs']} packs"
                   + (f", read {report['packs_read']} packs ({_fmt_bytes(report['bytes_read'])})"
                      if report["packs_read"] else ""))
     for d in report["damaged_index_files"]:
-        console.print(f"damaged index file {d['file']}: {d['reason']}", markup=False)
+        output.console.print(f"damaged index file {d['file']}: {d['reason']}", markup=False)
     for d in report["damaged_snapshots"]:
-        console.print(f"damaged snapshot {d['id']}: {d['reason']}", markup=False)
+        output.console.print(f"damaged snapshot {d['id']}: {d['reason']}", markup=False)
     for d in report["damaged_packs"]:
-        console.print(f"damaged pack {d['pack']}: {d['reason']}", markup=False)
+        output.console.print(f"damaged pack {d['pack']}: {d['reason']}", markup=False)
     for d in report["damaged_trees"]:
-        console.print(f"snapshot {d['snapshot'][:8]}: {d['path']}: {d['reason']}", markup=False)
+        output.console.print(f"snapshot {d['snapshot'][:8]}: {d['path']}: {d['reason']}", markup=False)
     for d in report["damaged_files"]:
-        console.print(f"snapshot {d['snapshot'][:8]}: damaged file {d['path']}: {d['reason']}", markup=False)
+        output.console.print(f"snapshot {d['snapshot'][:8]}: damaged file {d['path']}: {d['reason']}", markup=False)
     if report.get("unreferenced_packs"):
-        console.print(f"{len(report['unreferenced_packs'])} unreferenced pack(s) (prune removes them)")
+        output.console.print(f"{len(report['unreferenced_packs'])} unreferenced pack(s) (prune removes them)")
     if "drill" in report:
         d = report["drill"]
-        console.print(f"restore drill of {d['snapshot'][:8]}: {'ok' if d['ok'] else 'FAILED'} — "
+        output.console.print(f"restore drill of {d['snapshot'][:8]}: {'ok' if d['ok'] else 'FAILED'} — "
                       f"{d['files_hashed']} files hashed, sqlite {[c['integrity'] for c in d['sqlite']]}, "
                       f"ledgers {[(c['records'], c['expected_records']) for c in d['ledgers']]}")
     if report["ok"]:
-        console.print("no errors were found")
+        output.console.print("no errors were found")
 
 
 @app.command()
@@ -304,13 +308,13 @@ def forget(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     if json_out:
         emit_json(result)
         return
-    console.print(f"keep {len(result['keep'])} snapshot(s), remove {len(result['remove'])}"
+    output.console.print(f"keep {len(result['keep'])} snapshot(s), remove {len(result['remove'])}"
                   + (" (dry run)" if dry_run else ""))
     for s in result["remove"]:
-        console.print(f"  remove {s['id'][:8]} {s['time'][:19]} {s['group']}", markup=False)
+        output.console.print(f"  remove {s['id'][:8]} {s['time'][:19]} {s['group']}", markup=False)
     if result["prune"]:
         p = result["prune"]
-        console.print(f"pruned: {p['packs_deleted']} packs deleted, {p['packs_repacked']} repacked")
+        output.console.print(f"pruned: {p['packs_deleted']} packs deleted, {p['packs_repacked']} repacked")
 
 
 @app.command()
@@ -323,7 +327,7 @@ def prune(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     if json_out:
         emit_json(result)
     else:
-        console.print(f"packs: {result['packs_kept']} kept, {result['packs_repacked']} repacked, "
+        output.console.print(f"packs: {result['packs_kept']} kept, {result['packs_repacked']} repacked, "
                       f"{result['packs_deleted']} deleted" + (" (dry run)" if dry_run else ""))
 
 
@@ -347,7 +351,7 @@ def copy(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     if json_out:
         emit_json(result)
     else:
-        console.print(f"copied {len(result['copied'])} snapshot(s), skipped {result['skipped']}; "
+        output.console.print(f"copied {len(result['copied'])} snapshot(s), skipped {result['skipped']}; "
                       f"added {result['blobs_added']} blobs ({_fmt_bytes(result['bytes_added'])})")
 
 
@@ -368,9 +372,9 @@ def unlock(repo: str | None = RepoOpt,
     if json_out:
         emit_json({"removed": removed})
     else:
-        console.print(f"removed {len(removed)} lock(s)")
+        output.console.print(f"removed {len(removed)} lock(s)")
         for r in removed:
-            console.print(f"  {r}", markup=False)
+            output.console.print(f"  {r}", markup=False)
 
 
 @key_app.command("list")
@@ -383,8 +387,9 @@ def key_list(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
                    "data_keys": len(r.keyring.data_keys)})
         return
     for k in keys:
-        console.print(f"{'*' if k.get('current') else ' '} {k['id'][:8]}  {k.get('username')}@{k.get('hostname')}")
-    console.print(f"current data key {r.keyring.current:08x} ({len(r.keyring.data_keys)} in keyring)")
+        mark = "*" if k.get("current") else " "
+        output.console.print(f"{mark} {k['id'][:8]}  {k.get('username')}@{k.get('hostname')}")
+    output.console.print(f"current data key {r.keyring.current:08x} ({len(r.keyring.data_keys)} in keyring)")
 
 
 @key_app.command("add")
@@ -393,7 +398,7 @@ def key_add(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     """Add a password that opens the repository."""
     r = _open(repo, password_file)
     kid = r.add_key(_password(new_password_file, "CONTINUITY_NEW_PASSWORD", "new password"))
-    console.print(f"added key {kid[:8]}")
+    output.console.print(f"added key {kid[:8]}")
 
 
 @key_app.command("remove")
@@ -401,11 +406,11 @@ def key_remove(key_id: str = typer.Argument(...), repo: str | None = RepoOpt,
                password_file: Path | None = PwFileOpt) -> None:
     """Remove a key file (not the one used to open the repository)."""
     _open(repo, password_file).remove_key(key_id)
-    console.print(f"removed key {key_id[:8]}")
+    output.console.print(f"removed key {key_id[:8]}")
 
 
 @key_app.command("rotate")
 def key_rotate(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt) -> None:
     """Start a new data key for new writes; data under older keys stays readable."""
     kid = _open(repo, password_file).rotate()
-    console.print(f"new data key {kid:08x}")
+    output.console.print(f"new data key {kid:08x}")
