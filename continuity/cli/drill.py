@@ -155,19 +155,19 @@ def report(
 def recover(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Finish rollbacks left pending by a crashed or failed drill (every `drill run` also does this first)."""
     from continuity import keys
-    from continuity.drills.runner import Runner
+    from continuity.drills.runner import Runner, acquire_lock, release_lock
 
     bp, scenarios = _load()
     client = _client()
     runner = Runner(client, bp, scenarios)
     token = f"recover-{time.time():.0f}"
-    if not client.set(keys.drill_active(), token, nx=True, px=60_000):
-        raise UsageError(f"a drill is running ({client.get(keys.drill_active())}); recover after it ends")
+    if not acquire_lock(client, token):
+        held = str(client.get(keys.drill_active()) or "?").split("|")[0]
+        raise UsageError(f"a drill is running ({held}); recover after it ends")
     try:
         out = runner.recover()
     finally:
-        if client.get(keys.drill_active()) == token:
-            client.delete(keys.drill_active())
+        release_lock(client, token)
     if as_json:
         emit_json(out)
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from typing import Any
 
 from continuity import keys, paths
 from continuity.blueprint import Blueprint
-from continuity.drills import faults, load, measure, probes, targets
+from continuity.drills import faults, load, measure, probes, procs, targets
 from continuity.drills.rollbacks import RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
@@ -81,6 +82,39 @@ def objectives(sc: Scenario, bp: Blueprint, plan: targets.TargetPlan) -> measure
 
     return measure.Objectives(rto=pick(e.rto, "rto"), rpo=pick(e.rpo, "rpo"), detection=e.detection,
                               data_lost=e.data_lost, failovers=e.failovers, integrity=e.integrity)
+
+
+def lock_token(drill_id: str) -> str:
+    return f"{drill_id}|{socket.gethostname()}|{os.getpid()}"
+
+
+def acquire_lock(client: Any, drill_id: str) -> bool:
+    token = lock_token(drill_id)
+    if client.set(keys.drill_active(), token, nx=True, px=int(LOCK_TTL * 1000)):
+        return True
+    held = str(client.get(keys.drill_active()) or "")
+    parts = held.split("|")
+    if len(parts) == 3 and parts[1] == socket.gethostname() and parts[2].isdigit() and not procs.alive(int(parts[2])):
+        pipe = client.pipeline()
+        pipe.watch(keys.drill_active())
+        if pipe.get(keys.drill_active()) == held:
+            pipe.multi()
+            pipe.set(keys.drill_active(), token, px=int(LOCK_TTL * 1000))
+            try:
+                pipe.execute()
+                return True
+            except Exception:  # noqa: BLE001 - someone else took it first
+                return False
+        pipe.reset()
+    return False
+
+
+def release_lock(client: Any, drill_id: str) -> None:
+    try:
+        if client.get(keys.drill_active()) == lock_token(drill_id):
+            client.delete(keys.drill_active())
+    except Exception:  # noqa: BLE001 - it expires on its own
+        pass
 
 
 class Runner:
@@ -172,24 +206,23 @@ class Runner:
                 raise DrillRefused(f"drill {name!r} refused: satellite {node!r} is outside its contact window")
 
     def _acquire(self, drill_id: str) -> bool:
-        return bool(self.client.set(keys.drill_active(), drill_id, nx=True, px=int(LOCK_TTL * 1000)))
+        """Take the drill lock; a lock left by a dead runner on this host is taken over at once (not after
+        its TTL), so the next start can finish that runner's rollbacks immediately."""
+        return acquire_lock(self.client, drill_id)
 
     def _keep_lock(self, drill_id: str, stop: threading.Event) -> None:
+        token = lock_token(drill_id)
         while not stop.wait(LOCK_TTL / 4):
             try:
-                if self.client.get(keys.drill_active()) == drill_id:
+                if self.client.get(keys.drill_active()) == token:
                     self.client.pexpire(keys.drill_active(), int(LOCK_TTL * 1000))
                 else:
-                    self.client.set(keys.drill_active(), drill_id, nx=True, px=int(LOCK_TTL * 1000))
+                    self.client.set(keys.drill_active(), token, nx=True, px=int(LOCK_TTL * 1000))
             except Exception:  # noqa: BLE001 - Redis away (broker drill): retry next tick
                 continue
 
     def _release(self, drill_id: str) -> None:
-        try:
-            if self.client.get(keys.drill_active()) == drill_id:
-                self.client.delete(keys.drill_active())
-        except Exception:  # noqa: BLE001 - it expires on its own
-            pass
+        release_lock(self.client, drill_id)
 
     # --- recovery --------------------------------------------------------------------------------------------
     def recover(self) -> list[dict[str, Any]]:
@@ -228,7 +261,7 @@ class Runner:
         started = self.clock()
         drill_id = _now_id(name, started)
         if not self._acquire(drill_id):
-            other = self.client.get(keys.drill_active())
+            other = str(self.client.get(keys.drill_active()) or "?").split("|")[0]
             raise DrillRefused(f"drill {name!r} refused: drill {other} is running")
         stop = threading.Event()
         keeper = threading.Thread(target=self._keep_lock, args=(drill_id, stop), daemon=True)

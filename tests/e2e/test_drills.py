@@ -309,6 +309,38 @@ def test_failed_rollback_is_reported_and_finished_on_next_start(fleet: DrillFlee
     fleet.assert_no_fault_left()
 
 
+def test_runner_killed_mid_drill_rollback_finished_on_next_start(fleet: DrillFleet) -> None:
+    fleet.restore_placement()
+    fleet.wait_normal()
+    records = fleet.state / "drills" / "records"
+    known = set(records.glob("*.json"))
+    runner = fleet.spawn(continuity_cmd("drill", "run", "heartbeat-loss", "--json"), fleet.env, "runner-killed")
+
+    def injected() -> dict[str, Any] | None:
+        for f in set(records.glob("*.json")) - known:
+            try:
+                rec = json.loads(f.read_text())
+            except ValueError:
+                return None
+            if rec.get("injected"):
+                return rec
+        return None
+
+    rec = wait_for(injected, timeout=60, what="the SIGSTOP to be injected")
+    stopped = [int(p) for ps in rec["injected"]["stopped"].values() for p in ps]
+    assert stopped and all(procs.stopped(p) for p in stopped)
+    runner.kill9()  # the runner dies with the node frozen: only the registry knows how to undo it
+    assert all(procs.stopped(p) for p in stopped)
+    assert fleet.client.sismember(keys.drill_pending_rollbacks(), rec["id"])
+    res = fleet.drill("recover", "--json")  # the next start of a runner (every `drill run` does this first)
+    assert res.returncode == 0, res.stderr
+    assert [o["drill"] for o in json.loads(res.stdout)] == [rec["id"]]
+    assert not any(procs.stopped(p) for p in stopped if procs.alive(p))
+    final = json.loads(fleet.drill("report", rec["id"], "--json").stdout)
+    assert final["status"] == "failed" and final["reason"] == "runner died during the drill"
+    fleet.assert_no_fault_left()
+
+
 def test_scorecard_shows_measured_beside_declared(fleet: DrillFleet) -> None:
     res = run_cli("report", "--json", env=fleet.env)
     assert res.returncode == 0, res.stderr

@@ -56,7 +56,7 @@ def test_satellite_outside_contact_refuses(runner: Runner) -> None:
 
 
 def test_another_drill_running_refuses(runner: Runner) -> None:
-    runner.client.set(keys.drill_active(), "other-drill")
+    runner.client.set(keys.drill_active(), "other-drill|elsewhere|1")
     with pytest.raises(DrillRefused, match="other-drill is running"):
         runner.run("service-crash")
 
@@ -69,3 +69,18 @@ def test_dry_run_reports_refusal_and_plan_without_touching(runner: Runner) -> No
     assert plan["expectations"]["rto"] == 10.0 and plan["expectations"]["rpo"] == 5.0
     assert "no live registered worker" in plan["fault"]["error"]  # nothing registered in this fake fleet
     assert not runner.client.exists(keys.drill_active()) and runner.client.zcard(keys.drill_history()) == 0
+
+
+def test_lock_of_a_dead_runner_on_this_host_is_taken_over(runner: Runner) -> None:
+    import socket
+    import subprocess
+
+    from continuity.drills.runner import acquire_lock
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    runner.client.set(keys.drill_active(), f"old-drill|{socket.gethostname()}|{dead.pid}", px=30_000)
+    assert acquire_lock(runner.client, "new-drill")
+    assert runner.client.get(keys.drill_active()).startswith("new-drill|")
+    runner.client.set(keys.drill_active(), f"live|{socket.gethostname()}|1", px=30_000)  # pid 1 is alive
+    assert not acquire_lock(runner.client, "third")
