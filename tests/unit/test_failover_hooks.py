@@ -1,0 +1,51 @@
+"""Hook rendering and running: placeholders, per-node ports, no shell, timeouts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from continuity.blueprint import load_blueprint
+from continuity.failover import hooks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bp():
+    return load_blueprint(ROOT / "ops" / "blueprint.yml")
+
+
+def test_port_follows_the_node_offset(bp) -> None:
+    assert hooks.service_port(bp, "ledger", "core-a") == 47100
+    assert hooks.service_port(bp, "ledger", "core-b") == 47200
+    assert hooks.service_port(bp, "reports", "core-a") is None
+    assert hooks.base_url(bp, "ledger", "core-b") == "http://127.0.0.1:47200"
+    assert hooks.probe_url(bp, "ledger", "core-b") == "http://127.0.0.1:47200/health"
+
+
+def test_render_fills_every_placeholder_and_refuses_unknown_ones(bp) -> None:
+    values = hooks.placeholder_values(bp, "ledger", "core-b", 7)
+    argv = hooks.render(["{python}", "{root}", "{node}", "{service}", "{port}", "{epoch}"], values)
+    assert argv == [sys.executable, str(hooks.paths.root()), "core-b", "ledger", "47200", "7"]
+    with pytest.raises(hooks.HookError, match=r"unknown placeholder \{nope\}"):
+        hooks.render(["{nope}"], values)
+
+
+def test_arguments_are_never_shell_interpreted() -> None:
+    res = hooks.run([sys.executable, "-c", "import sys; print(sys.argv[1])", "$(echo pwned); ls"], timeout=10)
+    assert res.ok and res.output.strip() == "$(echo pwned); ls"
+
+
+def test_a_hanging_hook_times_out_and_a_missing_program_fails_cleanly() -> None:
+    res = hooks.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert res.returncode == 124 and not res.ok and "timed out" in res.output
+    res = hooks.run(["/nonexistent/program"], timeout=5)
+    assert res.returncode == 127 and "cannot run" in res.output
+
+
+def test_demote_falls_back_to_stop_and_missing_hooks_are_none(bp) -> None:
+    assert hooks.run_service_hook(bp, "reports", "core-b", "start", 2) is None
+    assert bp.services["ledger"].spec.hooks.demote is None and bp.services["ledger"].spec.hooks.stop
