@@ -19,10 +19,11 @@ HOOK = ["{python}", "-m", "continuity.sample.ledger_service"]
 
 
 def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
-                   **policy: str) -> Path:
+                   third_node: bool = False, **policy: str) -> Path:
     """The sample fleet cut down to ``services``, on free ports (tests never collide with a running demo).
 
-    ``start_prefix`` wraps every start hook (e.g. in :mod:`tests.failover_gatehook`).
+    ``start_prefix`` wraps every start hook (e.g. in :mod:`tests.failover_gatehook`); ``third_node`` adds a
+    core node ``core-c`` as every service's last standby.
     """
     doc = yaml.safe_load((ROOT / "ops" / "blueprint.yml").read_text())
     pol = {"heartbeat_interval": "0.5s", "lease_ttl": "2s", "lease_margin": "0.5s", "suspect_after": "1s",
@@ -42,6 +43,11 @@ def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), star
                     svcs[sid]["hooks"]["start"] = list(start_prefix) + svcs[sid]["hooks"]["start"]
         if not svcs:
             del doc["domains"][dom]
+    if third_node:
+        doc["nodes"]["core-c"] = {"kind": "core", "labels": {"zone": "c", "port_offset": "300"}}
+        for dom in doc["domains"].values():
+            for svc in dom["services"].values():
+                svc["placement"]["standbys"] = [*svc["placement"].get("standbys", []), "core-c"]
     path = tmp_path / "blueprint.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -51,7 +57,7 @@ def _free_block() -> int:
     """A base port p such that p, p+100 and p+200 (the node offsets) are all free right now."""
     for _ in range(200):
         p = free_port()
-        if p + 200 < 65535 and all(_is_free(p + off) for off in (100, 200)):
+        if p + 300 < 65535 and all(_is_free(p + off) for off in (100, 200, 300)):
             return p
     raise RuntimeError("no free port block")
 
@@ -103,14 +109,14 @@ class Fleet:
 
     def __init__(self, tmp_path: Path, state: Path, redis_url: str, spawn: Any, start_worker: Any,
                  services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None, **policy: str) -> None:
+                 extra_env: dict[str, str] | None = None, third_node: bool = False, **policy: str) -> None:
         import redis as redis_lib
 
         from continuity.blueprint import load_blueprint
         from tests.helpers import project_env
 
         self.state = state
-        self.bp_path = make_blueprint(tmp_path, services, start_prefix, **policy)
+        self.bp_path = make_blueprint(tmp_path, services, start_prefix, third_node, **policy)
         self.bp = load_blueprint(self.bp_path)
         self.env = project_env(redis_url, state, CONTINUITY_BLUEPRINT=str(self.bp_path), **(extra_env or {}))
         self.spawn = spawn
