@@ -332,6 +332,24 @@ def redis_restart(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]
     return Prepared(f"restart the Redis broker (pid {pid}, port {port})", [action], inject, {"pid": pid})
 
 
+def extra_rollbacks(ctx: FaultContext, plan: TargetPlan, names: list[str]) -> list[dict[str, Any]]:
+    """Rollbacks a scenario asks for beyond undoing its fault: make sure the target's services and nodes run.
+
+    Both are no-ops when the system already recovered (the executors check first), so they are a safety
+    net for a fault whose undo alone does not bring the service back."""
+    out: list[dict[str, Any]] = []
+    if "restart-node" in names:
+        for node in plan.nodes:
+            pid = worker_pid(ctx.client, node)
+            if pid is not None:
+                out.append(_relaunch_action(ctx, node, pid))
+    if "restart-service" in names:
+        for sid in plan.services:
+            if ctx.bp.services[sid].spec.port is not None and ctx.bp.services[sid].spec.hooks.start:
+                out.append({"kind": "restart-service", "service": sid, "node": plan.placements.get(sid)})
+    return out
+
+
 INJECTORS: dict[str, Callable[[FaultContext, TargetPlan, Mapping[str, Any]], Prepared]] = {
     "node-kill": node_kill, "node-stop": node_stop, "satellite-blackout": satellite_blackout,
     "service-crash": service_crash, "link-latency": link_latency, "link-partition": link_partition,

@@ -336,10 +336,12 @@ class Runner:
             if aborted is None:
                 self.fault_ctx.hold = sc.duration + self.scenarios.recovery_timeout(name) + 30
                 prepared = faults.prepare(sc.fault.type, self.fault_ctx, plan, sc.fault.params)
-                for action in prepared.rollbacks:
+                # extra rollbacks are registered first so they run last (after the fault's own undo)
+                actions = faults.extra_rollbacks(self.fault_ctx, plan, sc.rollbacks) + prepared.rollbacks
+                for action in actions:
                     self.registry.register(drill_id, action)
                 registered = True
-                record["rollbacks"] = [a["kind"] for a in prepared.rollbacks]
+                record["rollbacks"] = [a["kind"] for a in actions]
                 if sc.load is not None:
                     start_seq = load.next_free_seq(self.client, self.bp, sc.load.service, sc.load.timeout)
                     writer = load.http_writer(self.client, self.bp, sc.load.service, sc.load.timeout)

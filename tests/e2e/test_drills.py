@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,22 @@ class DrillFleet:
         self.spawn(continuity_cmd("beat"), self.env, "beat")
         self.wait_normal(90)
 
-    def wait_normal(self, timeout: float = 60) -> None:
+    def wait_normal(self, timeout: float = 60, settle: float = 1.5) -> None:
+        """Until the fleet has been calm (normal, all alive, no incident) for ``settle`` seconds in a row:
+        right after a switchover the mode can still flip once, and the drill guard would rightly refuse."""
+        calm_since: list[float] = []
+
         def normal() -> bool:
             raw = self.client.get(keys.mode())
             states = [json.loads(v).get("state") for v in self.client.hgetall(keys.node_state()).values()]
-            return (bool(raw) and json.loads(raw).get("mode") == "normal" and not self.client.hlen(keys.incidents())
-                    and len(states) == len(NODES) and all(s == "alive" for s in states))
+            ok = (bool(raw) and json.loads(raw).get("mode") == "normal" and not self.client.hlen(keys.incidents())
+                  and len(states) == len(NODES) and all(s == "alive" for s in states))
+            if not ok:
+                calm_since.clear()
+                return False
+            if not calm_since:
+                calm_since.append(time.monotonic())
+            return time.monotonic() - calm_since[0] >= settle
 
         wait_for(normal, timeout=timeout, what="mode normal, every node alive, no open incident")
 
@@ -107,6 +118,22 @@ class DrillFleet:
         except ValueError:
             raise AssertionError(f"{name}: rc={res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}") from None
         return record
+
+    def wait_injected(self, known: set[Path]) -> dict[str, Any]:
+        """The record of a drill started in the background, once its fault is in place."""
+        records = self.state / "drills" / "records"
+
+        def injected() -> dict[str, Any] | None:
+            for f in set(records.glob("*.json")) - known:
+                try:
+                    rec = json.loads(f.read_text())
+                except ValueError:
+                    return None
+                if rec.get("injected"):
+                    return rec
+            return None
+
+        return wait_for(injected, timeout=60, what="a background drill to inject its fault")
 
     def assert_no_fault_left(self) -> None:
         assert self.client.scard(keys.drill_pending_rollbacks()) == 0
@@ -271,17 +298,7 @@ def test_failed_rollback_is_reported_and_finished_on_next_start(fleet: DrillFlee
     proc = subprocess.Popen(continuity_cmd("drill", "run", "ledger-corruption", "--json"), env=fleet.env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def injected() -> dict[str, Any] | None:
-        for f in set(records.glob("*.json")) - known:
-            try:
-                rec = json.loads(f.read_text())
-            except ValueError:
-                return None
-            if rec.get("injected"):
-                return rec
-        return None
-
-    rec = wait_for(injected, timeout=60, what="the corruption to be injected")
+    rec = fleet.wait_injected(known)
     ledger = Path(rec["injected"]["path"])
     aside = ledger.with_name("ledger.jsonl.aside")
     ledger.rename(aside)  # the rollback will find a directory where its file was: it must fail loudly
@@ -316,17 +333,7 @@ def test_runner_killed_mid_drill_rollback_finished_on_next_start(fleet: DrillFle
     known = set(records.glob("*.json"))
     runner = fleet.spawn(continuity_cmd("drill", "run", "heartbeat-loss", "--json"), fleet.env, "runner-killed")
 
-    def injected() -> dict[str, Any] | None:
-        for f in set(records.glob("*.json")) - known:
-            try:
-                rec = json.loads(f.read_text())
-            except ValueError:
-                return None
-            if rec.get("injected"):
-                return rec
-        return None
-
-    rec = wait_for(injected, timeout=60, what="the SIGSTOP to be injected")
+    rec = fleet.wait_injected(known)
     stopped = [int(p) for ps in rec["injected"]["stopped"].values() for p in ps]
     assert stopped and all(procs.stopped(p) for p in stopped)
     runner.kill9()  # the runner dies with the node frozen: only the registry knows how to undo it
