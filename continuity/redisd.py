@@ -130,9 +130,19 @@ def redis_url() -> str | None:
     return os.environ.get("CONTINUITY_REDIS_URL") or None
 
 
+def embedded_url() -> str | None:
+    """The URL of the server a running `continuity up` started (it writes it under .continuity/)."""
+    from continuity import paths
+
+    try:
+        return (paths.state_dir() / "redis.url").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def connect(url: str | None = None, **kwargs: object) -> redis.Redis:
-    """A redis-py client for ``url`` (or $CONTINUITY_REDIS_URL); decode_responses on."""
-    url = url or redis_url()
+    """A redis-py client for ``url``, else $CONTINUITY_REDIS_URL, else the embedded fleet's server."""
+    url = url or redis_url() or embedded_url()
     if not url:
         raise ContinuityError("no Redis configured: set CONTINUITY_REDIS_URL or run `continuity up`")
     opts = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 3, **kwargs}

@@ -141,6 +141,10 @@ class LoadedConfig:
     def resolve(self, path: str) -> str:
         if "://" in path:
             return path
+        if "{state}" in path:
+            from continuity import paths
+
+            path = path.replace("{state}", str(paths.state_dir()))
         p = Path(os.path.expanduser(path))
         return str(p if p.is_absolute() else (self.root / p))
 

@@ -91,21 +91,11 @@ def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable
     """Nodes (last seen, queue depth), services (tier, primary, standbys) and the continuity mode."""
     from continuity.cli.output import console, emit_json
 
-    _use_embedded_url()
     report = _report()
     if json_out:
         emit_json(report)
     else:
         console.print(_status_table(report))
-
-
-def _use_embedded_url() -> None:
-    """Let `status` find the embedded server `continuity up` started (its URL is in .continuity/)."""
-    if os.environ.get("CONTINUITY_REDIS_URL"):
-        return
-    url_file = paths.state_dir() / "redis.url"
-    if url_file.exists():
-        os.environ["CONTINUITY_REDIS_URL"] = url_file.read_text().strip()
 
 
 def up(
