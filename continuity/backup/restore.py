@@ -3,8 +3,11 @@
 The whole plan is built and checked before the first write: every name in
 the snapshot must be a plain path component (no ``..``, no ``/``, no NUL,
 no duplicates), so a crafted snapshot is refused outright rather than half
-restored. Content is then restored pack by pack (each pack read once, blobs
-decrypted and hash-checked in a thread pool) into a hidden temporary file
+restored. Content is then restored pack by pack in a thread pool; within a
+pack only the needed blobs are read, batched into windows of a few MiB (see
+:func:`read_windows`) rather than the whole ~16 MiB pack, so peak memory is a
+window plus a blob per thread. Each blob is decrypted and hash-checked once,
+whatever it is read with, and written into a hidden temporary file
 per file, which is renamed into place only when all its blobs verified. A
 file with any damaged blob is named in the result and its temporary file
 deleted: a damaged file is never left looking restored.
@@ -75,6 +78,26 @@ def walk(repo: Repository, tree_id: str, prefix: str = "",
             yield from walk(repo, node["subtree"], rel, damaged)
 
 
+def read_windows(spans: list[tuple[int, int]], window: int, gap: int) -> list[tuple[int, int, list[int]]]:
+    """Group ``(offset, length)`` spans of one object into reads: ``(start, end, indices into spans)``.
+
+    Spans are taken in offset order; the next joins the current read while the
+    hole before it is at most ``gap`` and the read stays within ``window``
+    bytes. A span longer than ``window`` is read on its own, never split: a
+    blob is authenticated as a whole.
+    """
+    out: list[tuple[int, int, list[int]]] = []
+    for i in sorted(range(len(spans)), key=lambda k: spans[k][0]):
+        off, length = spans[i]
+        if out:
+            start, end, members = out[-1]
+            if off - end <= gap and max(end, off + length) - start <= window:
+                out[-1] = (start, max(end, off + length), [*members, i])
+                continue
+        out.append((off, off + length, [i]))
+    return out
+
+
 def _selected(rel: str, includes: list[str] | None) -> bool:
     if not includes:
         return True
@@ -130,45 +153,55 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
             _finish(f)
     done = [0]
     done_lock = threading.Lock()
+    backend = repo.backend
+
+    def _deliver(data: bytes | memoryview | str, targets: list[tuple[_File, int]]) -> None:
+        """Write one verified blob (or its damage reason) to every place it occurs."""
+        for f, off in targets:
+            with f.lock:
+                if isinstance(data, str):
+                    f.damaged.append(data)
+                elif not f.damaged:
+                    if f.fd is None:  # opened on first data, so open files stay few
+                        _open(f)
+                    assert f.fd is not None
+                    os.pwrite(f.fd, data, off)
+                f.remaining -= 1
+                last = f.remaining == 0
+            if last:
+                _finish(f)
+        if not isinstance(data, str):
+            with done_lock:
+                done[0] += len(data) * len(targets)
 
     def restore_pack(pack: str) -> None:
-        wanted = by_pack[pack]
-        entries = [(bid, index.get(bid)) for bid, _, _, _ in wanted]
-        lo = min(e.offset for _, e in entries if e)
-        hi = max(e.offset + e.length for _, e in entries if e)
-        try:
-            raw: bytes | None = repo.backend.read_range(pack_name(pack), lo, hi - lo)
-        except NotFound:
-            raw = None
         # each blob decrypted once, written to every place it occurs, then dropped (bounded memory)
         uses: dict[bytes, list[tuple[_File, int]]] = {}
-        for bid, _raw_len, f, off in wanted:
+        for bid, _raw_len, f, off in by_pack[pack]:
             uses.setdefault(bid, []).append((f, off))
-        for bid, targets in uses.items():
-            e = index.get(bid)
-            data: bytes | str
-            if raw is None or e is None:
-                data = f"pack {pack[:16]} missing"
-            else:
+        blobs = [(bid, e) for bid in uses if (e := index.get(bid)) is not None]
+        missing = False
+        for lo, hi, members in read_windows([(e.offset, e.length) for _, e in blobs], backend.read_window,
+                                            backend.read_gap):
+            raw: bytes | None = None
+            if not missing:
                 try:
-                    data = repo.open_blob(bid, DATA, memoryview(raw)[e.offset - lo:e.offset - lo + e.length])
-                except DamagedError as exc:
-                    data = str(exc)
-            for f, off in targets:
-                with f.lock:
-                    if isinstance(data, str):
-                        f.damaged.append(data)
-                    elif not f.damaged:
-                        if f.fd is None:  # opened on first data, so open files stay few
-                            _open(f)
-                        assert f.fd is not None
-                        os.pwrite(f.fd, data, off)
-                    f.remaining -= 1
-                    last = f.remaining == 0
-                if last:
-                    _finish(f)
-            with done_lock:
-                done[0] += len(data) * len(targets) if isinstance(data, bytes) else 0
+                    raw = backend.read_range(pack_name(pack), lo, hi - lo)
+                except NotFound:
+                    missing = True
+            for i in members:
+                bid, e = blobs[i]
+                data: bytes | memoryview | str
+                if raw is None:
+                    data = f"pack {pack[:16]} missing"
+                else:
+                    try:
+                        data = repo.open_blob_view(bid, DATA,
+                                                   memoryview(raw)[e.offset - lo:e.offset - lo + e.length])
+                    except DamagedError as exc:
+                        data = str(exc)
+                _deliver(data, uses[bid])
+            del raw
         if progress:
             progress(done[0], total)
 

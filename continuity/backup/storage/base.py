@@ -14,6 +14,11 @@ class Backend(ABC):
     """Flat namespace of objects named like ``data/ab/abcdef...``."""
 
     url: str
+    # How readers batch ranged reads of one object (restore): blobs closer than ``read_gap`` bytes are
+    # fetched in one read of at most ``read_window`` bytes (a single larger blob is read alone). Small
+    # windows bound memory; the gap trades a few unneeded bytes for fewer requests.
+    read_window: int = 2 * 1024 * 1024
+    read_gap: int = 64 * 1024
 
     @abstractmethod
     def read(self, name: str) -> bytes: ...
