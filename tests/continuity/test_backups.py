@@ -52,6 +52,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> api.LoadedConfig
     (root / "ops" / "backup").mkdir(parents=True)
     shutil.copy(ROOT / "ops" / "backup" / "continuity.yml", root / "ops" / "backup" / "continuity.yml")
     monkeypatch.setenv("CONTINUITY_PASSWORD", "drill-password")
+    monkeypatch.setenv("CONTINUITY_STATE", str(root / ".continuity"))  # repositories are "{state}/repos/..."
     return load_backup_config(root / "ops" / "backup" / "continuity.yml", root=root)
 
 
