@@ -20,7 +20,7 @@ from continuity.backup import api
 from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
 from continuity.backup.scheduling import backup_jobs
 from continuity.blueprint import Blueprint
-from continuity.errors import ConfigError, ContinuityError
+from continuity.errors import ContinuityError
 from continuity.redisd import connect
 from workers.app import app
 from workers.node import node_id
@@ -152,12 +152,15 @@ def _ts(value: Any) -> float | None:
 
 
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
-    """Backup jobs from ops/backup/continuity.yml, each on its node's queue with ``expires``."""
-    try:
-        cfg = load_backup_config(paths.backup_config_path(), root=paths.root(), blueprint_nodes=bp.nodes,
-                                 blueprint_file=bp.source)
-    except ConfigError:
+    """Backup jobs from ops/backup/continuity.yml, each on its node's queue with ``expires``.
+
+    No config file means no backups are configured; a broken one raises (exit 2 from
+    `continuity beat`) rather than silently scheduling nothing.
+    """
+    cfg_path = paths.backup_config_path()
+    if not cfg_path.exists():
         return {}
+    cfg = load_backup_config(cfg_path, root=paths.root(), blueprint_nodes=bp.nodes, blueprint_file=bp.source)
     out: dict[str, dict[str, Any]] = {}
     for job in backup_jobs(bp, cfg):
         if job.node not in bp.nodes:

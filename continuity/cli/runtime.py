@@ -39,7 +39,9 @@ def worker(
 
 def beat(loglevel: str = typer.Option("INFO", help="Celery log level.")) -> None:
     """Run celery beat with the Redis lock: a second beat is a hot standby."""
-    load_blueprint(paths.blueprint_path())
+    import beat_schedule
+
+    beat_schedule.build_schedule(load_blueprint(paths.blueprint_path()))  # bad ops/ config: exit 2 here, not later
     _exec_celery(["beat", "-S", "workers.beat:ContinuityScheduler", "-l", loglevel,
                   "-s", str(paths.state_dir() / "celerybeat-schedule")],
                  {"CONTINUITY_ROOT": str(paths.root())})

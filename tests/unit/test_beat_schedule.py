@@ -47,3 +47,18 @@ def test_shedding_follows_mode() -> None:
     assert should_skip(1, {"mode": "critical"})
     assert not should_skip(0, {"mode": "critical"})
     assert not should_skip(None, {"mode": "critical"})
+
+
+def test_beat_refuses_a_broken_backup_config(tmp_path) -> None:
+    from tests.helpers import run_cli
+
+    bad = tmp_path / "backup.yml"
+    bad.write_text("version: 1\nsets:\n  x:\n    node: core-z\n    sources: [{kind: directory, path: /tmp}]\n"
+                   "    repository: /tmp/r\n    key: {password_env: X}\n")
+    import os
+
+    env = dict(os.environ, CONTINUITY_BACKUP_CONFIG=str(bad), CONTINUITY_REDIS_URL="redis://127.0.0.1:1/0")
+    out = run_cli("beat", env=env, timeout=60)
+    assert out.returncode == 2
+    assert f"{bad}:4: sets.x.node: unknown node 'core-z'" in out.stderr
+    assert "Traceback" not in out.stderr
