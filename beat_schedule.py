@@ -22,7 +22,7 @@ from continuity.blueprint import Blueprint, load_blueprint
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = float(os.environ.get("CONTINUITY_PING_INTERVAL", "10"))
-# A new entry's first run is due at once (celery would otherwise wait one interval);
+# A new interval entry's first run is due at once (celery would otherwise wait one interval);
 # an entry already in Redis keeps its recorded last run, so restarts do not re-run it.
 NEVER_RUN = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -60,7 +60,8 @@ def build_schedule(bp: Blueprint | None = None) -> dict[str, dict[str, Any]]:
             continue
         schedule.update(entries_fn(bp))
     for name, entry in schedule.items():
-        entry.setdefault("last_run_at", NEVER_RUN)
+        if isinstance(entry.get("schedule"), timedelta | int | float):
+            entry.setdefault("last_run_at", NEVER_RUN)  # calendar entries wait for their slot
         opts = entry.setdefault("options", {})
         if not opts.get("queue"):
             raise ValueError(f"beat entry {name} has no queue")

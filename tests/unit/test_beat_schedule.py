@@ -62,3 +62,17 @@ def test_beat_refuses_a_broken_backup_config(tmp_path) -> None:
     assert out.returncode == 2
     assert f"{bad}:4: sets.x.node: unknown node 'core-z'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_interval_entries_start_at_once_calendar_entries_wait() -> None:
+    from datetime import timedelta
+
+    from celery.schedules import crontab
+
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    schedule = beat_schedule.build_schedule(bp)
+    for name, entry in schedule.items():
+        if isinstance(entry["schedule"], timedelta):
+            assert entry["last_run_at"] == beat_schedule.NEVER_RUN, name
+        elif isinstance(entry["schedule"], crontab):
+            assert "last_run_at" not in entry, name
