@@ -26,25 +26,20 @@ def _gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker,
 
 
 @pytest.fixture
-def three(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator[Fleet]:
-    f = _gated(tmp_path, state_dir, redis_url, spawn, start_worker, third=True)
-    try:
-        yield f
-    finally:
+def make_gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator:
+    made: list[Fleet] = []
+
+    def make(third: bool) -> Fleet:
+        made.append(_gated(tmp_path, state_dir, redis_url, spawn, start_worker, third))
+        return made[-1]
+
+    yield make
+    for f in made:
         f.close()
 
 
-@pytest.fixture
-def two(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator[Fleet]:
-    f = _gated(tmp_path, state_dir, redis_url, spawn, start_worker, third=False)
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-def test_failed_promote_moves_on_to_the_next_candidate(three: Fleet) -> None:
-    fleet = three
+def test_failed_promote_moves_on_to_the_next_candidate(make_gated) -> None:
+    fleet = make_gated(third=True)
     fleet.start(nodes=("core-a", "core-b", "core-c"))
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")
@@ -61,8 +56,8 @@ def test_failed_promote_moves_on_to_the_next_candidate(three: Fleet) -> None:
     assert not fleet.client.hgetall(keys.incidents())
 
 
-def test_no_candidate_left_escalates_then_the_operator_forces_it(two: Fleet) -> None:
-    fleet = two
+def test_no_candidate_left_escalates_then_the_operator_forces_it(make_gated) -> None:
+    fleet = make_gated(third=False)
     fleet.start()
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")
