@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from continuity import keys  # noqa: E402
 from continuity.blueprint import Blueprint, BlueprintModel  # noqa: E402
 from continuity.detect import detector, heartbeat  # noqa: E402
-from continuity.detect.agent import _BEAT  # noqa: E402
+from continuity.detect.agent import _BEAT, beat_keys  # noqa: E402
 from continuity.detect.sweep import SweepCache, run_sweep  # noqa: E402
 from continuity.redisd import RedisServer, connect  # noqa: E402
 
@@ -68,7 +68,7 @@ def writer(url: str, nodes: list[str], seconds: float, interval: float, slices: 
     ready.set()
     start = time.monotonic()
     tick = 0
-    fixed = [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen()]
+    fixed = beat_keys()
     while time.monotonic() - start < seconds:
         group = groups[tick % len(groups)]
         pipe = client.pipeline(transaction=False)

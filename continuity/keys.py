@@ -67,6 +67,15 @@ def heartbeat_arrivals() -> str:
     return k("hb", "arrival")
 
 
+def heartbeats_pending() -> str:
+    """Hash node_id -> "<arrival> <signed heartbeat>" of beats stored since the last sweep drained it.
+
+    The sweep takes (and deletes) it in one call, so its work follows the beats that arrived, not a
+    re-read of every node's latest beat; at most one entry per node, so it stays bounded without a sweeper.
+    """
+    return k("hb", "pending")
+
+
 def sweep_lock() -> str:
     """Short lock so two detector sweeps never act at once."""
     return k("detector", "lock")
@@ -84,6 +93,15 @@ def sweep_attempt() -> str:
 
 def lease(service_id: str) -> str:
     return k("lease", service_id)
+
+
+def lease_holder(service_id: str) -> str:
+    """JSON {node, epoch} of the last node that took the role's lease; no TTL, cleared by a release.
+
+    When the lease itself vanishes (expired across a fast worker restart, lost by a Redis restart) this
+    says whose role it was: that node may take it back at the same epoch unless a fence moved on.
+    """
+    return k("lease-holder", service_id)
 
 
 def epoch(service_id: str) -> str:

@@ -39,28 +39,48 @@ from continuity.detect.probes import ProbeResult, probe_service
 
 log = logging.getLogger("continuity.agent")
 
-# KEYS[1]=heartbeats KEYS[2]=arrivals KEYS[3]=nodes_seen KEYS[4..]=leases ; ARGV[1]=node ARGV[2]=beat ARGV[3]=ttl_ms
-# -> {arrival, holder1, epoch1, holder2, epoch2, ...}; leases held by ARGV[1] are renewed
+# KEYS[1]=heartbeats KEYS[2]=arrivals KEYS[3]=nodes_seen KEYS[4]=pending, then per service: lease, holder record,
+# epoch. ARGV[1]=node ARGV[2]=beat ARGV[3]=ttl_ms -> {arrival, holder1, epoch1, orphan1, holder2, ...};
+# leases held by ARGV[1] are renewed. ``orphan`` is the epoch ARGV[1] may take back: the lease is gone but the
+# record says it was ours at the service's current epoch (no fence since), else 0. The beat also lands in the
+# pending hash with its arrival stamp, which the sweep drains (newlines blanked: one entry, one line).
 _BEAT = leases.PRELUDE + """
 local t = redis.call('TIME')
 local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local beat = ARGV[2]
+if string.find(beat, '\\n', 1, true) then beat = (string.gsub(beat, '\\n', ' ')) end
+redis.call('HSET', KEYS[1], ARGV[1], beat)
 redis.call('HSET', KEYS[2], ARGV[1], now)
 redis.call('HSET', KEYS[3], ARGV[1], now)
+redis.call('HSET', KEYS[4], ARGV[1], now .. ' ' .. beat)
 local out = {now}
-for i = 4, #KEYS do
+for i = 5, #KEYS, 3 do
   local l = get_lease(KEYS[i])
   if l and l.node == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
   if l and l.node then
     out[#out + 1] = tostring(l.node)
     out[#out + 1] = tostring(l.epoch or 0)
+    out[#out + 1] = '0'
   else
     out[#out + 1] = ''
     out[#out + 1] = '0'
+    local r = get_lease(KEYS[i + 1])
+    local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+    if r and r.node == ARGV[1] and current > 0 and tonumber(r.epoch or -1) == current then
+      out[#out + 1] = tostring(current)
+    else
+      out[#out + 1] = '0'
+    end
   end
 end
 return out
 """
+
+
+def beat_keys() -> list[str]:
+    """The fixed KEYS of :data:`_BEAT`, in order (the bench and tests call the script too)."""
+    return [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), keys.heartbeats_pending()]
+
 
 HookRunner = Callable[..., Any]
 Prober = Callable[[Blueprint, str, str, int | None], ProbeResult]
@@ -100,6 +120,7 @@ class Agent:
         self.services = sorted(s for s, v in bp.services.items() if node == v.primary or node in v.standbys)
         self.held: dict[str, Held] = {}
         self.demoted: dict[str, int] = {}  # self-demoted service -> epoch we may reclaim
+        self.demoting: set[str] = set()  # stop hook running: not reclaimed until it finished
         self.health: dict[str, ProbeResult] = {}
         self.seq = 0
         self.bootstrapped = False
@@ -134,9 +155,9 @@ class Agent:
             hb = heartbeat.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
                                      nonce=secrets.token_hex(6))
         raw = heartbeat.encode(hb, self.key)
-        lease_keys = [keys.lease(s) for s in self.services]
+        lease_keys = [k for s in self.services for k in (keys.lease(s), keys.lease_holder(s), keys.epoch(s))]
         try:
-            res = self._beat(keys=[keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), *lease_keys],
+            res = self._beat(keys=[*beat_keys(), *lease_keys],
                              args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))], client=self.client)
         except Exception as exc:  # noqa: BLE001 - any Redis failure: keep beating, let the watchdog decide
             if self.redis_ok:
@@ -146,16 +167,27 @@ class Agent:
         if not self.redis_ok:
             log.warning("agent %s: Redis reachable again", self.node)
         self.redis_ok = True
-        holders = {svc: (_text(res[1 + 2 * i]), int(float(_text(res[2 + 2 * i]))))
+        holders = {svc: (_text(res[1 + 3 * i]), int(float(_text(res[2 + 3 * i]))), int(float(_text(res[3 + 3 * i]))))
                    for i, svc in enumerate(self.services)}
         self._apply_holders(holders, sent)
         return True
 
-    def _apply_holders(self, holders: dict[str, tuple[str, int]], sent: float) -> None:
+    def _apply_holders(self, holders: dict[str, tuple[str, int, int]], sent: float) -> None:
+        """Act on who holds each role, as the beat script saw it: ``(holder, epoch, orphan epoch)``.
+
+        A role whose lease vanished while its record still names us at the current epoch (our lease
+        expired across a worker restart, or Redis lost the key) is taken back at that epoch: without
+        this nobody would ever hold it again, since failover only starts for dead primaries. Taking it
+        back goes through :func:`leases.acquire`, refused once a fence moved the epoch on or another
+        node holds the lease, so it can never make a second holder.
+        """
         lost: list[tuple[str, Held, str]] = []
         reclaim: list[tuple[str, int]] = []
+        retake: list[tuple[str, Held]] = []
         with self.lock:
-            for svc, (holder, epoch) in holders.items():
+            for svc, (holder, epoch, orphan) in holders.items():
+                if svc in self.demoting and holder != self.node:
+                    continue  # its stop hook still runs: a start now could finish before that stop
                 held = self.held.get(svc)
                 if holder == self.node:
                     if held is None or held.epoch != epoch:
@@ -164,16 +196,45 @@ class Agent:
                     if self.demoted.pop(svc, None) == epoch:  # our lease outlived our self-demotion
                         reclaim.append((svc, epoch))
                 elif held is not None:
+                    if not holder and orphan == held.epoch:
+                        retake.append((svc, held))  # still running here: only the lease key is gone
+                        continue
                     del self.held[svc]
+                    self.demoting.add(svc)
                     lost.append((svc, held, f"lease now held by {holder}" if holder else "lease expired or released"))
                 elif svc in self.demoted and not holder:
                     reclaim.append((svc, self.demoted[svc]))
                 elif svc in self.demoted and holder:
                     self.demoted.pop(svc, None)  # someone else took over: nothing to reclaim
+                elif not holder and orphan:
+                    reclaim.append((svc, orphan))  # ours before this process started (fast restart)
+        for svc, held in retake:
+            self._retake(svc, held, sent)
         for svc, held, why in lost:
             self._demote(svc, held.epoch, why)
         for svc, epoch in reclaim:
             self._reclaim(svc, epoch)
+
+    def _retake(self, svc: str, held: Held, sent: float) -> None:
+        """Re-create the lease of a role we still run, at the same epoch; demote if that is refused."""
+        try:
+            ok, why = leases.acquire_ex(self.client, svc, self.node, held.epoch, self.bp.policy.lease_ttl)
+        except Exception as exc:  # noqa: BLE001 - Redis flapping: the watchdog decides, as for a failed renewal
+            log.warning("agent %s: re-taking the lease of %s deferred: %s", self.node, svc, exc)
+            return
+        if ok:
+            with self.lock:
+                if self.held.get(svc) is held:
+                    self.held[svc] = Held(held.epoch, sent)
+            log.warning("agent %s: lease of %s (epoch %s) had vanished; taken back", self.node, svc, held.epoch)
+            self._emit("detect.lease_retaken", service=svc, epoch=held.epoch, data={"reason": "lease key vanished"})
+            return
+        with self.lock:
+            if self.held.get(svc) is not held:
+                return
+            del self.held[svc]
+            self.demoting.add(svc)
+        self._demote(svc, held.epoch, f"lease vanished and could not be taken back: {why}")
 
     # --- roles ---------------------------------------------------------------------------------
     def _bootstrap(self) -> None:
@@ -220,6 +281,7 @@ class Agent:
                 if now - held.renewed_at > limit:
                     del self.held[svc]
                     self.demoted[svc] = held.epoch
+                    self.demoting.add(svc)
                     due.append((svc, held))
         for svc, held in due:
             self._demote(svc, held.epoch, f"lease not renewed for {now - held.renewed_at:.2f}s "
@@ -238,7 +300,11 @@ class Agent:
         log.warning("agent %s: demoting %s (epoch %s): %s", self.node, svc, epoch, reason)
         with self.lock:
             self.health.pop(svc, None)
-        result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+        try:
+            result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+        finally:
+            with self.lock:
+                self.demoting.discard(svc)
         self._emit("failover.self_demoted", service=svc, epoch=epoch,
                    data={"reason": reason, "hook_rc": None if result is None else result.returncode,
                          "at": self.wall()})

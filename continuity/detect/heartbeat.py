@@ -19,20 +19,30 @@ detector lost its memory).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from continuity import paths
 from continuity.errors import ContinuityError
 
+try:  # the C one-shot HMAC that hmac.digest wraps: map() over it runs no Python frame per beat
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - Python built without OpenSSL
+    _hmac_digest = hmac.digest
+
 VERSION = "v1"
+PREFIX = VERSION.encode() + b"."
+TAG_LEN = 64  # hex SHA-256
 _ENV_PREFIX = "CONTINUITY_NODE_KEY_"
 
 
@@ -129,6 +139,16 @@ def encode(hb: Heartbeat, key: bytes) -> str:
     return f"{VERSION}.{mac(key, body)}.{body}"
 
 
+def check_macs(keys: Sequence[bytes], bodies: Sequence[bytes], tags: Sequence[bytes]) -> list[bool]:
+    """For each (key, body, tag): does ``tag`` equal the hex HMAC-SHA256 of ``body``? Compared in constant time.
+
+    The batch form of the check in :func:`verify`, for the sweep: 10,000 beats a second, and every
+    per-item step here (HMAC, hex, compare) runs inside C via ``map``.
+    """
+    macs = map(binascii.hexlify, map(_hmac_digest, keys, bodies, repeat("sha256")))
+    return list(map(hmac.compare_digest, macs, tags))
+
+
 def split(raw: str) -> tuple[str, str]:
     """(mac, body) of a wire heartbeat; Rejected('unsigned'/'malformed') when it is not one."""
     if not isinstance(raw, str):
@@ -174,6 +194,7 @@ def verify(raw: str, field_node: str, keyring: KeyRing, *, last_seq: int | None,
     return hb
 
 
-def digest(raw: str) -> str:
+def digest(raw: str | bytes) -> str:
     """Short fingerprint of a rejected blob: the same bad beat is reported once, not every sweep."""
-    return hashlib.sha256(raw.encode(errors="replace") if isinstance(raw, str) else b"").hexdigest()[:16]
+    data = raw if isinstance(raw, bytes) else raw.encode(errors="replace") if isinstance(raw, str) else b""
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -14,6 +14,7 @@ promoter carrying an epoch older than the current one cannot take the role.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,14 +30,16 @@ local function get_lease(key)
   if not ok or type(l) ~= 'table' then return nil end
   return l
 end
-local function put_lease(key, node, epoch, ttl_ms)
+local function put_lease(key, node, epoch, ttl_ms, record)
   local t = redis.call('TIME')
   local v = cjson.encode({node = node, epoch = tonumber(epoch), acquired = tonumber(t[1]) + tonumber(t[2]) / 1e6})
   redis.call('SET', key, v, 'PX', ttl_ms)
+  if record then redis.call('SET', record, v) end
 end
 """
 
-# KEYS[1]=lease KEYS[2]=epoch ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms -> {1,'ok'} | {0, reason}
+# KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms
+# -> {1,'ok'} | {0, reason}
 _ACQUIRE = PRELUDE + """
 local want = tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -44,7 +47,7 @@ if want < current then return {0, 'stale-epoch'} end
 local l = get_lease(KEYS[1])
 if l and l.node ~= ARGV[1] then return {0, 'held'} end
 if l and want < tonumber(l.epoch or 0) then return {0, 'stale-epoch'} end
-put_lease(KEYS[1], ARGV[1], want, ARGV[3])
+put_lease(KEYS[1], ARGV[1], want, ARGV[3], KEYS[3])
 return {1, 'ok'}
 """
 
@@ -58,11 +61,13 @@ end
 return 0
 """
 
-# KEYS[1]=lease ; ARGV[1]=node ARGV[2]=epoch -> 1 released | 0 not ours
+# KEYS[1]=lease KEYS[2]=holder record ; ARGV[1]=node ARGV[2]=epoch -> 1 released | 0 not ours
+# A release is deliberate (switchover): the record goes too, so the node does not take the role back.
 _RELEASE = PRELUDE + """
 local l = get_lease(KEYS[1])
 if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[2])
   return 1
 end
 return 0
@@ -75,11 +80,12 @@ if not l or not l.node then return {} end
 return {tostring(l.node), tostring(l.epoch or 0), redis.call('PTTL', KEYS[1])}
 """
 
-# KEYS[1]=lease KEYS[2]=epoch ; ARGV[1]=node ARGV[2]=ttl_ms -> 1 when this call created epoch 1 for node
+# KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=ttl_ms
+# -> 1 when this call created epoch 1 for node
 _BOOTSTRAP = PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[2], '1')
-put_lease(KEYS[1], ARGV[1], 1, ARGV[2])
+put_lease(KEYS[1], ARGV[1], 1, ARGV[2], KEYS[3])
 return 1
 """
 
@@ -112,7 +118,8 @@ def _text(v: Any) -> str:
 
 def acquire_ex(client: Any, service: str, node: str, epoch: int, ttl: float) -> tuple[bool, str]:
     """Like :func:`acquire` but also says why it was refused ('held' or 'stale-epoch')."""
-    ok, reason = script(client, "acquire", _ACQUIRE)(keys=[keys.lease(service), keys.epoch(service)],
+    ok, reason = script(client, "acquire", _ACQUIRE)(keys=[keys.lease(service), keys.epoch(service),
+                                                             keys.lease_holder(service)],
                                                        args=[node, int(epoch), _ms(ttl)])
     return bool(int(ok)), _text(reason)
 
@@ -133,7 +140,8 @@ def renew(client: Any, service: str, node: str, epoch: int, ttl: float) -> bool:
 
 def release(client: Any, service: str, node: str, epoch: int) -> bool:
     """Give the role up (coordinated switchover); a no-op unless ``node`` holds it at ``epoch``."""
-    return bool(int(script(client, "release", _RELEASE)(keys=[keys.lease(service)], args=[node, int(epoch)])))
+    return bool(int(script(client, "release", _RELEASE)(keys=[keys.lease(service), keys.lease_holder(service)],
+                                                         args=[node, int(epoch)])))
 
 
 def parse(service: str, raw: Any) -> Lease | None:
@@ -164,5 +172,20 @@ def bootstrap(client: Any, service: str, node: str, ttl: float) -> bool:
     Only the blueprint's primary calls this, at first start of the fleet; after
     that, roles change only through failover (fence -> promote -> acquire).
     """
-    return bool(int(script(client, "bootstrap", _BOOTSTRAP)(keys=[keys.lease(service), keys.epoch(service)],
-                                                             args=[node, _ms(ttl)])))
+    return bool(int(script(client, "bootstrap", _BOOTSTRAP)(
+        keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)], args=[node, _ms(ttl)])))
+
+
+def holder_of_record(client: Any, service: str) -> Lease | None:
+    """The last node that took the lease and at which epoch (ttl 0: it says whose role it was, not that it is)."""
+    return parse_record(service, client.get(keys.lease_holder(service)))
+
+
+def parse_record(service: str, raw: Any) -> Lease | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Lease(service=service, node=str(data["node"]), epoch=int(data["epoch"]), ttl=0.0)
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -266,3 +266,63 @@ def test_a_second_process_picks_up_where_the_first_left(bp, rds, fleet, cache) -
     beat_all(fleet)
     res = sweep(rds, bp, cache, Events())  # the first process's memory is stale now: it re-reads
     assert res.accepted == 3 and not res.outcome.transitions
+
+
+def _submit(rds, node: str, raw: str) -> None:
+    """Write a beat the way an agent does (the beat script: hash, arrival stamp, pending entry)."""
+    from continuity.detect.agent import _BEAT, beat_keys
+
+    rds.register_script(_BEAT)(keys=beat_keys(), args=[node, raw, 1000])
+
+
+def test_forged_beat_through_the_beat_script_is_rejected_and_logged(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    before = rds.hget(keys.node_state(), "core-c")
+    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
+    _submit(rds, "core-c", heartbeat.encode(forged, b"attacker-key"))
+    res = sweep(rds, bp, cache, events)
+    assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
+    assert rds.hget(keys.node_state(), "core-c") == before
+    assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
+
+
+def test_identical_bytes_submitted_again_are_a_replay(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    raw = rds.hget(keys.heartbeats(), "core-b")
+    last = cache.states["core-b"].last_arrival
+    _submit(rds, "core-b", raw)  # a captured beat re-sent: it would move core-b's arrival forward if trusted
+    res = sweep(rds, bp, cache, events)
+    assert res.rejected == {"core-b": "replayed"}
+    assert cache.states["core-b"].last_arrival == last, "a replay does not refresh the node"
+    assert events.of("detect.heartbeat_rejected")[-1]["data"]["reason"] == "replayed"
+
+
+def test_beats_that_missed_the_pending_hash_still_count(bp, rds, fleet, cache) -> None:
+    """An agent of an older version (or a lost pending entry) writes only the heartbeat hash: no false suspicion."""
+    beat_all(fleet)
+    sweep(rds, bp, cache, Events())
+    beat_all(fleet)
+    rds.delete(keys.heartbeats_pending())
+    seq_before = cache.states["core-a"].last_seq
+
+    def fresh() -> bool:
+        sweep(rds, bp, cache, Events())
+        return cache.states["core-a"].last_seq != seq_before
+
+    wait_for(fresh, timeout=5, interval=0.05, what="the beat to be read from the heartbeat hash")
+    assert all(st.state == "alive" for st in cache.states.values())
+
+
+def test_a_newline_in_the_pending_batch_falls_back_to_a_full_read(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    beat_all(fleet)
+    rds.hset(keys.heartbeats_pending(), "core-c", "1.0 v1.00.x\ncore-a\n1.0 v1.ff.forged")
+    res = sweep(rds, bp, cache, events)
+    assert res.accepted == 3 and set(res.rejected) <= {"core-c"}
+    assert all(st.state == "alive" for st in res.outcome.states.values())

@@ -224,3 +224,61 @@ def test_runner_threads_beat_and_stop(bp, rds) -> None:
     finally:
         runner.stop()
     assert all(not t.is_alive() for t in runner._threads)
+
+
+def _holders(rds: Any, svc: str) -> list[str]:
+    lease = leases.read(rds, svc)
+    return [] if lease is None else [lease.node]
+
+
+def test_a_vanished_lease_is_taken_back_by_its_running_holder(bp, rds) -> None:
+    """Redis lost the lease key (restart without it, operator DEL): the primary keeps its role, no second holder."""
+    agent, rec, _ = make(bp, rds)
+    agent.beat_once()
+    standby, _, _ = make(bp, rds, "core-b")
+    standby.beat_once()
+    rds.delete(keys.lease("ledger"))
+    standby.beat_once()  # the standby sees the orphan, but it is not its own: it takes nothing
+    assert _holders(rds, "ledger") == []
+    agent.beat_once()
+    lease = leases.read(rds, "ledger")
+    assert (lease.node, lease.epoch) == ("core-a", 1)
+    assert "ledger" in agent.held and ("ledger", "core-a", "demote", 1) not in rec.hooks, "kept running"
+    assert "detect.lease_retaken" in rec.kinds()
+    standby.beat_once()
+    assert "ledger" not in standby.held
+
+
+def test_a_restarted_worker_reclaims_its_role_at_the_same_epoch(bp, rds) -> None:
+    agent, _, _ = make(bp, rds)
+    agent.beat_once()
+    agent.demote_all("worker shutting down")
+    rds.delete(keys.lease("ledger"), keys.lease("reports"))  # the lease ran out while the worker restarted
+    again, rec, _ = make(bp, rds)  # a new process: no memory of what it held
+    again.beat_once()
+    assert ("ledger", "core-a", "start", 1) in rec.hooks and leases.read(rds, "ledger").epoch == 1
+    assert "failover.self_repromoted" in rec.kinds()
+
+
+def test_no_reclaim_after_a_fence_or_a_release(bp, rds) -> None:
+    agent, _, _ = make(bp, rds)
+    agent.beat_once()
+    rds.delete(keys.lease("ledger"))
+    rds.incr(keys.epoch("ledger"))  # a failover fenced epoch 2 for another node
+    agent.beat_once()
+    assert leases.read(rds, "ledger") is None and "ledger" not in agent.held, "stale epoch: demoted, not retaken"
+    # a deliberate release (switchover) clears the record: the old primary does not take the role back
+    assert leases.release(rds, "reports", "core-a", 1)
+    assert leases.holder_of_record(rds, "reports") is None
+    fresh, rec, _ = make(bp, rds)
+    fresh.beat_once()
+    assert leases.read(rds, "reports") is None and not rec.hooks
+
+
+def test_racing_retake_and_promotion_never_make_two_holders(bp, rds) -> None:
+    agent, _, _ = make(bp, rds)
+    agent.beat_once()
+    rds.delete(keys.lease("ledger"))
+    assert leases.acquire(rds, "ledger", "core-b", 1, ttl=3)  # someone else got there first at the same epoch
+    agent.beat_once()
+    assert _holders(rds, "ledger") == ["core-b"] and "ledger" not in agent.held
