@@ -10,8 +10,10 @@ operator's user@host in the pulse history.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
@@ -22,6 +24,25 @@ from continuity.errors import ContinuityError, UsageError
 
 app = typer.Typer(help="Failover: status, switchover, forced failover, maintenance pause, history.",
                   no_args_is_help=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _redis_errors(fn: F) -> F:
+    """An unreachable Redis is one clear line (exit 1), never a traceback: this is what on-call sees first."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            from continuity.redisd import redis_url
+
+            raise ContinuityError(f"cannot talk to Redis at {redis_url() or '(CONTINUITY_REDIS_URL unset)'}: {exc}"
+                                  ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _bp() -> Blueprint:
@@ -104,6 +125,7 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
 
 
 @app.command()
+@_redis_errors
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Where every role is: primary, epoch, lease, route, pause and cool-down, last failover."""
     bp = _bp()
@@ -171,6 +193,7 @@ def _print_record(rec: dict[str, Any]) -> None:
 
 
 @app.command()
+@_redis_errors
 def switchover(service: str = typer.Argument(..., help="Service to move."),
                to: str = typer.Option(..., "--to", help="Node to promote (a placement node of the service)."),
                wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the record to finish."),
@@ -184,6 +207,7 @@ def switchover(service: str = typer.Argument(..., help="Service to move."),
 
 
 @app.command("failover")
+@_redis_errors
 def failover_cmd(service: str = typer.Argument(..., help="Service to move."),
                  to: str = typer.Option(..., "--to", help="Node to promote."),
                  force: bool = typer.Option(False, "--force", help="Required: the old primary is unreachable."),
@@ -201,6 +225,7 @@ def failover_cmd(service: str = typer.Argument(..., help="Service to move."),
 
 
 @app.command()
+@_redis_errors
 def pause(service: str | None = typer.Argument(None, help="Service to pause; all services when omitted."),
           reason: str = typer.Option("", help="Why (shown in status and history)."),
           as_json: bool = typer.Option(False, "--json")) -> None:
@@ -217,6 +242,7 @@ def pause(service: str | None = typer.Argument(None, help="Service to pause; all
 
 
 @app.command()
+@_redis_errors
 def resume(service: str | None = typer.Argument(None, help="Service to resume; the global pause when omitted."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """End a maintenance pause."""
@@ -234,6 +260,7 @@ def resume(service: str | None = typer.Argument(None, help="Service to resume; t
 
 
 @app.command()
+@_redis_errors
 def history(as_json: bool = typer.Option(False, "--json"),
             limit: int = typer.Option(20, min=1, help="Newest N records."),
             service: str | None = typer.Option(None, help="Only this service.")) -> None:
@@ -256,6 +283,7 @@ def history(as_json: bool = typer.Option(False, "--json"),
 
 
 @app.command()
+@_redis_errors
 def show(record_id: str = typer.Argument(..., help="Record id from `history`."),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """One record with every step's node, duration and outcome."""

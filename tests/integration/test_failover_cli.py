@@ -84,3 +84,12 @@ def test_history_and_show_read_records(env: dict[str, str], rds, state_dir: Path
     assert text.returncode == 0 and "succeeded" in text.stdout
     r = run_cli("failover", "show", "no-such-record", env=env)
     assert r.returncode == 1 and "no failover record" in r.stderr
+
+
+def test_unreachable_redis_is_one_clear_line(env: dict[str, str]) -> None:
+    from continuity.redisd import free_port
+
+    dead = {**env, "CONTINUITY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args in (["status"], ["pause", "ledger"], ["history"]):
+        r = run_cli("failover", *args, env=dead)
+        assert r.returncode == 1 and "cannot talk to Redis" in r.stderr and "Traceback" not in r.stderr, args
