@@ -52,3 +52,6 @@ def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> N
         assert k in kinds, k
     wait_for(lambda: fleet.lease("ledger") and fleet.lease("ledger").node == "core-b", timeout=10,
              what="core-b's agent to hold the lease")
+    from tests.failover_support import overlaps, role_intervals
+
+    assert overlaps(role_intervals(pulse_events(fleet.state), "ledger")) == []
