@@ -119,9 +119,13 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
                                                        ("id", "kind", "outcome", "started", "who", "old_primary",
                                                         "new_primary", "mttr")},
         })
+    running = [{"id": r["id"], "service": r["service"], "kind": r["kind"], "candidate": r.get("candidate"),
+                "age": round(now - r["started"], 3),
+                "last_step": (r["steps"][-1]["step"] if r["steps"] else None)}
+               for r in records.history(client, limit=200) if r["outcome"] == "running"]
     return {"time": now, "fleet": bp.model.fleet, "global_pause": global_pause, "pauses": pauses,
             "nodes": {n: states.get(n) for n in sorted(bp.nodes)}, "services": services,
-            "incidents": incidents}
+            "incidents": incidents, "running": running}
 
 
 @app.command()
@@ -147,6 +151,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
                       soft_wrap=True, highlight=False)
     nodes = ", ".join(f"{n}={(v or {}).get('state', 'unknown')}" for n, v in report["nodes"].items())
     console.print(f"nodes: {nodes}")
+    for run in report["running"]:
+        console.print(f"failover in progress: {run['service']} -> {run['candidate']} ({run['kind']}, "
+                      f"{run['age']:.1f}s, last step {run['last_step'] or '-'}) record {run['id']}", highlight=False)
     for iid, inc in report["incidents"].items():
         console.print(f"[bold red]open incident[/] {iid}: {inc.get('reason', '')}")
 

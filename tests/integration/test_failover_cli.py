@@ -59,7 +59,7 @@ def test_pause_resume_are_recorded_with_the_operator(env: dict[str, str], rds, s
     assert run_cli("failover", "resume", env=env).returncode == 0
     assert run_cli("failover", "resume", "ledger", env=env).returncode == 0
     status = json.loads(run_cli("failover", "status", "--json", env=env).stdout)
-    assert status["global_pause"] is False and status["pauses"] == {}
+    assert status["global_pause"] is False and status["pauses"] == {} and status["running"] == []
     events = pulse_events(state_dir, "failover.paused") + pulse_events(state_dir, "failover.resumed")
     assert len(events) == 4 and all("@" in e["data"]["who"] for e in events)
     assert sorted(e["data"]["scope"] for e in events) == ["all", "all", "ledger", "ledger"]
