@@ -187,14 +187,17 @@ def _finish(rid: str, wait: bool, timeout: float, as_json: bool) -> None:
 def _print_record(rec: dict[str, Any]) -> None:
     console.print(f"record {rec.get('id')}: {rec.get('kind', '')} of {rec.get('service', '')} "
                   f"{rec.get('old_primary') or '-'} -> {rec.get('new_primary') or rec.get('candidate') or '-'}: "
-                  f"[bold]{rec.get('outcome')}[/] (by {rec.get('who', '?')})")
+                  f"[bold]{rec.get('outcome')}[/] (by {rec.get('who', '?')})", soft_wrap=True, highlight=False)
     if rec.get("detection") is not None:
-        console.print(f"  detection {_secs(rec['detection'])}")
+        console.print(f"  detection (last heartbeat -> declared dead) {_secs(rec['detection'])}", highlight=False)
+    if rec.get("lease_wait") is not None:
+        console.print(f"  waiting out the old lease + margin {_secs(rec['lease_wait'])}", highlight=False)
     for st in rec.get("steps", []):
         mark = "ok" if st.get("ok") else ("FAILED" if st.get("ok") is False else "...")
         extra = f" — {st['error']}" if st.get("error") else ""
-        console.print(f"  [{st['attempt']}] {st['step']:<8} {st.get('node') or '-':<8} {_secs(st.get('duration'))}"
-                      f" {mark}{extra}")
+        dur = "-" if st.get("duration") is None else f"{st['duration'] * 1000:.0f}ms"
+        console.print(f"  [{st['attempt']}] {st['step']:<8} {st.get('node') or '-':<8} {dur:>8} {mark}{extra}",
+                      soft_wrap=True, highlight=False, markup=False)
     if rec.get("mttr") is not None:
         console.print(f"  recovery (last seen -> verified) {_secs(rec['mttr'])}")
 

@@ -176,6 +176,9 @@ def assemble(raw: dict[str, str]) -> dict[str, Any]:
     rec["new_primary"] = promoted[-1]["node"] if promoted else None
     rec["epoch"] = promoted[-1].get("epoch") if promoted else None
     rec["duration"] = round(rec["finished"] - rec["started"], 6) if rec["finished"] else None
+    fences = [s for s in steps if s["step"] == "fence"]
+    # time spent waiting out the old lease + margin before the first fence ran (no step "owns" it)
+    rec["lease_wait"] = round(fences[0]["start"] - rec["started"], 6) if fences else None
     # MTTR counted from the last sign of life of the old primary (the failure happened after it)
     origin = rec.get("last_seen") or rec["started"]
     rec["mttr"] = round(verified[-1]["end"] - origin, 6) if verified and verified[-1]["end"] else None

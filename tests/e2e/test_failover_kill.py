@@ -34,6 +34,7 @@ def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> N
     assert {s["node"] for s in rec["steps"] if s["step"] in ("prepare", "promote", "verify")} == {"core-b"}
     assert rec["detection"] is not None and rec["detection"] > 0
     assert rec["mttr"] is not None and rec["mttr"] >= rec["detection"]
+    assert rec["lease_wait"] is not None and rec["lease_wait"] >= 0
 
     # the route moved, clients follow it, and no acknowledged record was lost
     route = json.loads(fleet.client.get(keys.route("ledger")))
