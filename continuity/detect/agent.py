@@ -121,6 +121,7 @@ class Agent:
         self.held: dict[str, Held] = {}
         self.demoted: dict[str, int] = {}  # self-demoted service -> epoch we may reclaim
         self.demoting: set[str] = set()  # stop hook running: not reclaimed until it finished
+        self.started: dict[str, int] = {}  # service -> epoch its start hook last ran for (until a demote)
         self.health: dict[str, ProbeResult] = {}
         self.seq = 0
         self.bootstrapped = False
@@ -150,6 +151,11 @@ class Agent:
         """Send one heartbeat and renew held leases; False when Redis could not be reached."""
         if not self.bootstrapped:
             self._bootstrap()
+        # A process that was frozen (SIGSTOP, a long GC or fork stall) past its renewal limit must demote
+        # before anything else: its lease may have lapsed while it could not act, so it cannot renew its
+        # way back into a role it has been running without cover. The watchdog thread would get there too,
+        # but after a freeze every thread wakes at once and the beat could win the race.
+        self.check_fence()
         sent = self.clock()
         with self.lock:
             hb = heartbeat.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
@@ -181,12 +187,18 @@ class Agent:
         back goes through :func:`leases.acquire`, refused once a fence moved the epoch on or another
         node holds the lease, so it can never make a second holder.
         """
+        limit = self.bp.policy.lease_ttl - self.safety
+        if self.clock() - sent > limit:
+            # the answer comes from before a freeze (the round trip outlasted the renewal limit): what it
+            # says about our leases is too old to act on, and our own clock says we must demote
+            self.check_fence()
+            return
         lost: list[tuple[str, Held, str]] = []
         reclaim: list[tuple[str, int]] = []
         retake: list[tuple[str, Held]] = []
         with self.lock:
             for svc, (holder, epoch, orphan) in holders.items():
-                if svc in self.demoting and holder != self.node:
+                if svc in self.demoting:
                     continue  # its stop hook still runs: a start now could finish before that stop
                 held = self.held.get(svc)
                 if holder == self.node:
@@ -196,8 +208,8 @@ class Agent:
                     if self.demoted.pop(svc, None) == epoch:  # our lease outlived our self-demotion
                         reclaim.append((svc, epoch))
                 elif held is not None:
-                    if not holder and orphan == held.epoch:
-                        retake.append((svc, held))  # still running here: only the lease key is gone
+                    if not holder and orphan == held.epoch and sent - held.renewed_at <= limit:
+                        retake.append((svc, held))  # renewing all along: only the lease key is gone
                         continue
                     del self.held[svc]
                     self.demoting.add(svc)
@@ -246,6 +258,7 @@ class Agent:
                 if leases.bootstrap(self.client, svc, self.node, self.bp.policy.lease_ttl):
                     with self.lock:
                         self.held[svc] = Held(1, self.clock())
+                        self.started[svc] = 1
                     result = self.run_hook(self.bp, svc, self.node, "start", 1, timeout=self.hook_timeout)
                     self._emit("detect.role_bootstrapped", service=svc, epoch=1,
                                data={"hook_rc": None if result is None else result.returncode})
@@ -267,6 +280,10 @@ class Agent:
             return
         with self.lock:
             self.held[svc] = Held(epoch, self.clock())
+            self.demoted.pop(svc, None)
+            if self.started.get(svc) == epoch:
+                return  # another path reclaimed it a moment ago: one start hook per reclaim
+            self.started[svc] = epoch
         result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
         self._emit("failover.self_repromoted", service=svc, epoch=epoch,
                    data={"hook_rc": None if result is None else result.returncode})
@@ -300,6 +317,7 @@ class Agent:
         log.warning("agent %s: demoting %s (epoch %s): %s", self.node, svc, epoch, reason)
         with self.lock:
             self.health.pop(svc, None)
+            self.started.pop(svc, None)
         try:
             result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
         finally:

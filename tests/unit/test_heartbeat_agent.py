@@ -282,3 +282,42 @@ def test_racing_retake_and_promotion_never_make_two_holders(bp, rds) -> None:
     assert leases.acquire(rds, "ledger", "core-b", 1, ttl=3)  # someone else got there first at the same epoch
     agent.beat_once()
     assert _holders(rds, "ledger") == ["core-b"] and "ledger" not in agent.held
+
+
+def test_no_start_hook_while_the_stop_hook_still_runs(bp, rds) -> None:
+    """A demotion in progress and a lease that outlived it: the reclaim waits for the stop to finish."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    clock.t += 3.0
+    with agent.lock:  # the watchdog took the role away and its stop hook is still running
+        held = agent.held.pop("ledger")
+        agent.demoted["ledger"] = held.epoch
+        agent.demoting.add("ledger")
+        agent.started.pop("ledger", None)  # as _demote does before it runs the hook
+    rec.hooks.clear()
+    clock.t -= 3.0  # a fresh answer from Redis: our lease is still there
+    agent.beat_once()
+    assert ("ledger", "core-a", "start", 1) not in rec.hooks
+    agent.demoting.discard("ledger")  # the stop hook finished
+    agent.beat_once()
+    assert rec.hooks.count(("ledger", "core-a", "start", 1)) == 1
+    agent.beat_once()
+    assert rec.hooks.count(("ledger", "core-a", "start", 1)) == 1, "one start per reclaim"
+
+
+def test_an_answer_older_than_the_renewal_limit_demotes_instead_of_renewing(bp, rds) -> None:
+    """A beat frozen in flight (SIGSTOP between send and reply) must not count as a renewal."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    rec.hooks.clear()
+    real_beat = agent._beat
+
+    def frozen(*args: Any, **kwargs: Any) -> Any:
+        out = real_beat(*args, **kwargs)
+        clock.t += 3.0  # the process was stopped while the reply was on its way
+        return out
+
+    agent._beat = frozen
+    agent.beat_once()
+    assert ("ledger", "core-a", "demote", 1) in rec.hooks
+    assert "failover.self_demoted" in rec.kinds()
