@@ -176,6 +176,12 @@ class Policy(Strict):
     tilt_grace: Duration = 10.0
     # consecutive timely heartbeats a suspect/dead node must send before it counts as alive again
     recover_beats: int = Field(default=3, ge=1, le=100)
+    # local recovery of a crashed service on a live node (continuity/detect/recovery.py): restart it after
+    # this many consecutive failed probes, at most max_local_restarts times per restart_window, then give
+    # the role up so the detector fails it over
+    restart_after_failures: int = Field(default=3, ge=1, le=100)
+    max_local_restarts: int = Field(default=2, ge=0, le=100)
+    restart_window: Duration = 60.0
 
 
 class BlueprintModel(Strict):

@@ -108,6 +108,16 @@ def epoch(service_id: str) -> str:
     return k("epoch", service_id)
 
 
+def service_failed(service_id: str) -> str:
+    """JSON {node, epoch, at, since, reason}: the node gave the role up after its local restarts failed.
+
+    Set in the same script that releases the lease (the node alive, the service not): the detector's
+    sweep fails the service over from it, and the failover's verify step clears it. No TTL: a failed
+    service nobody could take over must stay visible until someone does.
+    """
+    return k("service-failed", service_id)
+
+
 def node_state() -> str:
     """Hash node_id -> detector classification JSON."""
     return k("detector", "nodes")

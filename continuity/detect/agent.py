@@ -15,6 +15,13 @@ small threads, so that no single blocking call can silence the others:
   we are demoted before anyone may be promoted. This is the case that matters
   most when Redis itself is unreachable, so nothing here waits on Redis.
 
+The probe thread also runs **local recovery** (:mod:`continuity.detect.recovery`): a held
+service that fails ``restart_after_failures`` probes in a row is started again in place
+(same epoch, ``failover.service_restarted``); one still failing after ``max_local_restarts``
+is stopped, its lease released and marked failed (``failover.service_failed``), and the
+detector's sweep fails it over to a standby. Without this a crashed service on a live node
+would stay down for good: the node keeps beating, so it never looks dead.
+
 A role lost while this node looked away (its lease is now someone else's, or
 gone) is demoted at once. A role this node self-demoted but which nobody took
 over (Redis came back before a failover fenced it) is reclaimed with the same
@@ -36,6 +43,7 @@ from continuity import keys
 from continuity.blueprint import Blueprint
 from continuity.detect import heartbeat, leases
 from continuity.detect.probes import ProbeResult, probe_service
+from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
 
 log = logging.getLogger("continuity.agent")
 
@@ -123,6 +131,8 @@ class Agent:
         self.demoting: set[str] = set()  # stop hook running: not reclaimed until it finished
         self.started: dict[str, int] = {}  # service -> epoch its start hook last ran for (until a demote)
         self.health: dict[str, ProbeResult] = {}
+        self.recovery = RecoveryPolicy.from_blueprint(bp)
+        self.trackers: dict[str, tuple[int, Tracker]] = {}  # held service -> (epoch, its probe history)
         self.seq = 0
         self.bootstrapped = False
         self.redis_ok = True
@@ -344,6 +354,103 @@ class Agent:
                     self.health[svc] = res
         return results
 
+    # --- local recovery ------------------------------------------------------------------------------
+    def tend(self, pool: ThreadPoolExecutor | None = None) -> dict[str, ProbeResult]:
+        """One probe round followed by its recovery actions (the probe thread's step)."""
+        results = self.probe_once(pool)
+        self.recover_once(results)
+        return results
+
+    def recover_once(self, results: dict[str, ProbeResult]) -> list[tuple[str, str]]:
+        """Feed probe results to each held service's tracker and act on its decision; returns (service, action).
+
+        Runs on the probe thread, never the beat thread: a start hook takes up to ``hook_timeout`` and
+        the heartbeat and lease renewal must go on meanwhile (a restart is not a reason to be failed over).
+        """
+        now = self.clock()
+        due: list[tuple[str, int, Decision, float | None]] = []
+        with self.lock:
+            for svc in [s for s in self.trackers if s not in self.held]:
+                del self.trackers[svc]  # role gone: a new role starts with a clean slate
+            for svc, res in results.items():
+                held = self.held.get(svc)
+                if held is None or svc in self.demoting:
+                    continue
+                entry = self.trackers.get(svc)
+                if entry is None or entry[0] != held.epoch:
+                    has_start = self.bp.services[svc].spec.hooks.start is not None
+                    entry = (held.epoch, Tracker(self.recovery, has_start_hook=has_start))
+                    self.trackers[svc] = entry
+                decision = entry[1].observe(res.healthy, now, res.detail[:200])
+                if decision.action != "none":
+                    due.append((svc, held.epoch, decision, entry[1].failing_since))
+        done = []
+        for svc, epoch, decision, since in due:
+            since_wall = None if since is None else self.wall() - (self.clock() - since)
+            if decision.action == "restart":
+                self._restart(svc, epoch, decision, since_wall)
+            else:
+                self._give_up(svc, epoch, decision, since_wall)
+            done.append((svc, decision.action))
+        return done
+
+    def _restart(self, svc: str, epoch: int, decision: Decision, since: float | None) -> None:
+        """Start hook again at the same epoch: the hooks are idempotent, and the role never left this node."""
+        with self.lock:
+            held = self.held.get(svc)
+            if held is None or held.epoch != epoch or svc in self.demoting:
+                return  # demoted meanwhile: starting now would race the stop hook
+            self.started[svc] = epoch
+        log.warning("agent %s: restarting %s in place (epoch %s): %s", self.node, svc, epoch, decision.reason)
+        result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
+        self._emit("failover.service_restarted", service=svc, epoch=epoch,
+                   data={"reason": decision.reason, "failures": decision.failures, "restarts": decision.restarts,
+                         "max_local_restarts": self.recovery.max_local_restarts, "since": since, "at": self.wall(),
+                         "hook_rc": None if result is None else result.returncode})
+        with self.lock:
+            still = self.held.get(svc)
+            lost = (still is None or still.epoch != epoch) and svc not in self.demoting
+        if lost:
+            # self-fencing demoted the role while the start hook ran (it never waits for us, by design):
+            # our start may have landed after its stop, so stop again
+            self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+
+    def _give_up(self, svc: str, epoch: int, decision: Decision, since: float | None) -> None:
+        """Stop the service, release its lease and mark it failed here, so the detector moves it elsewhere.
+
+        The stop hook runs first and the service stays in ``demoting`` until the lease is gone: the beat
+        keeps renewing every lease naming this node, and would otherwise hand the role straight back.
+        """
+        with self.lock:
+            held = self.held.get(svc)
+            if held is None or held.epoch != epoch or svc in self.demoting:
+                return
+            del self.held[svc]
+            self.demoting.add(svc)
+            self.demoted.pop(svc, None)
+            self.health.pop(svc, None)
+            self.started.pop(svc, None)
+        log.warning("agent %s: giving %s up (epoch %s): %s", self.node, svc, epoch, decision.reason)
+        given: bool | None = None
+        result = None
+        try:
+            result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+            info = {"at": self.wall(), "since": since, "reason": decision.reason, "restarts": decision.restarts}
+            try:
+                given = leases.give_up(self.client, svc, self.node, epoch, info)
+            except Exception as exc:  # noqa: BLE001 - the lease lapses on its own; the ladder starts again
+                log.warning("agent %s: could not release %s after giving it up: %s", self.node, svc, exc)
+        finally:
+            with self.lock:
+                self.demoting.discard(svc)
+                self.trackers.pop(svc, None)
+        self._emit("failover.self_demoted", service=svc, epoch=epoch,
+                   data={"reason": f"service failed: {decision.reason}", "at": self.wall(),
+                         "hook_rc": None if result is None else result.returncode})
+        self._emit("failover.service_failed", service=svc, epoch=epoch,
+                   data={"reason": decision.reason, "restarts": decision.restarts, "released": given,
+                         "since": since, "at": self.wall()})
+
     def _emit(self, kind: str, **kwargs: Any) -> None:
         if self.pulse is None:
             return
@@ -398,7 +505,7 @@ class AgentRunner:
         self._every(self.interval, self.agent.beat_once)
 
     def _probe_loop(self) -> None:
-        self._every(self.interval, lambda: self.agent.probe_once(self._pool))
+        self._every(self.interval, lambda: self.agent.tend(self._pool))
 
     def _watch_loop(self) -> None:
         self._every(min(0.1, self.agent.safety / 4), self.agent.check_fence)

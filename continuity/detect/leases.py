@@ -73,6 +73,19 @@ end
 return 0
 """
 
+# KEYS[1]=lease KEYS[2]=holder record KEYS[3]=failed marker ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=marker JSON
+# -> 1 given up | 0 not ours. Release and marker in one step: the sweep never sees the one without the other.
+_GIVE_UP = PRELUDE + """
+local l = get_lease(KEYS[1])
+if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[3], ARGV[3])
+  return 1
+end
+return 0
+"""
+
 # KEYS[1]=lease -> {node, epoch, pttl} or {} when there is no (readable) lease
 READ = PRELUDE + """
 local l = get_lease(KEYS[1])
@@ -142,6 +155,32 @@ def release(client: Any, service: str, node: str, epoch: int) -> bool:
     """Give the role up (coordinated switchover); a no-op unless ``node`` holds it at ``epoch``."""
     return bool(int(script(client, "release", _RELEASE)(keys=[keys.lease(service), keys.lease_holder(service)],
                                                          args=[node, int(epoch)])))
+
+
+def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, Any]) -> bool:
+    """Release the role *and* mark the service failed on ``node`` (``keys.service_failed``), atomically.
+
+    Used when the service kept failing on a live node: releasing alone would leave the role unowned
+    with nobody to move it (the node is not dead), so the marker is what tells the detector to fail it
+    over. A no-op (False) unless ``node`` still holds the lease at ``epoch``.
+    """
+    marker = json.dumps({**info, "node": node, "epoch": int(epoch)}, sort_keys=True)
+    return bool(int(script(client, "give_up", _GIVE_UP)(
+        keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service)],
+        args=[node, int(epoch), marker])))
+
+
+def read_failed(raw: Any) -> dict[str, Any] | None:
+    """A ``keys.service_failed`` value as a dict with at least node and epoch; None when absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict) and data.get("node") and int(data.get("epoch")) >= 0:
+            return data
+    except (ValueError, TypeError):
+        pass
+    return None
 
 
 def parse(service: str, raw: Any) -> Lease | None:
