@@ -21,7 +21,7 @@ from pathlib import Path
 from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
-from continuity.redisd import RedisServer, redis_url
+from continuity.redisd import RedisServer, free_port, redis_url
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -35,11 +35,8 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def pick_port(preferred: int) -> int:
-    if preferred and port_free(preferred):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """The preferred port when it is free (a stable Flower URL), else any free one."""
+    return preferred if preferred and port_free(preferred) else free_port()
 
 
 @dataclass
