@@ -19,6 +19,15 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
+# Benchmarks print ratios against their anchors measured in the same run (restic/borg from Debian).
+bench: $(STAMP)
+	command -v restic >/dev/null && command -v borg >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq restic borgbackup)
+	$(BIN)/python bench/backup_bench.py
+	$(BIN)/python bench/failover_bench.py
+	$(BIN)/python bench/heartbeat_scale_bench.py
+	$(BIN)/python bench/pulse_throughput.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
