@@ -12,8 +12,8 @@ import pytest
 from tests.failover_support import Fleet, overlaps, pulse_events, role_intervals
 
 pytestmark = pytest.mark.slow
-COOLDOWN = 8.0
-FLAP_FOR = 24.0  # the issue's minute, shortened: three cool-downs' worth of flapping
+COOLDOWN = 20.0
+FLAP_FOR = 60.0  # the issue's minute of flapping: three cool-downs' worth
 
 
 @pytest.fixture
