@@ -237,7 +237,8 @@ def fleet_fixture(tmp_path: Path, state_dir: Path, redis_url: str, spawn: Any, s
         f.close()
 
 
-START_KINDS = ("detect.role_bootstrapped", "failover.promoted", "failover.self_repromoted")
+START_KINDS = ("detect.role_bootstrapped", "failover.promoted", "failover.self_repromoted",
+               "failover.service_restarted")
 END_KINDS = ("failover.service_demoted", "failover.self_demoted", "failover.demoted")
 
 

@@ -432,9 +432,12 @@ class Agent:
             self.started.pop(svc, None)
         log.warning("agent %s: giving %s up (epoch %s): %s", self.node, svc, epoch, decision.reason)
         given: bool | None = None
-        result = None
         try:
             result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+            # stopped: our hold on the role ends here, before anyone may be promoted (the release is next)
+            self._emit("failover.self_demoted", service=svc, epoch=epoch,
+                       data={"reason": f"service failed: {decision.reason}", "at": self.wall(),
+                             "hook_rc": None if result is None else result.returncode})
             info = {"at": self.wall(), "since": since, "reason": decision.reason, "restarts": decision.restarts}
             try:
                 given = leases.give_up(self.client, svc, self.node, epoch, info)
@@ -444,9 +447,6 @@ class Agent:
             with self.lock:
                 self.demoting.discard(svc)
                 self.trackers.pop(svc, None)
-        self._emit("failover.self_demoted", service=svc, epoch=epoch,
-                   data={"reason": f"service failed: {decision.reason}", "at": self.wall(),
-                         "hook_rc": None if result is None else result.returncode})
         self._emit("failover.service_failed", service=svc, epoch=epoch,
                    data={"reason": decision.reason, "restarts": decision.restarts, "released": given,
                          "since": since, "at": self.wall()})

@@ -170,6 +170,24 @@ def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, An
         args=[node, int(epoch), marker])))
 
 
+# KEYS[1]=failed marker ; ARGV[1]=epoch -> 1 cleared | 0 absent or not older than ARGV[1]
+_CLEAR_FAILED = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, m = pcall(cjson.decode, raw)
+if ok and type(m) == 'table' and tonumber(m.epoch or 0) >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def clear_failed(client: Any, service: str, below_epoch: int) -> bool:
+    """Drop the service-failed marker once a newer epoch serves: compare-and-delete, so a marker the *new*
+    primary set at its own epoch (it failed too, already) is never wiped by the failover that promoted it."""
+    return bool(int(script(client, "clear_failed", _CLEAR_FAILED)(keys=[keys.service_failed(service)],
+                                                                   args=[int(below_epoch)])))
+
+
 def read_failed(raw: Any) -> dict[str, Any] | None:
     """A ``keys.service_failed`` value as a dict with at least node and epoch; None when absent or unreadable."""
     if not raw:

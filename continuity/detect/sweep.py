@@ -14,7 +14,9 @@ Shape of a sweep, chosen for 10,000 nodes in well under 50 ms:
    fails is reported once as ``detect.heartbeat_rejected`` and changes nothing;
 4. :func:`detector.sweep` and :func:`mode.compute`;
 5. one pipelined write of changed states, meta and mode; pulse events for every
-   transition; the newly dead nodes go to the failover planner and launcher.
+   transition; the newly dead nodes go to the failover planner and launcher, and so does
+   every service a live node gave up on (``keys.service_failed``, set by the agent's local
+   recovery when restarting in place did not help).
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ class Snapshot:
     attempt: float | None
     leases: dict[str, leases.Lease | None]
     records: dict[str, leases.Lease | None] = field(default_factory=dict)  # last holder per service (no TTL)
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> its service-failed marker
+    epochs: dict[str, int] = field(default_factory=dict)  # service -> current fencing epoch (with a marker)
     audit: dict[str, bytes] = field(default_factory=dict)  # delta only: a slice of the heartbeat hash
     misaligned: bool = False  # the drained batch had a newline inside a value: re-read in full
 
@@ -200,6 +204,10 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
             read_lease(keys=[keys.lease(s)], args=[], client=pipe)
         for s in services:
             pipe.get(keys.lease_holder(s))
+        for s in services:
+            pipe.get(keys.service_failed(s))
+        for s in services:
+            pipe.get(keys.epoch(s))
         try:
             res = pipe.execute()
             break
@@ -207,6 +215,11 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
             if attempt:
                 raise
             client.script_load(SNAPSHOT)
+    n = len(services)
+    markers = {s: leases.read_failed(raw) for s, raw in zip(services, res[1 + 2 * n:1 + 3 * n], strict=True)}
+    failed = {s: m for s, m in markers.items() if m is not None}
+    epochs = {s: int(_text(raw or 0)) for s, raw in zip(services, res[1 + 3 * n:], strict=True) if s in failed}
+    res = res[:1 + 2 * n]
     head = res[0]
     secs, micros, gen, meta, mode, attempt_raw, kind = (_text(v) for v in head[:7])
     try:
@@ -217,7 +230,8 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
                    meta=meta, mode=mode, attempt=attempt_at,
                    leases={s: leases.parse(s, raw) for s, raw in zip(services, res[1:1 + len(services)], strict=True)},
                    records={s: leases.parse_record(s, raw) for s, raw in zip(services, res[1 + len(services):],
-                                                                              strict=True)})
+                                                                              strict=True)},
+                   failed=failed, epochs=epochs)
     if out.full:
         beats, arrivals = _pairs(head[7]), _pairs(head[8])
         out.entries = dict(zip(cache.names(beats), zip(beats.values(), map(arrivals.get, beats), strict=True),
@@ -548,6 +562,9 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
         # fails over like any dead primary (its own agent takes back a vanished lease while it lives)
         planned = {s: lease if lease is not None else snap.records.get(s) for s, lease in lease_map.items()}
         result.launched = _fail_over(client, bp, outcome, planned, now, pulse, launch, plan, controls)
+    if snap.failed and not outcome.tilt:
+        # no storm check: the evidence is the node's own word that it stopped the service, not silence
+        result.launched += _fail_failed_services(client, bp, outcome, snap, now, pulse, launch, plan, controls)
     t_end = time.perf_counter()
     result.timings = {"read": t_read - t0, "verify": t_verify - t_read, "decide": t_decide - t_verify,
                       "write": t_write - t_decide, "total": t_end - t0}
@@ -606,9 +623,9 @@ def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, h
                                                   "shed_tiers": mode.shed_tiers})
 
 
-def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
-               pulse: Any, launch: Launcher | None, plan: Planner | None, controls: Controls | None) -> list[str]:
-    """Hand the newly dead nodes to the planner and the launcher (failover's code, injected)."""
+def _planning(client: Any, bp: Blueprint, plan: Planner | None, controls: Controls | None,
+              ) -> tuple[Planner, dict[str, Any], tuple[set[str], bool, dict[str, float]]]:
+    """The planner (failover's, unless a test injected one), its extra kwargs, and the pause/cool-down state."""
     extra: dict[str, Any] = {}
     if plan is None:
         from continuity.failover.control import read_routes
@@ -618,7 +635,13 @@ def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map:
         extra["routes"] = read_routes(client, bp)
     if controls is None:
         from continuity.failover.control import read_controls as controls
-    paused, global_pause, cooldowns = controls(client, bp)
+    return plan, extra, controls(client, bp)
+
+
+def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
+               pulse: Any, launch: Launcher | None, plan: Planner | None, controls: Controls | None) -> list[str]:
+    """Hand the newly dead nodes to the planner and the launcher (failover's code, injected)."""
+    plan, extra, (paused, global_pause, cooldowns) = _planning(client, bp, plan, controls)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
     plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns, **extra)
     trigger = {"by": "detector", "reason": "node dead", "dead": outcome.eligible, "detected_at": now,
@@ -633,3 +656,50 @@ def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map:
         _emit(pulse, "detect.failover_launch_failed", data={"error": f"{type(exc).__name__}: {exc}",
                                                             "dead": outcome.eligible})
         return []
+
+
+def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome, snap: Snapshot, now: float,
+                          pulse: Any, launch: Launcher | None, plan: Planner | None,
+                          controls: Controls | None) -> list[str]:
+    """Fail over each service a live node gave up on, one launch (and one record) per service.
+
+    Each gets its own trigger, so its record says ``service-failed`` with the node's reason, and its
+    detection/recovery times count from the first failed probe (``since``), not from a heartbeat. The
+    sweep sees the marker every second until the new primary is verified; the cool-down claimed at
+    launch is what keeps that from launching twice.
+    """
+    failed: dict[str, dict[str, Any]] = {}
+    for svc, marker in snap.failed.items():
+        lease = snap.leases.get(svc)
+        if lease is not None and lease.epoch > int(marker["epoch"]) and snap.epochs.get(svc, 0) == lease.epoch:
+            # someone serves a newer epoch (its verify step would have cleared this; it crashed before)
+            leases.clear_failed(client, svc, lease.epoch)
+            continue
+        failed[svc] = marker
+    if not failed:
+        return []
+    plan, extra, (paused, global_pause, cooldowns) = _planning(client, bp, plan, controls)
+    states = {n: s.as_dict() for n, s in outcome.states.items()}
+    live = {s: lease for s, lease in snap.leases.items()}
+    launched: list[str] = []
+    for svc, marker in sorted(failed.items()):
+        plans = [p for p in plan(bp, set(), states, live, now, paused, global_pause, cooldowns,
+                                 failed_services={svc: str(marker.get("reason") or "service failed")}, **extra)
+                 if getattr(p, "service", None) == svc]
+        if not plans:
+            continue
+        node = str(marker["node"])
+        since = marker.get("since") or marker.get("at") or now
+        trigger = {"by": "detector", "reason": "service-failed", "service": svc, "failed_on": node,
+                   "epoch": int(marker["epoch"]), "detail": marker.get("reason"), "restarts": marker.get("restarts"),
+                   "given_up_at": marker.get("at"), "detected_at": now, "last_seen": {node: float(since)}}
+        _emit(pulse, "detect.failover_requested", service=svc, data={**trigger, "plans": len(plans)})
+        if launch is None:
+            continue
+        try:
+            launched += list(launch(plans, trigger))
+        except Exception as exc:  # noqa: BLE001 - recorded; the next sweep tries again (the marker stays)
+            log.exception("sweep: launching the failover of failed service %s failed", svc)
+            _emit(pulse, "detect.failover_launch_failed", service=svc,
+                  data={"error": f"{type(exc).__name__}: {exc}", "service": svc})
+    return launched

@@ -15,7 +15,10 @@ unit-tested with plain data:
   the rest become fallbacks tried in turn if a step fails;
 * the plan never allows promotion before the old lease has expired plus the
   policy's safety margin: it says "not before T" and the fence step enforces it;
-* a service with no usable candidate is escalated (an incident), never dropped.
+* a service with no usable candidate is escalated (an incident), never dropped;
+* a service its (live) primary gave up on after failed local restarts (``failed_services``, from the
+  node agent's ``keys.service_failed`` marker) moves like one whose primary died, to another node when
+  there is one; its lease was released on purpose, so there is no lease to wait out.
 """
 
 from __future__ import annotations
@@ -163,21 +166,29 @@ def _not_before(bp: Blueprint, lease: LeaseLike | None, candidate: str, now: flo
 def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
            leases: Mapping[str, LeaseLike | None], now: float, paused: set[str], global_pause: bool,
            cooldowns: Mapping[str, float], *, routes: Mapping[str, Mapping[str, Any]] | None = None,
-           freshness: Mapping[str, Mapping[str, float]] | None = None) -> list[Decision]:
+           freshness: Mapping[str, Mapping[str, float]] | None = None,
+           failed_services: Mapping[str, str] | None = None) -> list[Decision]:
     """Every affected service's decision, in dependency order (a dependency is restored first).
 
     ``cooldowns`` maps a service to the unix time its cool-down ends; ``routes``
     (service → {node, epoch}) and ``freshness`` (service → node → time of its last
-    verified data) are optional refinements.
+    verified data) are optional refinements; ``failed_services`` (service → reason)
+    names services whose live primary gave them up.
     """
     out: list[Decision] = []
     routes = routes or {}
     freshness = freshness or {}
+    failed_services = failed_services or {}
     for service in bp.topo_order():
         lease = leases.get(service)
         route = routes.get(service)
         primary = current_primary(bp, service, lease, route)
-        if primary not in dead_nodes:
+        failed = primary not in dead_nodes and service in failed_services
+        if primary not in dead_nodes and not failed:
+            continue
+        if failed and lease is not None:
+            # the node that gave up released the lease: whoever holds one now took the role since
+            out.append(Decision(service, "skip", f"{lease.node} holds the role again (epoch {lease.epoch})"))
             continue
         epoch = _epoch_of(lease, route)
         if global_pause:
@@ -193,6 +204,8 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
             continue
         ranked, rejected = rank_candidates(bp, service, set(dead_nodes) | {primary}, node_states, now,
                                            freshness.get(service))
+        if failed and not ranked and node_state_name(node_states.get(primary)) == ALIVE:
+            ranked = [primary]  # nowhere else to go: a new epoch on the same node beats no primary at all
         if not ranked:
             why = "; ".join(f"{n}: {r}" for n, r in rejected.items()) or "no standby is declared"
             plan = FailoverPlan(service=service, old_primary=primary, candidate=None, action="escalate",
@@ -200,6 +213,13 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
             out.append(Decision(service, "escalate", plan.reason, plan, details={"rejected": rejected}))
             continue
         candidate, fallbacks = ranked[0], tuple(ranked[1:])
+        if failed:
+            # released on purpose (stop hook first, then the lease, in one step with the marker): no wait
+            plan = FailoverPlan(service=service, old_primary=primary, candidate=candidate, fallbacks=fallbacks,
+                                not_before=now, expected_epoch=epoch,
+                                reason=f"service failed on {primary}: {failed_services[service]}", planned_at=now)
+            out.append(Decision(service, "failover", plan.reason, plan, details={"rejected": rejected}))
+            continue
         plan = FailoverPlan(service=service, old_primary=primary, candidate=candidate, fallbacks=fallbacks,
                             not_before=_not_before(bp, lease, candidate, now), expected_epoch=epoch,
                             reason=f"primary {primary} is dead", planned_at=now)
@@ -210,10 +230,12 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
 def plan_failovers(blueprint: Blueprint, dead_nodes: set[str], node_states: dict, leases: dict, now: float,
                    paused: set[str], global_pause: bool, cooldowns: dict[str, float], *,
                    routes: Mapping[str, Mapping[str, Any]] | None = None,
-                   freshness: Mapping[str, Mapping[str, float]] | None = None) -> list[FailoverPlan]:
+                   freshness: Mapping[str, Mapping[str, float]] | None = None,
+                   failed_services: Mapping[str, str] | None = None) -> list[FailoverPlan]:
     """The plans to launch (failovers and escalations); skipped services are left out (see :func:`decide`)."""
     return [d.plan for d in decide(blueprint, dead_nodes, node_states, leases, now, paused, global_pause,
-                                   cooldowns, routes=routes, freshness=freshness) if d.plan is not None]
+                                   cooldowns, routes=routes, freshness=freshness, failed_services=failed_services)
+            if d.plan is not None]
 
 
 def _epoch_of(lease: LeaseLike | None, route: Mapping[str, Any] | None) -> int | None:

@@ -366,7 +366,20 @@ def read_routes_file(path: Path | None = None) -> dict[str, Any]:
 
 # --- verify (candidate) --------------------------------------------------------------------------------------------
 def verify(client: Any, bp: Blueprint, ctx: Ctx, timeout: float = 10.0) -> dict[str, Any]:
-    """Probe the new primary until it answers healthy *with the new epoch*, or fail at the deadline."""
+    """Probe the new primary until it answers healthy *with the new epoch*, or fail at the deadline.
+
+    A verified primary also ends a ``service-failed`` episode: the marker an old primary left when it
+    gave the service up is cleared here (only if older than this epoch), so the sweep stops acting on it.
+    """
+    from continuity.detect import leases
+
+    out = _verify(bp, ctx, timeout)
+    if leases.clear_failed(client, ctx["service"], int(ctx["epoch"])):
+        out["service_failed_cleared"] = True
+    return out
+
+
+def _verify(bp: Blueprint, ctx: Ctx, timeout: float) -> dict[str, Any]:
     service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
     probe = bp.services[service].spec.probe
     if probe is None:

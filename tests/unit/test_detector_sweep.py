@@ -326,3 +326,62 @@ def test_a_newline_in_the_pending_batch_falls_back_to_a_full_read(bp, rds, fleet
     res = sweep(rds, bp, cache, events)
     assert res.accepted == 3 and set(res.rejected) <= {"core-c"}
     assert all(st.state == "alive" for st in res.outcome.states.values())
+
+
+# --- a live node gave its service up (local recovery exhausted): one failover of that service ---------
+def _unhealthy(*a: Any) -> ProbeResult:
+    return ProbeResult(False, "connection refused")
+
+
+def _fail_ledger(bp, rds, fleet) -> Agent:
+    """core-a's agent with a probe that always fails: the ledger has no start hook, so it is given up."""
+    sick = Agent(bp, "core-a", rds, KEYS["core-a"], run_hook=lambda *a, **k: None, prober=_unhealthy)
+    fleet["core-a"] = sick
+    beat_all(fleet)
+    for _ in range(bp.policy.restart_after_failures):
+        sick.beat_once()
+        sick.tend()
+    return sick
+
+
+def test_a_given_up_service_fails_over_alone_and_mode_shows_the_gap(bp, rds, fleet, cache) -> None:
+    events, launched = Events(), []
+    beat_all(fleet)
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+    assert launched == []
+    sick = _fail_ledger(bp, rds, fleet)
+    assert leases.read(rds, "ledger") is None and rds.get(keys.service_failed("ledger"))
+    beat_all(fleet)
+    res = sweep(rds, bp, cache, events, launched)
+    ((plans, trigger),) = launched
+    (plan,) = plans
+    assert plan.service == "ledger" and plan.old_primary == "core-a" and plan.candidate == "core-b"
+    assert trigger["reason"] == "service-failed" and trigger["failed_on"] == "core-a"
+    assert "no start hook" in trigger["detail"] and trigger["last_seen"]["core-a"] <= trigger["detected_at"]
+    assert res.launched == ["rec-ledger"]
+    # every node is alive: this is not a node failover, and the mode says the ledger has no primary
+    assert json.loads(rds.hget(keys.node_state(), "core-a"))["state"] == "alive"
+    mode = json.loads(rds.get(keys.mode()))
+    assert mode["mode"] == "critical" and mode["unhealthy"] == ["ledger"]
+    assert sick.held == {}, "core-a does not take it back"
+
+
+def test_the_marker_is_ignored_once_a_newer_epoch_serves_and_is_cleared(bp, rds, fleet, cache) -> None:
+    events, launched = Events(), []
+    beat_all(fleet)
+    _fail_ledger(bp, rds, fleet)
+    rds.set(keys.epoch("ledger"), 2)
+    assert leases.acquire(rds, "ledger", "core-b", 2, 5.0)
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+    assert launched == [] and rds.get(keys.service_failed("ledger")) is None
+
+
+def test_clear_failed_never_drops_a_marker_of_the_same_or_a_newer_epoch(rds) -> None:
+    assert leases.give_up(rds, "ledger", "core-a", 1, {"reason": "x"}) is False, "not held: no marker"
+    assert leases.acquire(rds, "ledger", "core-a", 3, 5.0)
+    assert leases.give_up(rds, "ledger", "core-a", 3, {"reason": "x"})
+    assert not leases.clear_failed(rds, "ledger", 3)
+    assert leases.clear_failed(rds, "ledger", 4)
+    assert rds.get(keys.service_failed("ledger")) is None

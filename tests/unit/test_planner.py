@@ -198,3 +198,57 @@ def test_invariants_hold_for_any_fleet_state(bp: Blueprint, dead: set[str], stat
             assert p.not_before >= NOW + ttl + bp.policy.lease_margin - 1e-9
         else:
             assert p.candidate is None
+
+
+# --- per-service trigger: a live primary gave its service up (local restarts exhausted) ----------
+FAILED = {"ledger": "3 consecutive failed probes after 2 local restart(s) in 60s"}
+ROUTES = {"ledger": {"node": "core-a", "epoch": 1}}
+
+
+def test_failed_service_moves_alone_to_a_standby_without_waiting(bp: Blueprint) -> None:
+    (plan,) = plan_failovers(bp, set(), alive("core-a", "core-b", "sat-1"), {}, NOW, set(), False, {},
+                             routes=ROUTES, failed_services=FAILED)
+    assert plan.service == "ledger" and plan.old_primary == "core-a" and plan.candidate == "core-b"
+    assert plan.not_before == NOW, "the lease was released on purpose: nothing to wait out"
+    assert plan.expected_epoch == 1 and plan.kind == "failover" and plan.action == "failover"
+    assert plan.reason.startswith("service failed on core-a: 3 consecutive")
+    assert "core-a" not in plan.fallbacks
+
+
+def test_only_the_failed_node_left_gets_a_new_epoch_there(bp: Blueprint) -> None:
+    states = {**alive("core-a", "sat-1"), "core-b": {"state": "dead"}}
+    (plan,) = plan_failovers(bp, set(), states, {}, NOW, set(), False, {}, routes=ROUTES, failed_services=FAILED)
+    assert plan.candidate == "core-a" and plan.action == "failover"
+
+
+def test_no_candidate_at_all_escalates(bp: Blueprint) -> None:
+    states = {"core-a": {"state": "suspect"}, "core-b": {"state": "dead"}, **alive("sat-1")}
+    (plan,) = plan_failovers(bp, set(), states, {}, NOW, set(), False, {}, routes=ROUTES, failed_services=FAILED)
+    assert plan.action == "escalate" and plan.candidate is None
+
+
+def test_pause_cooldown_and_a_new_holder_are_respected(bp: Blueprint) -> None:
+    states = alive("core-a", "core-b", "sat-1")
+    kw = {"routes": ROUTES, "failed_services": FAILED}
+    (d,) = decide(bp, set(), states, {}, NOW, {"ledger"}, False, {}, **kw)
+    assert d.action == "skip" and "paused" in d.reason
+    (d,) = decide(bp, set(), states, {}, NOW, set(), True, {}, **kw)
+    assert d.action == "skip" and "fleet-wide" in d.reason
+    (d,) = decide(bp, set(), states, {}, NOW, set(), False, {"ledger": NOW + 30}, **kw)
+    assert d.action == "skip" and "cooling down" in d.reason
+    (d,) = decide(bp, set(), states, {"ledger": L("core-b", 2, 2.5)}, NOW, set(), False, {}, **kw)
+    assert d.action == "skip" and "core-b holds the role again" in d.reason
+
+
+def test_a_dead_primary_still_takes_the_usual_path(bp: Blueprint) -> None:
+    states = {"core-a": {"state": "dead"}, **alive("core-b", "sat-1")}
+    out = plan_failovers(bp, {"core-a"}, states, {"ledger": L("core-a", 1, 1.5)}, NOW, set(), False, {},
+                         routes=ROUTES, failed_services=FAILED)
+    ledger = next(p for p in out if p.service == "ledger")
+    assert ledger.reason == "primary core-a is dead" and ledger.not_before == NOW + 1.5 + bp.policy.lease_margin
+
+
+def test_without_failed_services_nothing_changes(bp: Blueprint) -> None:
+    states = alive("core-a", "core-b", "sat-1")
+    assert plan_failovers(bp, set(), states, {}, NOW, set(), False, {}, routes=ROUTES) == []
+    assert plan_failovers(bp, set(), states, {}, NOW, set(), False, {}, routes=ROUTES, failed_services={}) == []
