@@ -68,14 +68,51 @@ def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
     return result
 
 
+def service_primary(service: str) -> str | None:
+    """Where ``service`` runs now: the lease holder, else the route (a lease can lapse between renewals)."""
+    import json
+
+    from continuity.detect import leases
+
+    client = connect()
+    try:
+        lease = leases.read(client, service)
+        if lease is not None:
+            return str(lease.node)
+        raw = client.get(keys.route(service))
+        return str(json.loads(raw)["node"]) if raw else None
+    finally:
+        client.close()
+
+
 @app.task(name="continuity.backup.snapshot", bind=True, time_limit=3600, soft_time_limit=3500)
-def snapshot(self: Any, set_name: str) -> dict[str, Any]:
-    """Snapshot one set; keyed by task id so a redelivered message reuses the snapshot it already made."""
+def snapshot(self: Any, set_name: str, hops: int = 0) -> dict[str, Any]:
+    """Snapshot one set; keyed by task id so a redelivered message reuses the snapshot it already made.
+
+    A set protecting a service's live data runs on that service's current primary: beat sends it to the
+    set's home node, which forwards it (once or twice: the primary may move meanwhile) to the primary's queue.
+    """
     cfg = _config()
+    s = cfg.sets.get(set_name)
+    here = node_id()
+    if s is not None and s.services():
+        primary = service_primary(s.services()[0])
+        if primary is None:
+            raise ContinuityError(f"{set_name}: service {s.services()[0]} has no primary to snapshot")
+        if primary != here and hops < 2:
+            from continuity.blueprint import load_blueprint
+
+            queue = load_blueprint(paths.blueprint_path()).queue(primary)
+            fwd = snapshot.apply_async(args=[set_name], kwargs={"hops": hops + 1}, queue=queue, routing_key=queue,
+                                       expires=600)
+            return {"set": set_name, "forwarded_to": primary, "task": fwd.id}
+        if primary != here:
+            raise ContinuityError(f"{set_name}: the primary of {s.services()[0]} keeps moving; not snapshotting")
 
     def go() -> dict[str, Any]:
         return api.run_backup_set(set_name, cfg, task_key=self.request.id,
-                                  progress=_progress(self, "snapshot", set_name))
+                                  progress=_progress(self, "snapshot", set_name),
+                                  node=here if s is not None and s.services() else None)
 
     res = _run(self, "snapshot", set_name, go)
     _record(set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
@@ -160,7 +197,8 @@ def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
     cfg_path = paths.backup_config_path()
     if not cfg_path.exists():
         return {}
-    cfg = load_backup_config(cfg_path, root=paths.root(), blueprint_nodes=bp.nodes, blueprint_file=bp.source)
+    cfg = load_backup_config(cfg_path, root=paths.root(), blueprint_nodes=bp.nodes, blueprint_file=bp.source,
+                             blueprint_services=bp.services)
     out: dict[str, dict[str, Any]] = {}
     for job in backup_jobs(bp, cfg):
         if job.node not in bp.nodes:

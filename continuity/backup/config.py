@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -47,9 +47,32 @@ class KeyRef(Strict):
 
 
 class SourceCfg(Strict):
-    kind: Literal["directory", "sqlite", "ledger"]
-    path: str = Field(min_length=1)
+    """One thing a set protects: a path, or (``kind: service``) a service's live data on its current primary.
+
+    A service source names no path because the path moves with the primary: at
+    snapshot time it expands into the service's declared data (the blueprint's
+    ``data:`` entries, by file name) inside the primary node's service directory,
+    as ledger/sqlite/directory sources, so the usual integrity checks apply.
+    """
+
+    kind: Literal["directory", "sqlite", "ledger", "service"]
+    path: str | None = Field(None, min_length=1)
     name: str | None = None
+    service: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SourceCfg:
+        if self.kind == "service":
+            if not self.service:
+                raise ValueError("a service source names its service (service: ledger)")
+            if self.path is not None:
+                raise ValueError("a service source has no path: its data lives wherever the primary runs")
+        else:
+            if self.path is None:
+                raise ValueError(f"a {self.kind} source needs a path")
+            if self.service is not None:
+                raise ValueError("service: is only for kind: service sources")
+        return self
 
 
 class RetentionCfg(Strict):
@@ -106,6 +129,10 @@ class BackupSet(Strict):
     def _check_schedule(cls, v: object) -> str:
         return _schedule(str(v))
 
+    def services(self) -> list[str]:
+        """Services whose live data this set protects (their snapshots run on the service's primary)."""
+        return [src.service for src in self.sources if src.kind == "service" and src.service]
+
     def interval(self) -> float | None:
         """Seconds between runs, or None for a cron schedule."""
         try:
@@ -127,12 +154,15 @@ class BackupConfig(Strict):
 class LoadedConfig:
     """The validated config plus the project root its relative paths are resolved against."""
 
-    def __init__(self, model: BackupConfig, root: Path, file: str, notes: list[str] | None = None) -> None:
+    def __init__(self, model: BackupConfig, root: Path, file: str, notes: list[str] | None = None,
+                 service_data: dict[str, list[tuple[str, str]]] | None = None) -> None:
         self.model = model
         self.root = root
         self.file = file
         # non-fatal findings (a deprecated section) for the CLI to show; workers ignore them
         self.notes = notes or []
+        # service -> [(kind, file name)] of its declared data (from the blueprint); None: no blueprint known
+        self.service_data = service_data
 
     @property
     def sets(self) -> dict[str, BackupSet]:
@@ -188,9 +218,23 @@ def fleet_nodes(nodes: Mapping[str, object] | Iterable[str]) -> dict[str, str | 
     return {str(k): None for k in nodes}
 
 
+def service_data_files(services: Mapping[str, object]) -> dict[str, list[tuple[str, str]]]:
+    """Service id -> [(kind, file name)] from a blueprint's ``services`` (each with ``spec.data``).
+
+    The blueprint's data paths name the files a service keeps; on a node they live
+    by that file name inside the node's service directory (``failover/layout.py``).
+    """
+    out: dict[str, list[tuple[str, str]]] = {}
+    for sid, svc in services.items():
+        spec = getattr(svc, "spec", svc)
+        out[str(sid)] = [(d.kind, PurePath(d.path).name) for d in getattr(spec, "data", [])]
+    return out
+
+
 def load_backup_config(path: str | Path, root: Path | None = None, *,
                        blueprint_nodes: Mapping[str, object] | Iterable[str] | None = None,
-                       blueprint_file: str | Path | None = None) -> LoadedConfig:
+                       blueprint_file: str | Path | None = None,
+                       blueprint_services: Mapping[str, object] | None = None) -> LoadedConfig:
     """Load and validate a backup config; node references are checked against ``blueprint_nodes`` when given.
 
     ``blueprint_nodes`` is the blueprint's ``nodes`` mapping (or just its ids);
@@ -218,7 +262,18 @@ def load_backup_config(path: str | Path, root: Path | None = None, *,
                                     f"where {nid!r} is {kind!r}; remove the deprecated nodes: section")
     known: Mapping[str, object] | None = fleet if fleet is not None else model.nodes
     where = bp_name if fleet is not None else "the nodes: section"
+    service_data = service_data_files(blueprint_services) if blueprint_services is not None else None
     for name, s in model.sets.items():
+        for i, src in enumerate(s.sources):
+            if src.kind != "service" or service_data is None:
+                continue
+            if src.service not in service_data:
+                raise doc.error(("sets", name, "sources", i, "service"),
+                                f"unknown service {src.service!r} (declared in {bp_name}: "
+                                f"{', '.join(sorted(service_data))})")
+            if not service_data[src.service or ""]:
+                raise doc.error(("sets", name, "sources", i, "service"),
+                                f"service {src.service!r} declares no data in {bp_name}: nothing to protect")
         if known is not None and s.node not in known:
             raise doc.error(("sets", name, "node"),
                             f"unknown node {s.node!r} (declared in {where}: {', '.join(sorted(known))})")
@@ -234,7 +289,7 @@ def load_backup_config(path: str | Path, root: Path | None = None, *,
                     _schedule(s.verify.schedule)
                 except ValueError as exc:
                     raise doc.error(("sets", name, "verify", "schedule"), str(exc)) from None
-    return LoadedConfig(model, root or project_root(Path(path)), str(path), notes)
+    return LoadedConfig(model, root or project_root(Path(path)), str(path), notes, service_data)
 
 
 def load_fleet_backup_config(path: str | Path, root: Path | None = None,
@@ -257,4 +312,5 @@ def load_fleet_backup_config(path: str | Path, root: Path | None = None,
     from continuity.blueprint import load_blueprint  # pydantic models of the whole fleet: only when needed
 
     bp = load_blueprint(bp_path)
-    return load_backup_config(path, root=cfg_root, blueprint_nodes=bp.nodes, blueprint_file=bp_path)
+    return load_backup_config(path, root=cfg_root, blueprint_nodes=bp.nodes, blueprint_file=bp_path,
+                              blueprint_services=bp.services)

@@ -29,8 +29,9 @@ class Job:
 
 def set_tier(bp: Blueprint, s: BackupSet) -> int | None:
     """The most critical tier among services whose data this set protects (None: no service claims it)."""
-    paths = {PurePath(src.path) for src in s.sources}
+    paths = {PurePath(src.path) for src in s.sources if src.path}
     tiers = [v.tier for v in bp.services.values() for d in v.spec.data if PurePath(d.path) in paths]
+    tiers += [bp.services[sid].tier for sid in s.services() if sid in bp.services]
     return min(tiers) if tiers else None
 
 

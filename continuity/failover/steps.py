@@ -34,6 +34,7 @@ from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.failover import fencing, hooks, records
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
+from continuity.failover.prepare import FORCE_ENV, DataState, decide
 
 Ctx = dict[str, Any]
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -209,23 +210,107 @@ def _data_files(d: Path) -> dict[str, os.stat_result]:
             and not p.name.endswith(".tmp")}
 
 
-def prepare(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
+def _data_state(bp: Blueprint, service: str, d: Path) -> DataState | None:
+    """Freshness of one copy of ``service``'s data: last ledger seq (if it keeps a ledger) and newest mtime.
+
+    None when there is no data there, or it cannot be read (a gone or unreadable
+    directory is what an unreachable old primary looks like on this host).
+    """
+    from continuity.backup.sources import inspect_ledger
+
+    try:
+        files = _data_files(d)
+        if not files:
+            return None
+        last_seq = None
+        for ds in bp.services[service].spec.data:
+            name = Path(ds.path).name
+            if ds.kind == "ledger" and name in files:
+                last_seq = inspect_ledger((d / name).read_bytes()).manifest.get("last_seq")
+        return DataState(last_seq if isinstance(last_seq, int) else None, max(st.st_mtime for st in files.values()))
+    except OSError:
+        return None
+
+
+def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, dict[str, Any]] | None:
+    """(backup config, set, snapshot info) of the latest verified snapshot of ``service``'s live data, or None.
+
+    ``last_verified`` is written by the verify task only after a restore drill passed, so what prepare
+    restores has already been restored once and proven.
+    """
+    from continuity import paths
+    from continuity.backup import api
+
+    cfg_path = paths.backup_config_path()
+    if not cfg_path.exists():
+        return None
+    cfg = api.load_fleet_backup_config(cfg_path, root=paths.root())
+    set_name = api.service_set_for(cfg, service)
+    if set_name is None:
+        return None
+    verified = client.hget(keys.backup_status(set_name), "last_verified")
+    if not verified:
+        return None
+    return cfg, set_name, api.snapshot_info(set_name, cfg, "latest-verified", verified=verified)
+
+
+def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = time.time) -> dict[str, Any]:
     """Bring the candidate's local copy up to date before it starts serving.
 
-    Source: the old primary's data directory when it can be read (the simulated
-    fleet shares one host, so this is the plain copy), otherwise the local copy
-    is kept as it is. Files are copied to a temp name, fsync'd and renamed, so a
-    crash mid-copy leaves either the old or the new file, never half of one.
+    The choice is :func:`continuity.failover.prepare.decide`'s: keep the local
+    copy when it is as fresh as the best alternative; else copy the old
+    primary's directory when it can be read (the fast path — the simulated
+    fleet shares one host — labelled "replica copy"); else restore the latest
+    verified snapshot through the backup engine (staged, proven, swapped in).
+    ``$CONTINUITY_FAILOVER_PREPARE=backup`` ignores the old primary's directory.
+    The detail names the source, the last ledger seq the candidate starts
+    from and, for a restore, the snapshot and its age at this moment: the
+    achieved RPO. Copies go through a temp name, fsync and rename, so a crash
+    mid-copy leaves either the old or the new file, never half of one.
     """
     service, node, old = ctx["service"], ctx["candidate"], ctx.get("old_primary")
     dest = service_dir(node, service)
     dest.mkdir(parents=True, exist_ok=True)
-    if not old or old == node:
-        return {"mode": "local", "reason": "no previous primary"}
+    force = ctx.get("prepare") or os.environ.get(FORCE_ENV)
+    local = _data_state(bp, service, dest)
+    replica = _data_state(bp, service, service_dir(old, service)) if old and old != node else None
+    backup: DataState | None = None
+    found = None
+    note = None
+    if replica is None or (force or "").strip().lower() == "backup":
+        try:
+            found = _verified_snapshot(client, service)
+        except ContinuityError as exc:  # a broken backup config or repository must not block the failover
+            note = f"backup unavailable: {exc}"
+        if found is not None:
+            info = found[2]
+            backup = DataState(info.get("ledger_last_seq"), info.get("snapshot_ts"))
+    decision = decide(local, replica, backup, force)
+    out: dict[str, Any] = {"source": decision.source, "reason": decision.reason}
+    if note:
+        out["note"] = note
+    if decision.source == "backup":
+        assert found is not None
+        from continuity.backup import api
+
+        cfg, set_name, info = found
+        res = api.restore_service_data(set_name, cfg, dest, snapshot=info["snapshot"])
+        at = now()
+        age = round(at - res["snapshot_ts"], 3) if res.get("snapshot_ts") is not None else None
+        out.update({"mode": "restore", "set": set_name, "snapshot": res["snapshot"],
+                    "snapshot_time": res["snapshot_time"], "snapshot_node": res["source_node"],
+                    "rpo_achieved": age, "files": res["files"], "bytes": res["bytes"],
+                    "ledger_last_seq": res["ledger_last_seq"], "ledger_records": res["ledger_records"],
+                    "restore_seconds": res["duration"]})
+        return out
+    if decision.source == "local":
+        out.update({"mode": "up-to-date" if replica is not None else "local",
+                    "ledger_last_seq": local.last_seq if local else None})
+        if not old or old == node:
+            out["reason"] = "no previous primary"
+        return out
     src = service_dir(old, service)
     src_files = _data_files(src)
-    if not src_files:
-        return {"mode": "local", "reason": f"no readable data from {old}"}
     dst_files = _data_files(dest)
     stale = [n for n, st in src_files.items()
              if n not in dst_files or dst_files[n].st_size != st.st_size or dst_files[n].st_mtime < st.st_mtime]
@@ -238,7 +323,9 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
         os.replace(tmp, dest / name)
         copied += src_files[name].st_size
     _fsync_dir(dest)
-    return {"mode": "copy" if stale else "up-to-date", "source": str(src), "files": len(stale), "bytes": copied}
+    out.update({"source": "replica copy", "mode": "copy" if stale else "up-to-date", "from": str(src),
+                "files": len(stale), "bytes": copied, "ledger_last_seq": replica.last_seq if replica else None})
+    return out
 
 
 def _fsync_dir(d: Path) -> None:

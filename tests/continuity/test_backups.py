@@ -53,19 +53,31 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> api.LoadedConfig
     shutil.copy(ROOT / "ops" / "backup" / "continuity.yml", root / "ops" / "backup" / "continuity.yml")
     monkeypatch.setenv("CONTINUITY_PASSWORD", "drill-password")
     monkeypatch.setenv("CONTINUITY_STATE", str(root / ".continuity"))  # repositories are "{state}/repos/..."
-    return load_backup_config(root / "ops" / "backup" / "continuity.yml", root=root)
+    from continuity.blueprint import load_blueprint
+    from continuity.failover.layout import service_dir
+
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    cfg = load_backup_config(root / "ops" / "backup" / "continuity.yml", root=root, blueprint_nodes=bp.nodes,
+                             blueprint_services=bp.services)
+    for s in cfg.sets.values():  # a service set protects the live data in its node's service directory
+        for svc in s.services():
+            live = service_dir(s.node, svc)
+            live.mkdir(parents=True, exist_ok=True)
+            for f in ("ledger.jsonl", "ledger.db"):
+                shutil.copy(root / "examples" / "data" / f, live / f)
+    return cfg
 
 
 def test_every_configured_set_restores_in_a_drill(sandbox: api.LoadedConfig) -> None:
     for name, s in sandbox.sets.items():
-        snap = api.run_backup_set(name, sandbox, task_key=f"{name}:t1")
+        snap = api.run_backup_set(name, sandbox, task_key=f"{name}:t1", node=s.node if s.services() else None)
         assert snap["partial"] is False and snap["files"] >= 1
         drill = api.restore_drill_set(name, sandbox)
         assert drill["ok"], drill
         assert drill["snapshot"] == snap["id"] and drill["source_node"] == s.node
         assert s.verify is not None and s.verify.node != s.node  # the drill belongs on another node
         assert drill["files_hashed"] == drill["files"] and not drill["damaged"]
-        kinds = {src.kind for src in s.sources}
+        kinds = {src.kind for src in api.resolve_sources(sandbox, s, s.node)}
         assert len(drill["sqlite"]) == ("sqlite" in kinds) and len(drill["ledgers"]) == ("ledger" in kinds)
 
 
