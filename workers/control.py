@@ -6,18 +6,24 @@ It expires after one interval (a sweep that waited is worthless: the next one
 is already due) and is not late-acked (a lost sweep is replaced, not retried).
 The whole sweep is :func:`continuity.detect.sweep.run_sweep`; this module only
 caches what a process can keep between sweeps and injects the failover launcher.
+
+A process that sweeps also runs the ingest loop (:class:`continuity.detect.sweep.IngestLoop`) on a
+thread: it verifies arriving beats between sweeps so the sweep itself only decides. Several prefork
+processes consume the control queue; ingest drains only in the process that made the last sweep (the
+others' loops find their memory stale and do nothing), so no beat ends up in a memory nobody sweeps with.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
 from continuity import paths, pulse
 from continuity.blueprint import Blueprint, load_blueprint
-from continuity.detect.sweep import SweepCache, run_sweep
+from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep
 from continuity.redisd import connect
 from workers.app import CONTROL_QUEUE, app
 
@@ -57,8 +63,20 @@ def _launcher() -> Any:
 def sweep() -> dict[str, Any]:
     """One detector step: classify nodes, publish states and mode, hand newly dead nodes to failover."""
     cache = _state.setdefault("cache", SweepCache())
-    result = run_sweep(_client(), current_blueprint(), cache=cache, pulse=pulse.default(), launch=_launcher())
+    bp = current_blueprint()
+    _ensure_ingest(cache, bp)
+    result = run_sweep(_client(), bp, cache=cache, pulse=pulse.default(), launch=_launcher())
     return result.summary()
+
+
+def _ensure_ingest(cache: SweepCache, bp: Blueprint) -> None:
+    """Start this process's ingest thread once (again after a fork: threads do not survive one)."""
+    loop = _state.get("ingest")
+    if loop is not None and loop.alive() and _state.get("ingest_pid") == os.getpid():
+        return
+    client = connect(socket_timeout=2, socket_connect_timeout=2)
+    _state["ingest"] = IngestLoop(client, current_blueprint, cache, IngestLoop.interval_for(bp)).start()
+    _state["ingest_pid"] = os.getpid()
 
 
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:

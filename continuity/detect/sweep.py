@@ -17,6 +17,15 @@ Shape of a sweep, chosen for 10,000 nodes in well under 50 ms:
    transition; the newly dead nodes go to the failover planner and launcher, and so does
    every service a live node gave up on (``keys.service_failed``, set by the agent's local
    recovery when restarting in place did not help).
+
+Ingest is split from decide: verifying 10,000 MACs a second is per-arrival work, and doing it all
+inside the sweep made the sweep (what a failover waits on) pay for it every second. :func:`run_ingest`
+drains and verifies the pending hash in small slices between sweeps (the control worker runs it from a
+background thread, every ~150 ms); the verified beats wait in the process's :class:`SweepCache` and the
+sweep only drains what arrived since the last slice. Ingest is sticky: it drains only while the
+generation in Redis is the one its cache holds (its process made the last sweep), so a process whose
+memory is stale never swallows beats; a sweep landing in another process reads in full as before, and
+beats an ingest slice drained there are still in the heartbeat hash, found by the full read or the recheck.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import gc
 import json
 import logging
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
@@ -86,6 +97,17 @@ end
 return out
 """
 
+# One ingest slice: drain the pending hash, but only while the caller's memory is current (the generation in
+# Redis is the one it holds); otherwise leave it to the sweep. Same batch form as the sweep's delta drain.
+# KEYS: generation pending   ARGV: generation we hold
+INGEST = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+if gen ~= ARGV[1] then return {'stale', gen} end
+local pending = redis.call('HGETALL', KEYS[2])
+if #pending > 0 then redis.call('DEL', KEYS[2]) end
+return {'ok', gen, table.concat(pending, '\\n'), tostring(#pending)}
+"""
+
 Launcher = Callable[[list[Any], dict[str, Any]], list[str]]
 Planner = Callable[..., list[Any]]
 Controls = Callable[[Any, Blueprint], tuple[set[str], bool, dict[str, float]]]
@@ -108,6 +130,12 @@ class SweepCache:
     services_raw: dict[str, bytes] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     cursor: str = "0"
+    # verified by ingest slices since the last sweep, not yet decided on (node -> newest beat), the
+    # ingest's rejections (node -> (reason, raw blob)) for the sweep to report once, and the lock that
+    # keeps an ingest thread and the sweep from working on this memory at the same time
+    ingested: dict[str, detector.Beat] = field(default_factory=dict)
+    ingest_rejected: dict[str, tuple[heartbeat.Rejected, bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     _names: dict[bytes, str] = field(default_factory=dict)
     _keys: dict[str, bytes | None] = field(default_factory=dict)
     _bp: Any = None
@@ -239,19 +267,28 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
         out.states = dict(zip(cache.names(head9 := _pairs(head[9])), (v.decode(errors="replace")
                                                                        for v in head9.values()), strict=True))
         return out
-    blob, count = head[7], int(head[8])
-    if count:
-        parts = blob.split(b"\n")
-        if len(parts) != count:
-            out.misaligned = True
-            return out
-        # column-wise, each step one C-level pass: this runs for every beat of the fleet every second
-        arrivals, _, raws = zip(*map(bytes.partition, parts[1::2], repeat(b" ")), strict=True)
-        out.entries = dict(zip(cache.names(parts[0::2]), zip(raws, arrivals, strict=True), strict=True))
+    entries = _batch(cache, head[7], int(head[8]))
+    if entries is None:
+        out.misaligned = True
+        return out
+    out.entries = entries
     cache.cursor = _text(head[9])
     audit = _pairs(head[10])
     out.audit = dict(zip(cache.names(audit), audit.values(), strict=True))
     return out
+
+
+def _batch(cache: SweepCache, blob: bytes, count: int) -> dict[str, tuple[bytes, bytes]] | None:
+    """A drained pending batch (``node, "<arrival> <beat>"`` pairs joined by newlines) as entries; None when
+    its element count does not match (a value held a newline: written by something other than the beat script)."""
+    if not count:
+        return {}
+    parts = blob.split(b"\n")
+    if len(parts) != count:
+        return None
+    # column-wise, each step one C-level pass: this runs for every beat of the fleet every second
+    arrivals, _, raws = zip(*map(bytes.partition, parts[1::2], repeat(b" ")), strict=True)
+    return dict(zip(cache.names(parts[0::2]), zip(raws, arrivals, strict=True), strict=True))
 
 
 def _text(v: Any) -> str:
@@ -277,10 +314,10 @@ def _recheck(client: Any, bp: Blueprint, snap: Snapshot, prev: Mapping[str, dete
     entries, accepted = snap.entries, cache.accepted
     wanted: dict[str, bytes | None] = {}
     for node, raw in snap.audit.items():
-        if node not in entries and raw != accepted.get(node):
+        if node not in entries and raw != accepted.get(node):  # ingested beats are in ``accepted``
             wanted[node] = raw
     horizon = snap.now - min(bp.policy.heartbeat_interval, bp.policy.suspect_after / 2)
-    for node in bp.nodes.keys() - entries.keys() - wanted.keys():
+    for node in bp.nodes.keys() - entries.keys() - wanted.keys() - cache.ingested.keys():
         st = prev.get(node)
         if st is None or st.last_arrival is None or st.last_arrival < horizon:
             wanted[node] = None
@@ -344,8 +381,11 @@ def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mappin
         return
     mask = [-age <= a - t <= age for a, t in zip(arrivals, stamps, strict=True)]
     names, raws, seqs, arrivals, svc_raws = _take(mask, slow, names, raws, seqs, arrivals, svc_raws)
-    states = list(map(prev.get, names))
-    lasts = [-1 if st is None or st.last_seq is None else st.last_seq for st in states]
+    lasts = [-1 if st is None or st.last_seq is None else st.last_seq for st in map(prev.get, names)]
+    if cache.ingested:  # a beat verified by an ingest slice since the last sweep is the newest accepted
+        for i, b in enumerate(map(cache.ingested.get, names)):
+            if b is not None:
+                lasts[i] = b.seq
     mask = [q > last for q, last in zip(seqs, lasts, strict=True)]
     if not all(mask):
         for n, q, last, raw, fresh in zip(names, seqs, lasts, raws, mask, strict=True):
@@ -407,6 +447,8 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
             continue
         state = prev_get(node)
         last = state.last_seq if state is not None else None
+        if node in cache.ingested:
+            last = cache.ingested[node].seq
         try:
             arrival = float(arrival_b) if arrival_b else None
         except ValueError:
@@ -427,6 +469,113 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
         accepted[node] = raw
         beats[node] = Beat(hb.seq, arrival if arrival is not None else hb.ts, hb.services)
     return beats, rejected
+
+
+@dataclass
+class IngestResult:
+    """One ingest slice: how many pending entries it drained, accepted and rejected, and what it cost."""
+
+    drained: int = 0
+    accepted: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+    seconds: float = 0.0
+
+
+def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
+    """Drain and verify the pending heartbeats into ``cache`` (for the next sweep to decide on).
+
+    Every beat still passes the full check (MAC, signed node name, freshness against its Redis arrival,
+    sequence after the newest accepted one, counting earlier slices); a rejected one is kept, with its
+    bytes, for the sweep to report once like any other. Does nothing until this process has swept, and
+    nothing while another process swept since (its memory would be stale; the sweep there reads in full).
+    """
+    with cache.lock:  # the time waited for a running sweep is not the slice's cost
+        t0 = time.perf_counter()
+        if not cache.generation:
+            return IngestResult(skipped="this process has not swept yet")
+        cache.prepare(bp)
+        sha = leases.script(client, "ingest", INGEST).sha
+        args = ["EVALSHA", sha, 2, keys.detector_generation(), keys.heartbeats_pending(), cache.generation]
+        try:
+            res = client.execute_command(*args, **{NEVER_DECODE: []})
+        except NoScriptError:
+            client.script_load(INGEST)
+            res = client.execute_command(*args, **{NEVER_DECODE: []})
+        if res[0] != b"ok":
+            return IngestResult(skipped="another process swept since: its sweep reads in full",
+                                seconds=time.perf_counter() - t0)
+        entries = _batch(cache, res[2], int(res[3]))
+        if entries is None:
+            # the batch is gone, but every beat in it is also in the heartbeat hash: make the next sweep
+            # read that in full (and stop ingesting until it has)
+            log.warning("ingest: pending heartbeats held a value with a newline (not written by the beat "
+                        "script); the next sweep reads every heartbeat instead")
+            cache.generation = ""
+            cache.ingested.clear()
+            cache.ingest_rejected.clear()
+            return IngestResult(skipped="misaligned batch", seconds=time.perf_counter() - t0)
+        beats, rejected = verify_beats(bp, entries, cache.states, cache, strict=True)
+        cache.ingested.update(beats)
+        for node, exc in rejected.items():
+            cache.ingest_rejected[node] = (exc, entries[node][0])
+        return IngestResult(drained=len(entries), accepted=len(beats),
+                            rejected={n: e.reason for n, e in rejected.items()}, seconds=time.perf_counter() - t0)
+
+
+class IngestLoop:
+    """Runs :func:`run_ingest` every ``interval`` seconds on a daemon thread, beside the sweeps of the same
+    process (they share ``cache``), and keeps what it cost so a benchmark can show it.
+
+    ``client`` should be its own connection (the sweep's is used from another thread); ``blueprint`` is
+    called per slice, so an edited blueprint takes effect as it does for the sweep.
+    """
+
+    def __init__(self, client: Any, blueprint: Callable[[], Blueprint], cache: SweepCache,
+                 interval: float) -> None:
+        self.client, self.blueprint, self.cache, self.interval = client, blueprint, cache, interval
+        self.slices: deque[float] = deque(maxlen=4096)  # wall seconds of recent slices that drained
+        self.cpu = 0.0  # thread CPU seconds spent in slices
+        self.drained = 0
+        self.rejected = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def interval_for(bp: Blueprint) -> float:
+        """A slice every eighth of a heartbeat interval (125 ms at 1 Hz): the sweep is left a small remainder."""
+        return min(0.25, max(0.02, bp.policy.heartbeat_interval / 8))
+
+    def start(self) -> IngestLoop:
+        self._thread = threading.Thread(target=self._run, name="continuity-ingest", daemon=True)
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            c0 = time.thread_time()
+            try:
+                res = run_ingest(self.client, self.blueprint(), self.cache)
+            except Exception as exc:  # noqa: BLE001 - the sweep drains whatever we leave; keep trying
+                if not failing:
+                    log.warning("ingest: slice failed (the sweep drains instead): %s", exc)
+                failing = True
+                continue
+            failing = False
+            if res.skipped is None and res.drained:
+                self.cpu += time.thread_time() - c0
+                self.slices.append(res.seconds)
+                self.drained += res.drained
+                self.rejected += len(res.rejected)
 
 
 def _lock(client: Any, ttl: float) -> str | None:
@@ -460,7 +609,8 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _sweep_locked(client, bp, cache, pulse, launch, plan, controls, t0, token)
+        with cache.lock:  # an ingest thread of this process waits while we sweep
+            return _sweep_locked(client, bp, cache, pulse, launch, plan, controls, t0, token)
     finally:
         if gc_was_on:
             gc.enable()
@@ -483,6 +633,8 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
         prev = cache.states  # nobody else swept since our last sweep: our memory is the state
         _recheck(client, bp, snap, prev, cache)
     else:
+        cache.ingested.clear()  # the full read sees every beat a slice drained (the heartbeat hash keeps them)
+        cache.ingest_rejected.clear()
         prev = {}
         for node, raw in snap.states.items():
             data = _loads(raw)
@@ -496,6 +648,14 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
     if attempt is not None and meta.last_sweep is not None and meta.last_sweep < attempt <= now:
         meta = replace(meta, last_sweep=attempt)
     beats, rejected = verify_beats(bp, snap.entries, prev, cache, strict=not snap.full)
+    bad_raw = {n: e[0] for n, e in snap.entries.items() if n in rejected}
+    if cache.ingested or cache.ingest_rejected:
+        # what the ingest slices verified since the last sweep; our own drain is newer where both have a node
+        beats = {**cache.ingested, **beats}
+        for node, (exc, raw) in cache.ingest_rejected.items():
+            if node not in rejected:
+                rejected[node], bad_raw[node] = exc, raw
+        cache.ingested, cache.ingest_rejected = {}, {}
     t_verify = time.perf_counter()
 
     outcome = detector.sweep(prev, beats, bp, now, meta)
@@ -508,7 +668,7 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
     seen_bad = dict(outcome.meta.rejected)
     new_rejections: dict[str, heartbeat.Rejected] = {}
     for node, exc in rejected.items():
-        fp = heartbeat.digest(snap.entries[node][0] if node in snap.entries else b"")
+        fp = heartbeat.digest(bad_raw.get(node, b""))
         if seen_bad.get(node) != fp:
             new_rejections[node] = exc
             seen_bad[node] = fp

@@ -13,7 +13,7 @@ from continuity.config import parse_text
 from continuity.detect import heartbeat, leases
 from continuity.detect.agent import Agent
 from continuity.detect.probes import ProbeResult
-from continuity.detect.sweep import SweepCache, run_sweep
+from continuity.detect.sweep import SweepCache, run_ingest, run_sweep
 from tests.helpers import wait_for
 
 # fast timings so that real silences are short; Redis TIME is the clock
@@ -385,3 +385,82 @@ def test_clear_failed_never_drops_a_marker_of_the_same_or_a_newer_epoch(rds) -> 
     assert not leases.clear_failed(rds, "ledger", 3)
     assert leases.clear_failed(rds, "ledger", 4)
     assert rds.get(keys.service_failed("ledger")) is None
+
+
+# --- ingest slices: verified between sweeps, decided on by the next sweep ---------------------------
+def test_ingest_slices_verify_beats_and_the_sweep_decides_on_them(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    assert run_ingest(rds, bp, cache).skipped, "no ingest before this process has swept"
+    sweep(rds, bp, cache, events)
+    seq_before = cache.states["core-a"].last_seq
+    beat_all(fleet)
+    res = run_ingest(rds, bp, cache)
+    assert res.skipped is None and res.accepted == 3 and not res.rejected
+    assert rds.hlen(keys.heartbeats_pending()) == 0, "the slice drained the pending hash"
+    out = sweep(rds, bp, cache, events)
+    assert out.accepted == 3 and not out.rejected
+    assert cache.states["core-a"].last_seq > seq_before and not cache.ingested
+
+
+def test_a_forged_beat_in_an_ingest_slice_is_rejected_and_logged(bp, rds, fleet, cache, caplog) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    before = rds.hget(keys.node_state(), "core-c")
+    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
+    _submit(rds, "core-c", heartbeat.encode(forged, b"attacker-key"))
+    res = run_ingest(rds, bp, cache)
+    assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
+    with caplog.at_level("WARNING", logger="continuity.sweep"):
+        out = sweep(rds, bp, cache, events)
+    assert out.rejected["core-c"] == "bad-mac"
+    assert rds.hget(keys.node_state(), "core-c") == before
+    assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
+    assert "rejected heartbeat stored as 'core-c'" in caplog.text
+
+
+def test_a_replay_in_an_ingest_slice_is_rejected(bp, rds, fleet, cache) -> None:
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    beat_all(fleet, "core-b")
+    raw = rds.hget(keys.heartbeats(), "core-b")
+    assert run_ingest(rds, bp, cache).accepted == 1
+    _submit(rds, "core-b", raw)  # the beat just ingested, captured and re-sent before the sweep
+    assert run_ingest(rds, bp, cache).rejected == {"core-b": "replayed"}
+    out = sweep(rds, bp, cache, events)
+    assert out.rejected == {"core-b": "replayed"}
+    assert events.of("detect.heartbeat_rejected")[-1]["data"]["reason"] == "replayed"
+
+
+def test_ingest_leaves_the_pending_hash_alone_when_another_process_swept(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    sweep(rds, bp, cache, Events())
+    other = SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+    sweep(rds, bp, other, Events())
+    beat_all(fleet)
+    assert run_ingest(rds, bp, cache).skipped, "stale memory must not swallow beats"
+    assert rds.hlen(keys.heartbeats_pending()) == 3
+    assert sweep(rds, bp, other, Events()).accepted == 3
+
+
+def test_a_silent_node_is_suspected_and_dies_with_ingest_running(bp, rds, fleet, cache) -> None:
+    """Beats verified by slices keep the others alive; the node whose beats stop goes the usual way."""
+    events, launched = Events(), []
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+
+    def core_a_dead() -> bool:
+        beat_all(fleet, "core-b", "core-c")
+        run_ingest(rds, bp, cache)
+        sweep(rds, bp, cache, events, launched)
+        return states(rds)["core-a"] == "dead"
+
+    wait_for(core_a_dead, timeout=10, interval=0.05, what="core-a to be declared dead")
+    assert [e["node"] for e in events.of("detect.node_suspect")] == ["core-a"]
+    assert states(rds)["core-b"] == states(rds)["core-c"] == "alive"
+    assert launched and launched[0][1]["dead"] == ["core-a"]
+    # the same rule as without ingest: suspect past suspect_after of silence, dead past dead_after
+    assert events.of("detect.node_suspect")[0]["data"]["silence"] > bp.policy.suspect_after
+    assert events.of("detect.node_dead")[0]["data"]["silence"] > bp.policy.dead_after
