@@ -40,6 +40,9 @@ def project_env(redis_url: str, state: Path, **extra: str) -> dict[str, str]:
         "CONTINUITY_STATE": str(state),
         "CONTINUITY_PULSE_FILE": str(state / "pulse_history.jsonl"),
         "PYTHONUNBUFFERED": "1",
+        # no backup jobs unless a test brings its own sets: the shipped ones protect the shipped
+        # blueprint's services, which a test's own blueprint may not declare (beat refuses a mismatch)
+        "CONTINUITY_BACKUP_CONFIG": str(state / "no-backup-sets.yml"),
     })
     env.update(extra)
     return env

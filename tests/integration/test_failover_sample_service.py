@@ -78,7 +78,11 @@ def test_writes_are_fenced_durable_and_idempotent(env, rds, state_dir: Path) -> 
         urllib.request.urlopen(req, timeout=5)
     assert err.value.code == 409 and "stale epoch 1" in json.loads(err.value.read())["error"]
     # the standby takes its data from what prepare left in its directory, and the client follows the route
-    prepare(rds, None, {"service": "ledger", "candidate": "core-b", "old_primary": "core-a"})
+    from continuity.blueprint import load_blueprint
+    from tests.helpers import ROOT
+
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    prepare(rds, bp, {"service": "ledger", "candidate": "core-b", "old_primary": "core-a"})
     hold(rds, "core-b", 2)
     start(env, "core-b", PORTS["core-b"], 2)
     files_client = LedgerClient(state_dir / "routes.json", timeout=5)
