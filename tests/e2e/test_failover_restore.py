@@ -37,9 +37,9 @@ def fleet(tmp_path: Path, state_dir: Path, redis_url: str, spawn: Any, start_wor
         "    node: core-a\n"
         "    sources:\n      - {kind: service, service: ledger}\n"
         f"    repository: {tmp_path / 'repo'}\n"
-        "    schedule: 1h\n"  # this test sends the tasks itself; beat must not race it
+        "    schedule: '0 0 1 1 *'\n"  # this test sends the tasks itself: a yearly slot keeps beat out of its way
         "    key: {password_env: CONTINUITY_PASSWORD}\n"
-        "    verify: {node: core-b, schedule: 1h}\n")
+        "    verify: {node: core-b, schedule: '0 0 1 1 *'}\n")
     f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker,
               extra_env={"CONTINUITY_FAILOVER_PREPARE": "backup", "CONTINUITY_BACKUP_CONFIG": str(cfg),
                          "CONTINUITY_PASSWORD": "restore-e2e"})

@@ -57,9 +57,9 @@ def test_crashed_service_is_restarted_in_place_then_failed_over_when_restarts_fa
     local_mttr = restart["ts"] - killed_at
     assert fleet.records() == [] and fleet.lease("ledger").epoch == 1
     assert fleet.client.get(keys.service_failed("ledger")) is None
-    # the gap showed in the continuity mode, and the agent's own probes see the ledger healthy again
-    assert any(e["data"]["to"] == "critical" and "ledger" in e["data"]["unhealthy"]
-               for e in _kinds(fleet, "detect.mode_changed"))
+    # the agent's own probes see the ledger healthy again. (Whether a sweep happened to run inside the
+    # ~1 s gap and flip the mode to critical is timing, not behaviour: that the mode follows an unhealthy
+    # service is checked deterministically in tests/unit/test_detector_sweep.py.)
     wait_for(lambda: json.loads(fleet.client.get(keys.mode()) or "{}").get("mode") == "normal", timeout=20,
              what="the continuity mode back to normal")
 
