@@ -121,7 +121,9 @@ def test_stopped_worker_goes_suspect_then_dead_and_self_demotes_when_it_wakes(sp
             return "dead" in seen
 
         wait_for(dead, timeout=30, interval=0.1, what="core-a declared dead")
-        assert "suspect" in seen or kinds(fleet_env, "detect.node_suspect")
+        # (whether a once-a-second sweep lands inside the 1 s suspect band, between suspect_after and
+        # dead_after, is sampling; the alive -> suspect -> dead ladder is checked with a fake clock in
+        # tests/unit/test_detector.py)
     finally:
         core_a.signal(signal.SIGCONT)
     dead_events = wait_for(lambda: [e for e in kinds(fleet_env, "detect.node_dead") if e["node"] == "core-a"],
