@@ -23,11 +23,6 @@ def nodes_registry() -> str:
     return k("nodes")
 
 
-def node_seen(node_id: str) -> str:
-    """Hash of node_id -> last seen unix time (worker registration, heartbeats, task runs)."""
-    return k("node", node_id, "seen")
-
-
 def nodes_seen() -> str:
     """Hash node_id -> last-seen unix time (cheap single read for `status`)."""
     return k("nodes", "seen")
@@ -38,14 +33,6 @@ def pulse_stream() -> str:
     return k("pulse")
 
 
-def pulse_ids() -> str:
-    """Set of event ids already in the stream: a spooled event is delivered once.
-
-    Superseded by :func:`pulse_seen` (a set grows without bound); kept so old data can be found.
-    """
-    return k("pulse", "ids")
-
-
 def pulse_seen() -> str:
     """Sorted set event id -> arrival (stream ms) of the most recently delivered events, trimmed to a
     bound: a spooled event is delivered once, and the dedup record cannot grow forever."""
@@ -53,10 +40,6 @@ def pulse_seen() -> str:
 
 
 # --- heartbeats, leases, detector -------------------------------------------
-def heartbeat(node_id: str) -> str:
-    return k("hb", node_id)
-
-
 def heartbeats() -> str:
     """Hash node_id -> latest signed heartbeat JSON (one HGETALL per sweep)."""
     return k("hb")
@@ -173,10 +156,6 @@ def backup_status(set_id: str) -> str:
     return k("backup", set_id)
 
 
-def backup_done(task_key: str) -> str:
-    return k("backup", "done", task_key)
-
-
 # --- drills --------------------------------------------------------------------
 def drill_record(drill_id: str) -> str:
     return k("drill", "record", drill_id)
@@ -196,8 +175,6 @@ def drill_pending_rollbacks() -> str:
 
 
 # --- beat ----------------------------------------------------------------------
-def beat_prefix() -> str:
-    return k("beat") + ":"
 
 
 def drill_active() -> str:
