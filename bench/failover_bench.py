@@ -47,11 +47,10 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import yaml  # noqa: E402
 
-from continuity import keys  # noqa: E402
-from continuity.detect import leases  # noqa: E402
 from continuity.failover import records  # noqa: E402
 from continuity.pulse import read_events  # noqa: E402
 from continuity.redisd import RedisServer, free_port  # noqa: E402
+from continuity.state import keys, leases  # noqa: E402
 
 ANCHORS = {"Sentinel down-after": 30.0, "Patroni TTL": 30.0, "Kubernetes NotReady": 45.0}
 TARGET_DETECTION = 3.0

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from continuity import keys  # noqa: E402
 from continuity.blueprint import Blueprint, BlueprintModel  # noqa: E402
-from continuity.detect import detector, heartbeat  # noqa: E402
-from continuity.detect.agent import _BEAT, beat_keys  # noqa: E402
+from continuity.detect import detector  # noqa: E402
 from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep  # noqa: E402
 from continuity.redisd import RedisServer, connect  # noqa: E402
+from continuity.state import heartbeats, keys  # noqa: E402
+from continuity.state.heartbeats import BEAT, beat_keys  # noqa: E402
 
 TARGET_P99 = 0.050
 MASTER = b"bench-master-secret"
@@ -62,7 +62,7 @@ def fleet(n: int) -> Blueprint:
 def writer(url: str, nodes: list[str], seconds: float, interval: float, slices: int, ready: mp.Event) -> None:
     """One simulated slice of the fleet: every node beats once per interval, spread evenly over it."""
     client = connect(url, socket_timeout=10)
-    script = client.register_script(_BEAT)
+    script = BEAT.load(client)
     keys_ = {n: node_key(n) for n in nodes}
     seq = {n: 0 for n in nodes}
     chunk = max(1, len(nodes) // slices)
@@ -77,8 +77,8 @@ def writer(url: str, nodes: list[str], seconds: float, interval: float, slices: 
         now = time.time()
         for n in group:
             seq[n] = max(seq[n] + 1, int(now * 1000))
-            hb = heartbeat.Heartbeat(node=n, seq=seq[n], ts=now, services={}, nonce="")
-            script(keys=fixed, args=[n, heartbeat.encode(hb, keys_[n]), 3000], client=pipe)
+            hb = heartbeats.Heartbeat(node=n, seq=seq[n], ts=now, services={}, nonce="")
+            script(keys=fixed, args=[n, heartbeats.encode(hb, keys_[n]), 3000], client=pipe)
         pipe.execute()
         tick += 1
         next_at = start + tick * interval / len(groups)
@@ -120,7 +120,7 @@ def main() -> int:
                 p.start()
             for r in ready:
                 r.wait(60)
-            cache = SweepCache(keyring=heartbeat.KeyRing({n: node_key(n) for n in ids}))
+            cache = SweepCache(keyring=heartbeats.KeyRing({n: node_key(n) for n in ids}))
             ingest = None if args.no_ingest else IngestLoop(connect(server.url, socket_timeout=10), lambda: bp, cache,
                                                             IngestLoop.interval_for(bp)).start()
             samples: list[dict[str, float]] = []

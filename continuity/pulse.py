@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
+from continuity.state import keys
 
 PREFIX = "continuity_layer."
 GENESIS = "0" * 64

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.durations import format_duration
+from continuity.state import keys
 
 LAST_N = 5
 TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "continuity" / "postmortem_template.md"

@@ -146,7 +146,7 @@ class Runtime:
 def _prepare_node_keys(bp: Blueprint, env: dict[str, str]) -> None:
     """Give every simulated node its own heartbeat signing key (kept on disk, never in Redis)."""
     try:
-        from continuity.detect.heartbeat import ensure_node_key
+        from continuity.state.heartbeats import ensure_node_key
     except ImportError:
         return
     old = dict(os.environ)

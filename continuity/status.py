@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from continuity import keys
 from continuity.blueprint import Blueprint
+from continuity.state import keys, leases, routes
 
 SEEN_FRESH = 30.0
 
@@ -90,15 +90,15 @@ def build_report(bp: Blueprint, snap: RedisSnapshot, now: float | None = None) -
     services = []
     for sid in bp.topo_order():
         sv = bp.services[sid]
-        route = _json(snap.routes.get(sid)) or {}
-        lease = _json(snap.leases.get(sid)) or {}
+        route = routes.parse(sid, snap.routes.get(sid))
+        lease = leases.parse_record(sid, snap.leases.get(sid))  # a lease key that exists is live (it has a TTL)
         epoch = snap.epochs.get(sid)
         services.append({
             "id": sid, "domain": sv.domain, "tier": sv.tier, "rto": sv.rto, "rpo": sv.rpo,
-            "primary": route.get("node") or sv.primary, "declared_primary": sv.primary,
+            "primary": routes.primary_of(bp, sid, lease, route).node, "declared_primary": sv.primary,
             "standbys": list(sv.standbys), "epoch": int(epoch) if epoch else 0,
-            "lease_holder": lease.get("node") if isinstance(lease, Mapping) else None,
-            "route": route or None,
+            "lease_holder": lease.node if lease else None,
+            "route": route.as_dict() if route else None,
         })
     mode = _json(snap.mode) or {"mode": "unknown"}
     if isinstance(mode, str):

@@ -84,7 +84,7 @@ def start_worker(spawn, worker_env):
         e = env or worker_env
         proc = spawn(continuity_cmd("worker", "--node", node, *(extra or [])), e, f"worker-{node}")
         client = redis.Redis.from_url(e["CONTINUITY_REDIS_URL"], decode_responses=True)
-        from continuity import keys
+        from continuity.state import keys
 
         try:
             wait_for(lambda: client.hexists(keys.nodes_registry(), node) or not proc.alive(), timeout=60,

@@ -176,7 +176,7 @@ class Fleet:
             return 0
 
     def lease(self, service: str) -> Any:
-        from continuity.detect import leases
+        from continuity.state import leases
 
         return leases.read(self.client, service)
 

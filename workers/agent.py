@@ -17,9 +17,9 @@ from celery import bootsteps
 from continuity import paths
 from continuity.blueprint import load_blueprint
 from continuity.detect.agent import Agent, AgentRunner
-from continuity.detect.heartbeat import ensure_node_key
 from continuity.pulse import Pulse
 from continuity.redisd import connect
+from continuity.state.heartbeats import ensure_node_key
 from workers.app import app
 
 log = logging.getLogger("continuity.agent")

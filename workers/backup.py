@@ -15,13 +15,14 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from continuity import keys, paths, pulse
+from continuity import paths, pulse
 from continuity.backup import api
 from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
 from continuity.backup.scheduling import backup_jobs
-from continuity.blueprint import Blueprint
+from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
 from continuity.redisd import connect
+from continuity.state import keys, routes
 from workers.app import app
 from workers.node import node_id
 
@@ -69,20 +70,14 @@ def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
 
 
 def service_primary(service: str) -> str | None:
-    """Where ``service`` runs now: the lease holder, else the route (a lease can lapse between renewals)."""
-    import json
-
-    from continuity.detect import leases
-
+    """Where ``service`` runs now, by the fleet's one rule; None when it was never placed (nothing to snapshot)."""
+    bp = load_blueprint(paths.blueprint_path())
     client = connect()
     try:
-        lease = leases.read(client, service)
-        if lease is not None:
-            return str(lease.node)
-        raw = client.get(keys.route(service))
-        return str(json.loads(raw)["node"]) if raw else None
+        primary = routes.read_primary(client, bp, service)
     finally:
         client.close()
+    return None if primary.source == "blueprint" else primary.node
 
 
 @app.task(name="continuity.backup.snapshot", bind=True, time_limit=3600, soft_time_limit=3500)
@@ -100,8 +95,6 @@ def snapshot(self: Any, set_name: str, hops: int = 0) -> dict[str, Any]:
         if primary is None:
             raise ContinuityError(f"{set_name}: service {s.services()[0]} has no primary to snapshot")
         if primary != here and hops < 2:
-            from continuity.blueprint import load_blueprint
-
             queue = load_blueprint(paths.blueprint_path()).queue(primary)
             fwd = snapshot.apply_async(args=[set_name], kwargs={"hops": hops + 1}, queue=queue, routing_key=queue,
                                        expires=600)

@@ -19,8 +19,8 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import get_redis
 
 import beat_schedule
-from continuity import keys
 from continuity.beatplan import should_skip
+from continuity.state import keys
 
 log = logging.getLogger(__name__)
 

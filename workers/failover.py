@@ -22,19 +22,19 @@ from typing import Any
 from celery import chain, group
 from celery.exceptions import Ignore
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import UsageError
-from continuity.failover import control, fencing, records, steps
+from continuity.failover import control, records, steps
 from continuity.failover.planner import (
     STEP_TARGET,
     FailoverPlan,
-    current_primary,
     node_state_name,
     plan_forced,
     plan_switchover,
 )
 from continuity.redisd import connect
+from continuity.state import epochs, keys, leases, routes
 from workers.app import CONTROL_QUEUE, app
 
 MAX_FENCE_RETRIES = 60
@@ -177,7 +177,7 @@ def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[s
                              px=max(1, int(bp.policy.failover_cooldown * 1000)), nx=not manual)
         if not claimed:
             continue
-        expected = fencing.current_epoch(client, plan.service)
+        expected = epochs.current_epoch(client, plan.service)
         rid = records.open_record(client, dict(plan.to_dict(), expected_epoch=expected), trigger, who, now)
         ids.append(rid)
         if plan.action == "escalate" or plan.candidate is None:
@@ -217,7 +217,7 @@ def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, e
                   f"{step} failed on {ctx['candidate']} ({error}) and no other candidate is alive")
         return
     now = time.time()
-    expected = fencing.current_epoch(client, ctx["service"])
+    expected = epochs.current_epoch(client, ctx["service"])
     attempt = int(ctx.get("attempt", 0)) + 1
     nxt = dict(ctx, candidate=fallbacks[0], fallbacks=fallbacks[1:], attempt=attempt, expected_epoch=expected,
                epoch=expected + 1, not_before=now, old_primary=ctx.get("old_primary"),
@@ -293,14 +293,13 @@ def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
     node agent at first start has a primary but no route yet, and clients need one.
     The route is compare-and-set by epoch, so this can never point clients back.
     """
-    from continuity.detect import leases
-
-    routes = control.read_routes(client, bp)
+    route_map = routes.read_many(client, sorted(bp.services))
     published = []
     for service, lease in leases.read_many(client, sorted(bp.services)).items():
-        if lease is None or int((routes.get(service) or {}).get("epoch", 0)) >= lease.epoch:
+        route = route_map.get(service)
+        if lease is None or (route is not None and route.epoch >= lease.epoch):
             continue
-        if fencing.current_epoch(client, service) != lease.epoch:
+        if epochs.current_epoch(client, service) != lease.epoch:
             continue  # a stale holder: never route to it
         if steps.publish_route(client, bp, service, lease.node, lease.epoch, now) is not None:
             published.append(service)
@@ -325,13 +324,11 @@ def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
 
 # --- operator entry points (used by the CLI) ----------------------------------------------------------------------
 def _current(client: Any, bp: Blueprint, service: str) -> tuple[str, Any, int]:
-    from continuity.detect import leases
-
     if service not in bp.services:
         raise UsageError(f"unknown service {service!r}; the blueprint declares: {', '.join(sorted(bp.services))}")
     lease = leases.read(client, service)
-    route = control.read_routes(client, bp).get(service)
-    return current_primary(bp, service, lease, route), lease, fencing.current_epoch(client, service)
+    primary = routes.primary_of(bp, service, lease, routes.read(client, service))
+    return primary.node, lease, epochs.current_epoch(client, service)
 
 
 def switchover(service: str, target: str, who: str, client: Any = None) -> str:

@@ -6,7 +6,6 @@ that beat put work on the node's own queue and that node (and no other) ran it.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -14,17 +13,14 @@ from typing import Any
 
 from celery import signals
 
-from continuity import keys, pulse
+from continuity import pulse
 from continuity.redisd import connect
+from continuity.state import nodes
 from workers.app import app
 
 
 def node_id() -> str | None:
     return os.environ.get("CONTINUITY_NODE") or None
-
-
-def _mark_seen(client: Any, node: str, now: float) -> None:
-    client.hset(keys.nodes_seen(), node, f"{now:.3f}")
 
 
 @signals.worker_ready.connect
@@ -38,8 +34,8 @@ def register_node(sender: Any = None, **_: Any) -> None:
     info = {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "started": now,
             "queue": os.environ.get("CONTINUITY_QUEUE", f"node.{node}"),
             "worker": getattr(sender, "hostname", None)}
-    client.hset(keys.nodes_registry(), node, json.dumps(info))
-    _mark_seen(client, node, now)
+    nodes.register(client, node, info)
+    nodes.mark_seen(client, node, now)
     pulse.emit("node.registered", node=node, data=info)
 
 
@@ -49,7 +45,7 @@ def ping(self: Any, target: str, due: float | None = None) -> dict[str, Any]:
     node = node_id()
     now = time.time()
     client = connect()
-    _mark_seen(client, node or "?", now)
+    nodes.mark_seen(client, node or "?", now)
     correct = node == target
     pulse.emit("node.ping", node=node, data={"target": target, "correct": correct, "due": due,
                                              "task_id": self.request.id, "lag": (now - due) if due else None})

@@ -154,8 +154,8 @@ def report(
 @app.command("recover")
 def recover(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Finish rollbacks left pending by a crashed or failed drill (every `drill run` also does this first)."""
-    from continuity import keys
     from continuity.drills.runner import Runner, acquire_lock, release_lock
+    from continuity.state import keys
 
     bp, scenarios = _load()
     client = _client()

@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 
 import typer
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.cli.output import console, emit_json
 from continuity.errors import ContinuityError, UsageError
+from continuity.state import keys
 
 app = typer.Typer(help="Failover: status, switchover, forced failover, maintenance pause, history.",
                   no_args_is_help=True)
@@ -82,12 +83,13 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
     """One read of everything an operator needs before touching a role."""
     import json
 
-    from continuity.detect import leases
     from continuity.failover import control, records
+    from continuity.state import epochs as epoch_store
+    from continuity.state import leases, routes
 
     now = time.time() if now is None else now
-    routes = control.read_routes(client, bp)
-    epochs = control.read_epochs(client, bp.services)
+    route_map = routes.read_many(client, sorted(bp.services))
+    epochs = epoch_store.read_many(client, bp.services)
     paused, global_pause, cooldowns = control.read_controls(client, bp)
     pauses = control.read_pauses(client, bp)
     lease_map = leases.read_many(client, sorted(bp.services))
@@ -105,14 +107,14 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
     for sid in bp.topo_order():
         sv = bp.services[sid]
         lease = lease_map.get(sid)
-        route = routes.get(sid) or {}
+        route = route_map.get(sid)
         rec = last.get(sid)
         services.append({
             "service": sid, "tier": sv.tier, "declared_primary": sv.primary, "standbys": list(sv.standbys),
-            "primary": lease.node if lease else route.get("node"),
+            "primary": routes.primary_of(bp, sid, lease, route).node,
             "epoch": epochs.get(sid, 0),
             "lease": lease.as_dict() if lease else None,
-            "route": route or None,
+            "route": route.as_dict() if route else None,
             "paused": global_pause or sid in paused,
             "cooldown_left": round(cooldowns[sid] - now, 3) if sid in cooldowns and cooldowns[sid] > now else 0.0,
             "last_failover": None if rec is None else {k: rec.get(k) for k in

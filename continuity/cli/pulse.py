@@ -19,10 +19,11 @@ from typing import Any
 
 import typer
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, UsageError
 from continuity.pulse import PREFIX, read_from, verify_file
+from continuity.state import keys
 
 app = typer.Typer(help="Read and verify the pulse history.", no_args_is_help=True)
 

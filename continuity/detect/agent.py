@@ -39,56 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from continuity import keys
 from continuity.blueprint import Blueprint
-from continuity.detect import heartbeat, leases
 from continuity.detect.probes import ProbeResult, probe_service
 from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
+from continuity.state import heartbeats, keys, leases
 
 log = logging.getLogger("continuity.agent")
-
-# KEYS[1]=heartbeats KEYS[2]=arrivals KEYS[3]=nodes_seen KEYS[4]=pending, then per service: lease, holder record,
-# epoch. ARGV[1]=node ARGV[2]=beat ARGV[3]=ttl_ms -> {arrival, holder1, epoch1, orphan1, holder2, ...};
-# leases held by ARGV[1] are renewed. ``orphan`` is the epoch ARGV[1] may take back: the lease is gone but the
-# record says it was ours at the service's current epoch (no fence since), else 0. The beat also lands in the
-# pending hash with its arrival stamp, which the sweep drains (newlines blanked: one entry, one line).
-_BEAT = leases.PRELUDE + """
-local t = redis.call('TIME')
-local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-local beat = ARGV[2]
-if string.find(beat, '\\n', 1, true) then beat = (string.gsub(beat, '\\n', ' ')) end
-redis.call('HSET', KEYS[1], ARGV[1], beat)
-redis.call('HSET', KEYS[2], ARGV[1], now)
-redis.call('HSET', KEYS[3], ARGV[1], now)
-redis.call('HSET', KEYS[4], ARGV[1], now .. ' ' .. beat)
-local out = {now}
-for i = 5, #KEYS, 3 do
-  local l = get_lease(KEYS[i])
-  if l and l.node == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-  if l and l.node then
-    out[#out + 1] = tostring(l.node)
-    out[#out + 1] = tostring(l.epoch or 0)
-    out[#out + 1] = '0'
-  else
-    out[#out + 1] = ''
-    out[#out + 1] = '0'
-    local r = get_lease(KEYS[i + 1])
-    local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
-    if r and r.node == ARGV[1] and current > 0 and tonumber(r.epoch or -1) == current then
-      out[#out + 1] = tostring(current)
-    else
-      out[#out + 1] = '0'
-    end
-  end
-end
-return out
-"""
-
-
-def beat_keys() -> list[str]:
-    """The fixed KEYS of :data:`_BEAT`, in order (the bench and tests call the script too)."""
-    return [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), keys.heartbeats_pending()]
-
 
 HookRunner = Callable[..., Any]
 Prober = Callable[[Blueprint, str, str, int | None], ProbeResult]
@@ -137,7 +93,7 @@ class Agent:
         self.bootstrapped = False
         self.redis_ok = True
         self.lock = threading.RLock()
-        self._beat = client.register_script(_BEAT)
+        self._beat = heartbeats.BEAT.load(client)
 
     # --- heartbeat ---------------------------------------------------------------------------
     def _report(self) -> dict[str, dict[str, Any]]:
@@ -168,12 +124,12 @@ class Agent:
         self.check_fence()
         sent = self.clock()
         with self.lock:
-            hb = heartbeat.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
+            hb = heartbeats.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
                                      nonce=secrets.token_hex(6))
-        raw = heartbeat.encode(hb, self.key)
+        raw = heartbeats.encode(hb, self.key)
         lease_keys = [k for s in self.services for k in (keys.lease(s), keys.lease_holder(s), keys.epoch(s))]
         try:
-            res = self._beat(keys=[*beat_keys(), *lease_keys],
+            res = self._beat(keys=[*heartbeats.beat_keys(), *lease_keys],
                              args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))], client=self.client)
         except Exception as exc:  # noqa: BLE001 - any Redis failure: keep beating, let the watchdog decide
             if self.redis_ok:

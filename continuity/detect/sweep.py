@@ -33,7 +33,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -45,68 +44,12 @@ from typing import Any
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, WatchError
 
-from continuity import keys
 from continuity.blueprint import Blueprint
-from continuity.detect import detector, heartbeat, leases
+from continuity.detect import detector
 from continuity.detect import mode as modes
+from continuity.state import detection, heartbeats, keys, leases, locks, routes
 
 log = logging.getLogger("continuity.sweep")
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# One server-side call per sweep. Steady state ("delta"): it drains the pending hash, where the agent's beat
-# script puts each beat it stores (node -> "<arrival> <beat>", one entry per node however many beats came),
-# and returns a rotating HSCAN slice of the heartbeat hash for the audit (a beat written there by anything but
-# the beat script is still verified and reported). When another process swept since our last sweep (generation
-# changed) our memory is stale, so it returns everything instead ("full"): all beats, arrivals and states.
-# Values come back joined into a few big strings (parsing 20,000 replies costs more than the sweep may take).
-# In the full read and the audit a newline inside a value (only a forger writes one) is blanked so it cannot
-# shift the pairs; the drained batch is joined as is and its element count returned, so the sweep can detect
-# a shifted batch and fall back to a full read instead of paying a scan of every value every second.
-# KEYS: hb arrivals states meta mode attempt generation pending
-# ARGV: generation we hold ('-' forces a full read), audit cursor, audit count
-SNAPSHOT = """
-local function flat(a)
-  for i = 1, #a do
-    if string.find(a[i], '\\n', 1, true) then a[i] = (string.gsub(a[i], '\\n', ' ')) end
-  end
-  return table.concat(a, '\\n')
-end
-local t = redis.call('TIME')
-local gen = redis.call('GET', KEYS[7]) or '0'
-local pending = redis.call('HGETALL', KEYS[8])
-if #pending > 0 then redis.call('DEL', KEYS[8]) end
-local out = {t[1], t[2], gen, redis.call('GET', KEYS[4]) or '', redis.call('GET', KEYS[5]) or '',
-             redis.call('GET', KEYS[6]) or ''}
-if ARGV[1] ~= gen then
-  out[7] = 'full'
-  out[8] = flat(redis.call('HGETALL', KEYS[1]))
-  out[9] = flat(redis.call('HGETALL', KEYS[2]))
-  out[10] = flat(redis.call('HGETALL', KEYS[3]))
-else
-  local scan = redis.call('HSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
-  out[7] = 'delta'
-  out[8] = table.concat(pending, '\\n')
-  out[9] = tostring(#pending)
-  out[10] = scan[1]
-  out[11] = flat(scan[2])
-end
-return out
-"""
-
-# One ingest slice: drain the pending hash, but only while the caller's memory is current (the generation in
-# Redis is the one it holds); otherwise leave it to the sweep. Same batch form as the sweep's delta drain.
-# KEYS: generation pending   ARGV: generation we hold
-INGEST = """
-local gen = redis.call('GET', KEYS[1]) or '0'
-if gen ~= ARGV[1] then return {'stale', gen} end
-local pending = redis.call('HGETALL', KEYS[2])
-if #pending > 0 then redis.call('DEL', KEYS[2]) end
-return {'ok', gen, table.concat(pending, '\\n'), tostring(#pending)}
-"""
 
 Launcher = Callable[[list[Any], dict[str, Any]], list[str]]
 Planner = Callable[..., list[Any]]
@@ -124,7 +67,7 @@ class SweepCache:
     """
 
     accepted: dict[str, bytes] = field(default_factory=dict)
-    keyring: heartbeat.KeyRing = field(default_factory=heartbeat.KeyRing)
+    keyring: heartbeats.KeyRing = field(default_factory=heartbeats.KeyRing)
     states: dict[str, detector.NodeState] = field(default_factory=dict)
     generation: str = ""
     services_raw: dict[str, bytes] = field(default_factory=dict)
@@ -134,7 +77,7 @@ class SweepCache:
     # ingest's rejections (node -> (reason, raw blob)) for the sweep to report once, and the lock that
     # keeps an ingest thread and the sweep from working on this memory at the same time
     ingested: dict[str, detector.Beat] = field(default_factory=dict)
-    ingest_rejected: dict[str, tuple[heartbeat.Rejected, bytes]] = field(default_factory=dict)
+    ingest_rejected: dict[str, tuple[heartbeats.Rejected, bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _names: dict[bytes, str] = field(default_factory=dict)
     _keys: dict[str, bytes | None] = field(default_factory=dict)
@@ -219,17 +162,16 @@ def _eval_raw(pipe: Any, sha: str, keys_: list[str], args: list[Any]) -> None:
 
 def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, force_full: bool = False) -> Snapshot:
     cache.prepare(bp)
-    read_lease = leases.script(client, "read", leases.READ)
-    snap = leases.script(client, "snapshot", SNAPSHOT)
+    snap_sha = detection.SNAPSHOT.sha(client)
     audit_count = max(256, len(bp.nodes) // 8)
     args = ["-" if force_full or not cache.generation else cache.generation, cache.cursor, audit_count]
     keys_ = [keys.heartbeats(), keys.heartbeat_arrivals(), keys.node_state(), keys.detector_meta(), keys.mode(),
              keys.sweep_attempt(), keys.detector_generation(), keys.heartbeats_pending()]
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
-        _eval_raw(pipe, snap.sha, keys_, args)
+        _eval_raw(pipe, snap_sha, keys_, args)
         for s in services:
-            read_lease(keys=[keys.lease(s)], args=[], client=pipe)
+            leases.READ(client, keys=[keys.lease(s)], pipe=pipe)
         for s in services:
             pipe.get(keys.lease_holder(s))
         for s in services:
@@ -242,7 +184,7 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
         except NoScriptError:
             if attempt:
                 raise
-            client.script_load(SNAPSHOT)
+            client.script_load(detection.SNAPSHOT.source)
     n = len(services)
     markers = {s: leases.read_failed(raw) for s, raw in zip(services, res[1 + 2 * n:1 + 3 * n], strict=True)}
     failed = {s: m for s, m in markers.items() if m is not None}
@@ -279,16 +221,12 @@ def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, fo
 
 
 def _batch(cache: SweepCache, blob: bytes, count: int) -> dict[str, tuple[bytes, bytes]] | None:
-    """A drained pending batch (``node, "<arrival> <beat>"`` pairs joined by newlines) as entries; None when
-    its element count does not match (a value held a newline: written by something other than the beat script)."""
-    if not count:
-        return {}
-    parts = blob.split(b"\n")
-    if len(parts) != count:
+    """A drained pending batch as entries (node -> (beat, arrival)); None when it is misaligned."""
+    split = heartbeats.split_pending(blob, count)
+    if split is None:
         return None
-    # column-wise, each step one C-level pass: this runs for every beat of the fleet every second
-    arrivals, _, raws = zip(*map(bytes.partition, parts[1::2], repeat(b" ")), strict=True)
-    return dict(zip(cache.names(parts[0::2]), zip(raws, arrivals, strict=True), strict=True))
+    names, arrivals, raws = split
+    return dict(zip(cache.names(names), zip(raws, arrivals, strict=True), strict=True))
 
 
 def _text(v: Any) -> str:
@@ -352,8 +290,8 @@ def _take(mask: list[bool], slow: list[str], names: list[str], *cols: list[Any])
 
 def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mapping[str, detector.NodeState],
                  cache: SweepCache, strict: bool, age: float, beats: dict[str, detector.Beat],
-                 rejected: dict[str, heartbeat.Rejected], slow: list[str]) -> None:
-    """The batch form of :func:`heartbeat.verify`, column by column, every step one C-level pass.
+                 rejected: dict[str, heartbeats.Rejected], slow: list[str]) -> None:
+    """The batch form of :func:`heartbeats.verify`, column by column, every step one C-level pass.
 
     Same checks in the same order (known node, wire form, MAC, signed node name, freshness, sequence);
     a row failing any of them leaves the batch for the slow path, which names the precise reason.
@@ -361,12 +299,12 @@ def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mappin
     names = list(entries)
     raws, arrivals_b = (list(c) for c in zip(*entries.values(), strict=True))
     key_list = list(map(cache._keys.get, names))
-    end = len(heartbeat.PREFIX) + heartbeat.TAG_LEN
-    mask = [k is not None and r.startswith(heartbeat.PREFIX) and r[end:end + 1] == b"." and a is not None
+    end = len(heartbeats.PREFIX) + heartbeats.TAG_LEN
+    mask = [k is not None and r.startswith(heartbeats.PREFIX) and r[end:end + 1] == b"." and a is not None
             for k, r, a in zip(key_list, raws, arrivals_b, strict=True)]
     names, raws, arrivals_b, key_list = _take(mask, slow, names, raws, arrivals_b, key_list)
     bodies = [r[end + 1:] for r in raws]
-    ok = heartbeat.check_macs(key_list, bodies, [r[len(heartbeat.PREFIX):end] for r in raws])
+    ok = heartbeats.check_macs(key_list, bodies, [r[len(heartbeats.PREFIX):end] for r in raws])
     names, raws, arrivals_b, bodies = _take(ok, slow, names, raws, arrivals_b, bodies)
     splits = list(map(bytes.split, bodies, repeat(b"|"), repeat(4)))
     mask = [len(sp) == 5 and sp[0] == n.encode() for sp, n in zip(splits, names, strict=True)]
@@ -392,7 +330,7 @@ def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mappin
             if fresh:
                 continue
             if q < last or strict:
-                rejected[n] = heartbeat.Rejected("replayed", f"seq {q} not after last accepted {last}")
+                rejected[n] = heartbeats.Rejected("replayed", f"seq {q} not after last accepted {last}")
             else:
                 cache.accepted[n] = raw  # already counted (by another process's sweep)
         names, raws, seqs, arrivals, svc_raws = _take(mask, [], names, raws, seqs, arrivals, svc_raws)
@@ -420,7 +358,7 @@ def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mappin
 
 def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]],
                  prev: Mapping[str, detector.NodeState], cache: SweepCache, *, strict: bool = True,
-                 ) -> tuple[dict[str, detector.Beat], dict[str, heartbeat.Rejected]]:
+                 ) -> tuple[dict[str, detector.Beat], dict[str, heartbeats.Rejected]]:
     """New authentic beats per node, and the rejections (by hash field) of every other entry.
 
     ``entries`` maps a hash field to (raw beat, arrival stamp). ``strict`` (a delta read: every entry
@@ -429,12 +367,12 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
     arrival forward. A full read (``strict`` False) sees beats another sweeper may already have
     counted, so an equal sequence is skipped silently there; an older one is still a replay.
 
-    The MACs of all well-formed entries are checked in one batch (:func:`heartbeat.check_macs`);
-    anything malformed or failing goes through :func:`heartbeat.verify` for its precise reason.
+    The MACs of all well-formed entries are checked in one batch (:func:`heartbeats.check_macs`);
+    anything malformed or failing goes through :func:`heartbeats.verify` for its precise reason.
     """
     cache.prepare(bp)
     beats: dict[str, detector.Beat] = {}
-    rejected: dict[str, heartbeat.Rejected] = {}
+    rejected: dict[str, heartbeats.Rejected] = {}
     age = max_beat_age(bp)
     slow: list[str] = []
     if entries:
@@ -443,7 +381,7 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
     for node in slow:
         raw, arrival_b = entries[node]
         if node not in bp.nodes:
-            rejected[node] = heartbeat.Rejected("unknown-node", f"{node!r} is not in the blueprint")
+            rejected[node] = heartbeats.Rejected("unknown-node", f"{node!r} is not in the blueprint")
             continue
         state = prev_get(node)
         last = state.last_seq if state is not None else None
@@ -454,15 +392,15 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
         except ValueError:
             arrival = None
         try:
-            hb = heartbeat.verify(raw.decode(errors="replace"), node, cache.keyring, last_seq=last if strict else None,
+            hb = heartbeats.verify(raw.decode(errors="replace"), node, cache.keyring, last_seq=last if strict else None,
                                   arrival=arrival, max_age=age)
-        except heartbeat.Rejected as exc:
+        except heartbeats.Rejected as exc:
             rejected[node] = exc
             continue
         # only reached when the fast path could not read the arrival stamp or a non-strict equal seq
         if last is not None and hb.seq <= last:
             if hb.seq < last:
-                rejected[node] = heartbeat.Rejected("replayed", f"seq {hb.seq} not after last accepted {last}")
+                rejected[node] = heartbeats.Rejected("replayed", f"seq {hb.seq} not after last accepted {last}")
             else:
                 accepted[node] = raw
             continue
@@ -495,12 +433,12 @@ def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
         if not cache.generation:
             return IngestResult(skipped="this process has not swept yet")
         cache.prepare(bp)
-        sha = leases.script(client, "ingest", INGEST).sha
+        sha = detection.INGEST.sha(client)
         args = ["EVALSHA", sha, 2, keys.detector_generation(), keys.heartbeats_pending(), cache.generation]
         try:
             res = client.execute_command(*args, **{NEVER_DECODE: []})
         except NoScriptError:
-            client.script_load(INGEST)
+            client.script_load(detection.INGEST.source)
             res = client.execute_command(*args, **{NEVER_DECODE: []})
         if res[0] != b"ok":
             return IngestResult(skipped="another process swept since: its sweep reads in full",
@@ -578,25 +516,13 @@ class IngestLoop:
                 self.rejected += len(res.rejected)
 
 
-def _lock(client: Any, ttl: float) -> str | None:
-    token = secrets.token_hex(8)
-    return token if client.set(keys.sweep_lock(), token, nx=True, px=max(1, int(ttl * 1000))) else None
-
-
-def _unlock(client: Any, token: str) -> None:
-    try:
-        leases.script(client, "unlock", _UNLOCK)(keys=[keys.sweep_lock()], args=[token])
-    except Exception as exc:  # noqa: BLE001 - it expires on its own
-        log.warning("sweep: could not release the lock: %s", exc)
-
-
 def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: Any = None,
               launch: Launcher | None = None, plan: Planner | None = None, controls: Controls | None = None,
               lock_ttl: float = 2.0) -> SweepResult:
     """Run one sweep; returns what it saw and did (the task's result, the bench's measurement)."""
     cache = cache or SweepCache()
     t0 = time.perf_counter()
-    token = _lock(client, lock_ttl)
+    token = locks.try_lock(client, keys.sweep_lock(), lock_ttl)
     if token is None:
         # the detector as a whole is still awake: record it, so a sweeper that stalled holding the
         # lock is not mistaken for the detector having been paused (TILT)
@@ -614,7 +540,7 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
     finally:
         if gc_was_on:
             gc.enable()
-        _unlock(client, token)
+        locks.release(client, keys.sweep_lock(), token)
 
 
 def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, launch: Launcher | None,
@@ -666,9 +592,9 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
 
     # report each distinct bad blob once (a forged beat left in Redis must not flood the history)
     seen_bad = dict(outcome.meta.rejected)
-    new_rejections: dict[str, heartbeat.Rejected] = {}
+    new_rejections: dict[str, heartbeats.Rejected] = {}
     for node, exc in rejected.items():
-        fp = heartbeat.digest(bad_raw.get(node, b""))
+        fp = heartbeats.digest(bad_raw.get(node, b""))
         if seen_bad.get(node) != fp:
             new_rejections[node] = exc
             seen_bad[node] = fp
@@ -758,7 +684,7 @@ EVENT_FOR = {detector.SUSPECT: "detect.node_suspect", detector.DEAD: "detect.nod
              detector.ALIVE: "detect.node_alive", detector.EXPECTED_OFFLINE: "detect.node_expected_offline"}
 
 
-def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, heartbeat.Rejected],
+def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, heartbeats.Rejected],
                  prev_mode: Any, mode: modes.Mode, now: float) -> None:
     for node, exc in rejected.items():
         log.warning("sweep: rejected heartbeat stored as %r: %s", node, exc)
@@ -788,11 +714,10 @@ def _planning(client: Any, bp: Blueprint, plan: Planner | None, controls: Contro
     """The planner (failover's, unless a test injected one), its extra kwargs, and the pause/cool-down state."""
     extra: dict[str, Any] = {}
     if plan is None:
-        from continuity.failover.control import read_routes
         from continuity.failover.planner import plan_failovers as plan
 
-        # who is primary once the dead node's lease has already expired (failover engineer's addition)
-        extra["routes"] = read_routes(client, bp)
+        # who is primary once the dead node's lease has already expired
+        extra["routes"] = routes.read_many(client, sorted(bp.services))
     if controls is None:
         from continuity.failover.control import read_controls as controls
     return plan, extra, controls(client, bp)

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.probes import current_primary, http_get, service_port, worker_pid
 from continuity.drills.targets import TargetPlan
 from continuity.errors import ContinuityError
+from continuity.state import keys
 
 
 class FaultError(ContinuityError):

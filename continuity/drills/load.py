@@ -21,7 +21,8 @@ from typing import Any
 
 from continuity.blueprint import Blueprint
 from continuity.drills.measure import Write
-from continuity.drills.probes import base_url, current_primary, fetch_records, route_of
+from continuity.drills.probes import base_url, fetch_records
+from continuity.state import routes
 
 WriteFn = Callable[[int], tuple[bool, int | None, str | None]]
 
@@ -30,12 +31,12 @@ def http_writer(client: Any, bp: Blueprint, service: str, timeout: float) -> Wri
     """POST /records {"seq": n} to the node the route names now (with its epoch, so stale primaries refuse)."""
 
     def write(seq: int) -> tuple[bool, int | None, str | None]:
-        route = route_of(client, service) or {}
         url = base_url(client, bp, service)
-        node = current_primary(client, bp, service)
+        primary = routes.read_primary(client, bp, service)
+        node = primary.node
         body: dict[str, Any] = {"seq": seq}
-        if route.get("epoch") is not None:
-            body["epoch"] = route["epoch"]
+        if primary.epoch is not None:
+            body["epoch"] = primary.epoch
         req = urllib.request.Request(f"{url}/records", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
         try:

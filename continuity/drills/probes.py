@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.scenarios import ProbeSpec
+from continuity.state import keys, routes
+from continuity.state.nodes import read_registry
+from continuity.state.routes import Route
 
 
 @dataclass(frozen=True)
@@ -44,31 +47,24 @@ def service_port(bp: Blueprint, service: str, node: str) -> int | None:
         return None
 
 
-def route_of(client: Any, service: str) -> dict[str, Any] | None:
-    """The route clients follow now ({node, url, epoch}); None when failover never published one."""
-    raw = client.get(keys.route(service))
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"node": raw}
-    return value if isinstance(value, dict) else {"node": str(value)}
+def route_of(client: Any, service: str) -> Route | None:
+    """The route clients follow now; None when failover never published one."""
+    return routes.read(client, service)
 
 
 def current_primary(client: Any, bp: Blueprint, service: str) -> str:
-    route = route_of(client, service)
-    node = route.get("node") if route else None
-    return node if node in bp.nodes else bp.services[service].primary
+    """The fleet's one answer (:func:`continuity.state.routes.primary_of`): drills aim where failover would."""
+    return routes.read_primary(client, bp, service).node
 
 
 def base_url(client: Any, bp: Blueprint, service: str) -> str | None:
+    """The primary's URL: the route's when the route names the primary, else built from the blueprint."""
+    primary = routes.read_primary(client, bp, service)
     route = route_of(client, service)
-    if route and route.get("url"):
-        return str(route["url"]).rstrip("/")
-    node = current_primary(client, bp, service)
-    port = service_port(bp, service, node)
-    return f"http://{bp.nodes[node].address}:{port}" if port else None
+    if route is not None and route.url and route.node == primary.node:
+        return route.url.rstrip("/")
+    port = service_port(bp, service, primary.node)
+    return f"http://{bp.nodes[primary.node].address}:{port}" if port else None
 
 
 def http_get(url: str, timeout: float) -> tuple[int, bytes]:
@@ -176,10 +172,10 @@ def _route(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
     route = route_of(ctx.client, spec.service)
     if route is None:
         return True, "no route published (blueprint primary)", ctx.bp.services[spec.service].primary
-    node = route.get("node")
+    node = route.node
     if node not in ctx.bp.nodes:
         return False, f"route names unknown node {node!r}", node
-    return True, f"-> {node} (epoch {route.get('epoch')})", node
+    return True, f"-> {node} (epoch {route.epoch})", node
 
 
 def _mode(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
@@ -258,12 +254,12 @@ def _redis(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
 
 def worker_pid(client: Any, node: str) -> int | None:
     """The registered worker pid of ``node`` if that process is alive and really is that node's worker."""
-    raw = client.hget(keys.nodes_registry(), node)
-    if not raw:
-        return None
+    info = read_registry(client, node)
     try:
-        pid = int(json.loads(raw)["pid"])
+        pid = int(info["pid"]) if info else None
     except (ValueError, KeyError, TypeError):
+        return None
+    if pid is None:
         return None
     if not procs.alive(pid):
         return None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from continuity import keys
+from continuity.state import keys
 
 CHUNK = 64 * 1024
 POLL = 0.1

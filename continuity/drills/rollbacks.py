@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import keys
+from continuity.state import keys
 
 log = logging.getLogger(__name__)
 

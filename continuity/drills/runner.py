@@ -29,13 +29,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.drills import faults, load, measure, probes, procs, targets
 from continuity.drills.rollbacks import RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
 from continuity.pulse import Pulse
+from continuity.state import keys, routes
 
 LOCK_TTL = 30.0
 Progress = Callable[[str, dict[str, Any]], None]
@@ -58,15 +59,11 @@ def _now_id(name: str, now: float) -> str:
 
 
 def live_primaries(client: Any, bp: Blueprint) -> dict[str, str]:
-    out = {}
-    for sid in bp.services:
-        try:
-            route = probes.route_of(client, sid)
-        except Exception:  # noqa: BLE001
-            route = None
-        if route and route.get("node") in bp.nodes:
-            out[sid] = str(route["node"])
-    return out
+    """Where each service runs now, by the fleet's one rule (so a drill aims where failover would)."""
+    try:
+        return {sid: p.node for sid, p in routes.read_primaries(client, bp).items()}
+    except Exception:  # noqa: BLE001 - unreadable state: targets fall back to the blueprint
+        return {}
 
 
 def objectives(sc: Scenario, bp: Blueprint, plan: targets.TargetPlan) -> measure.Objectives:

@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from continuity.blueprint import Blueprint
 from continuity.errors import UsageError
+from continuity.state.routes import Route, primary_of
 
 STEPS: tuple[str, ...] = ("fence", "prepare", "promote", "repoint", "verify", "record")
 SWITCHOVER_STEPS: tuple[str, ...] = ("demote",) + STEPS
@@ -113,14 +114,9 @@ def node_healthy(value: Any, service: str | None = None) -> bool:
     return True
 
 
-def current_primary(bp: Blueprint, service: str, lease: LeaseLike | None,
-                    route: Mapping[str, Any] | None = None) -> str:
-    """Who holds the role now: a live lease is authoritative, then the last route, then the blueprint."""
-    if lease is not None and getattr(lease, "node", None):
-        return str(lease.node)
-    if route and route.get("node"):
-        return str(route["node"])
-    return bp.services[service].primary
+def current_primary(bp: Blueprint, service: str, lease: LeaseLike | None, route: Route | None = None) -> str:
+    """Who holds the role now: the fleet's one rule (:func:`continuity.state.routes.primary_of`)."""
+    return primary_of(bp, service, lease, route).node
 
 
 def placement_order(bp: Blueprint, service: str) -> list[str]:
@@ -165,7 +161,7 @@ def _not_before(bp: Blueprint, lease: LeaseLike | None, candidate: str, now: flo
 
 def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
            leases: Mapping[str, LeaseLike | None], now: float, paused: set[str], global_pause: bool,
-           cooldowns: Mapping[str, float], *, routes: Mapping[str, Mapping[str, Any]] | None = None,
+           cooldowns: Mapping[str, float], *, routes: Mapping[str, Route] | None = None,
            freshness: Mapping[str, Mapping[str, float]] | None = None,
            failed_services: Mapping[str, str] | None = None) -> list[Decision]:
     """Every affected service's decision, in dependency order (a dependency is restored first).
@@ -182,7 +178,8 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
     for service in bp.topo_order():
         lease = leases.get(service)
         route = routes.get(service)
-        primary = current_primary(bp, service, lease, route)
+        holder = primary_of(bp, service, lease, route)
+        primary = holder.node
         failed = primary not in dead_nodes and service in failed_services
         if primary not in dead_nodes and not failed:
             continue
@@ -190,7 +187,7 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
             # the node that gave up released the lease: whoever holds one now took the role since
             out.append(Decision(service, "skip", f"{lease.node} holds the role again (epoch {lease.epoch})"))
             continue
-        epoch = _epoch_of(lease, route)
+        epoch = holder.epoch
         if global_pause:
             out.append(Decision(service, "skip", "failover is paused fleet-wide (maintenance)"))
             continue
@@ -229,21 +226,13 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
 
 def plan_failovers(blueprint: Blueprint, dead_nodes: set[str], node_states: dict, leases: dict, now: float,
                    paused: set[str], global_pause: bool, cooldowns: dict[str, float], *,
-                   routes: Mapping[str, Mapping[str, Any]] | None = None,
+                   routes: Mapping[str, Route] | None = None,
                    freshness: Mapping[str, Mapping[str, float]] | None = None,
                    failed_services: Mapping[str, str] | None = None) -> list[FailoverPlan]:
     """The plans to launch (failovers and escalations); skipped services are left out (see :func:`decide`)."""
     return [d.plan for d in decide(blueprint, dead_nodes, node_states, leases, now, paused, global_pause,
                                    cooldowns, routes=routes, freshness=freshness, failed_services=failed_services)
             if d.plan is not None]
-
-
-def _epoch_of(lease: LeaseLike | None, route: Mapping[str, Any] | None) -> int | None:
-    if lease is not None and getattr(lease, "epoch", None) is not None:
-        return int(lease.epoch)
-    if route and route.get("epoch") is not None:
-        return int(route["epoch"])
-    return None
 
 
 # --- manual control ---------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import time
 import uuid
 from typing import Any
 
-from continuity import keys, paths
+from continuity import paths
 from continuity.pulse import Pulse
+from continuity.state import keys
 
 FINAL = ("succeeded", "failed", "escalated", "superseded")
 

@@ -20,21 +20,19 @@ import fcntl
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from continuity import keys
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
-from continuity.failover import fencing, hooks, records
+from continuity.failover import hooks, records
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.failover.prepare import FORCE_ENV, DataState, decide
+from continuity.state import epochs, keys, locks, routes
 
 Ctx = dict[str, Any]
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -64,48 +62,18 @@ class AlreadyHandled(ContinuityError):
     """A duplicate delivery of a step that already failed and whose failure was already acted on."""
 
 
-# KEYS[1]=lock ARGV[1]=token ARGV[2]=ttl_ms (refresh) | no ARGV[2] (release)
-_LOCK_OP = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('DEL', KEYS[1])
-"""
-
-
 @contextlib.contextmanager
 def step_lock(client: Any, key: str, ttl: float = 3.0, wait: float = 120.0) -> Iterator[None]:
     """One copy of a step at a time: a duplicate delivery waits for the running copy instead of racing it.
 
-    The lock is short-lived and kept alive by a refresher thread, so a copy
-    killed with its worker frees the lock within ``ttl`` for the redelivery.
+    The lock is short-lived and kept alive while held, so a copy killed with its worker frees it within
+    ``ttl`` for the redelivery (:func:`continuity.state.locks.held`).
     """
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + wait
-    while not client.set(key, token, nx=True, px=int(ttl * 1000)):
-        if time.monotonic() > deadline:
-            raise StepFailed(f"another copy of this step held {key} for {wait:.0f}s")
-        time.sleep(0.05)
-    op = fencing._script(client, "_lock_op", _LOCK_OP)
-    stop = threading.Event()
-
-    def refresh() -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                op(keys=[key], args=[token, int(ttl * 1000)])
-            except Exception:  # noqa: BLE001 - a missed refresh only shortens the lock
-                pass
-
-    t = threading.Thread(target=refresh, daemon=True, name="continuity-step-lock")
-    t.start()
     try:
-        yield
-    finally:
-        stop.set()
-        t.join(1.0)
-        try:
-            op(keys=[key], args=[token])
-        except Exception:  # noqa: BLE001 - it expires by itself
-            pass
+        with locks.held(client, key, ttl=ttl, wait=wait):
+            yield
+    except locks.LockTimeout as exc:
+        raise StepFailed(f"another copy of this step held {key} for {wait:.0f}s") from exc
 
 
 def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
@@ -153,7 +121,7 @@ def _loads(raw: str) -> dict[str, Any]:
 # --- demote (switchover only: on the old primary's own queue) ---------------------------------------------------
 def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
     """Stop acting as primary *before* anyone else starts: stop hook, then give the lease back."""
-    from continuity.detect import leases
+    from continuity.state import leases
 
     service, node = ctx["service"], ctx["old_primary"]
     result = hooks.run_service_hook(bp, service, node, "demote", ctx.get("expected_epoch"))
@@ -172,7 +140,7 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
 # --- fence (control) -----------------------------------------------------------------------------------------------
 def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     """Wait out the old lease (+ margin), then move the epoch forward; stale writers are refused from here on."""
-    from continuity.detect import leases
+    from continuity.state import leases
 
     service, candidate = ctx["service"], ctx["candidate"]
     if client.get(marker(ctx, "fence")) is None:
@@ -190,11 +158,11 @@ def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
         if now < not_before:
             raise NotYet(f"{service}: waiting {not_before - now:.1f}s (lease margin)", wait=not_before - now)
     try:
-        new = fencing.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"),
+        new = epochs.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"),
                                  candidate=candidate)
-    except fencing.StaleEpoch as exc:
+    except epochs.StaleEpoch as exc:
         raise Superseded(str(exc)) from None
-    except fencing.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
+    except epochs.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
         raise NotYet(f"{service}: the lease was taken again just now", wait=bp.policy.lease_margin) from None
     records.pulse_for(client).emit("failover.fenced", service=service, epoch=new,
                                    data={"record": ctx["record_id"], "from_epoch": ctx["expected_epoch"],
@@ -339,10 +307,10 @@ def _fsync_dir(d: Path) -> None:
 # --- promote (candidate) -------------------------------------------------------------------------------------------
 def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) -> dict[str, Any]:
     """Claim the role (lease with the new epoch), then start the service with that epoch."""
-    from continuity.detect import leases
+    from continuity.state import leases
 
     service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
-    if fencing.current_epoch(client, service) != epoch:
+    if epochs.current_epoch(client, service) != epoch:
         raise Superseded(f"{service}: epoch is no longer {epoch}")
     lease = leases.read(client, service)
     if lease is None or lease.node != node or int(lease.epoch) != epoch:
@@ -361,7 +329,7 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
 
 def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
     """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway)."""
-    from continuity.detect import leases
+    from continuity.state import leases
 
     service, node = ctx["service"], ctx["candidate"]
     try:
@@ -374,20 +342,6 @@ def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
 
 
 # --- repoint (control) ---------------------------------------------------------------------------------------------
-_SET_ROUTE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, obj = pcall(cjson.decode, cur)
-  if ok and obj['epoch'] and tonumber(obj['epoch']) > tonumber(ARGV[2]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-return 1
-"""
-
-
 def publish_route(client: Any, bp: Blueprint, service: str, node: str, epoch: int, now: float,
                   record_id: str | None = None) -> dict[str, Any] | None:
     """Route key (compare-and-set: never back to an older epoch) + pub/sub message + routes file.
@@ -395,15 +349,13 @@ def publish_route(client: Any, bp: Blueprint, service: str, node: str, epoch: in
     Returns the route, or None when the key already points at a newer epoch.
     Also what the node agent calls after bootstrapping a service's first epoch.
     """
-    route = {"service": service, "node": node, "url": hooks.base_url(bp, service, node), "epoch": int(epoch),
-             "updated": now, "record": record_id}
-    payload = json.dumps(route, sort_keys=True)
-    applied = int(fencing._script(client, "_route", _SET_ROUTE)(keys=[keys.route(service), keys.routes_channel()],
-                                                                 args=[payload, int(epoch)]))
-    if not applied:
+    route = routes.Route(service=service, node=node, epoch=int(epoch), url=hooks.base_url(bp, service, node),
+                         updated=now, record=record_id)
+    if not routes.publish(client, route):
         return None
-    write_routes_file({service: route})
-    return route
+    doc = route.as_dict()
+    write_routes_file({service: doc})
+    return doc
 
 
 def repoint(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
@@ -458,7 +410,7 @@ def verify(client: Any, bp: Blueprint, ctx: Ctx, timeout: float = 10.0) -> dict[
     A verified primary also ends a ``service-failed`` episode: the marker an old primary left when it
     gave the service up is cleared here (only if older than this epoch), so the sweep stops acting on it.
     """
-    from continuity.detect import leases
+    from continuity.state import leases
 
     out = _verify(bp, ctx, timeout)
     if leases.clear_failed(client, ctx["service"], int(ctx["epoch"])):

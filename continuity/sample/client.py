@@ -1,6 +1,7 @@
 """A ledger client that follows the route, so it keeps working across a failover.
 
-It asks where the primary is (the route key in Redis, or the routes file when
+It asks where the primary is (the route in Redis while it agrees with the live
+lease, :func:`continuity.state.routes.serving_route`; or the routes file when
 given a path), sends the write there, and on a refused (409: fenced), failed or
 unreachable primary looks the route up again and retries until its deadline.
 ``append`` returns True only for an acknowledged write: the drills' load
@@ -16,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from continuity import keys
+from continuity.state import routes
 
 
 class LedgerClient:
@@ -41,8 +42,8 @@ class LedgerClient:
         """Where the primary is right now (None when no route is published yet or the source is unreadable)."""
         try:
             if self.redis is not None:
-                raw = self.redis.get(keys.route(self.service))
-                return json.loads(raw) if raw else None
+                route = routes.serving_route(self.redis, self.service)
+                return route.as_dict() if route else None
             assert self.routes_path is not None
             doc = json.loads(self.routes_path.read_text(encoding="utf-8"))
             return doc.get("services", {}).get(self.service)

@@ -120,12 +120,12 @@ class EpochGuard:
         """(HTTP status to answer if refusing or 0 when allowed, current epoch, message)."""
         if self.client is None:
             return 0, None, "no Redis configured: unguarded"
-        from continuity.failover import fencing
+        from continuity.state import epochs
 
         try:
-            fencing.check_epoch(self.client, self.service, self.epoch)
+            epochs.check_epoch(self.client, self.service, self.epoch)
             return 0, self.epoch, "current"
-        except fencing.StaleEpoch as exc:
+        except epochs.StaleEpoch as exc:
             return 409, exc.current, f"stale epoch {self.epoch}: the role moved on to epoch {exc.current}"
         except Exception as exc:  # noqa: BLE001 - any Redis failure means "cannot prove we are primary"
             return 503, None, f"cannot verify the epoch: {exc}"
@@ -134,7 +134,7 @@ class EpochGuard:
         """Why we must stop now, or None while the lease is ours (or unconfirmed for less than most of a TTL)."""
         if self.client is None:
             return None
-        from continuity.detect import leases
+        from continuity.state import leases
 
         try:
             lease = leases.read(self.client, self.service)

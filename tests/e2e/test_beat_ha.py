@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from continuity import keys
+from continuity.state import keys
 from tests.helpers import continuity_cmd, wait_for
 
 pytestmark = pytest.mark.slow

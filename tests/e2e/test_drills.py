@@ -22,9 +22,9 @@ import pytest
 import redis as redis_lib
 import yaml
 
-from continuity import keys
 from continuity.drills import procs
 from continuity.redisd import RedisServer
+from continuity.state import keys
 from tests.failover_support import kill_services, make_blueprint
 from tests.helpers import ROOT, Proc, continuity_cmd, project_env, run_cli, wait_for
 

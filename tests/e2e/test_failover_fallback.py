@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity import keys
+from continuity.state import keys
 from tests.failover_support import Fleet, pulse_events
 from tests.helpers import run_cli, wait_for
 

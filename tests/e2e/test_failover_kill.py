@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from continuity import keys
 from continuity.sample.client import LedgerClient
+from continuity.state import keys
 from tests.failover_support import Fleet, fleet_fixture  # noqa: F401 - the `fleet` fixture
 from tests.helpers import wait_for
 

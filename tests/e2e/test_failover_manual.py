@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from continuity import keys
+from continuity.state import keys
 from tests.failover_support import Fleet, fleet_fixture, overlaps, pulse_events, role_intervals  # noqa: F401
 from tests.helpers import run_cli
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from continuity import keys
 from continuity.sample.client import LedgerClient
+from continuity.state import keys
 from tests.failover_support import Fleet
 from tests.helpers import wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity import keys
+from continuity.state import keys
 from tests.failover_support import Fleet, overlaps, pulse_events, role_intervals, service_pid
 from tests.helpers import wait_for
 

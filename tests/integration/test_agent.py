@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from continuity import keys
-from continuity.detect import heartbeat
 from continuity.pulse import read_events
+from continuity.state import heartbeats, keys
 from tests.helpers import continuity_cmd, wait_for
 
 pytestmark = pytest.mark.slow
@@ -84,12 +83,12 @@ def test_worker_agent_writes_signed_heartbeats_and_bootstraps_its_roles(start_wo
     start_worker("core-a", env=fleet_env)
     wait_for(lambda: rds.hexists(keys.heartbeats(), "core-a"), timeout=20, what="a heartbeat from core-a")
     monkeypatch.setenv("CONTINUITY_STATE", fleet_env["CONTINUITY_STATE"])
-    key_path = heartbeat.key_file("core-a")
+    key_path = heartbeats.key_file("core-a")
     assert key_path.stat().st_mode & 0o077 == 0, "the key file is private to the node"
     raw = rds.hget(keys.heartbeats(), "core-a")
-    assert heartbeat.node_key("core-a").decode() not in json.dumps(rds.hgetall(keys.heartbeats())), \
+    assert heartbeats.node_key("core-a").decode() not in json.dumps(rds.hgetall(keys.heartbeats())), \
         "the key never reaches Redis"
-    hb = heartbeat.verify(raw, "core-a", heartbeat.KeyRing(), last_seq=None,
+    hb = heartbeats.verify(raw, "core-a", heartbeats.KeyRing(), last_seq=None,
                           arrival=float(rds.hget(keys.heartbeat_arrivals(), "core-a")), max_age=30)
     assert hb.node == "core-a"
     # the declared primary took epoch 1 and ran its start hook; the lease keeps being renewed
@@ -98,7 +97,7 @@ def test_worker_agent_writes_signed_heartbeats_and_bootstraps_its_roles(start_wo
     lease = json.loads(rds.get(keys.lease("ledger")))
     assert lease["node"] == "core-a" and lease["epoch"] == 1
     seq = hb.seq
-    wait_for(lambda: heartbeat.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeat.KeyRing(),
+    wait_for(lambda: heartbeats.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeats.KeyRing(),
                                       last_seq=seq, arrival=None, max_age=30), timeout=10, what="a newer beat")
     wait_for(lambda: rds.pttl(keys.lease("ledger")) > 2000, timeout=10, what="lease renewal")
     assert kinds(fleet_env, "detect.role_bootstrapped")
@@ -147,9 +146,9 @@ def test_forged_heartbeat_is_rejected_logged_and_changes_nothing(spawn, start_wo
     spawn(continuity_cmd("beat"), fleet_env, "beat")
     wait_for(lambda: states(rds).get("core-a") == "alive", timeout=40, what="core-a alive")
     # core-b never started: a forged beat claiming it is alive (and holding ledger) must not count
-    forged = heartbeat.Heartbeat(node="core-b", seq=2**53, ts=float(rds.time()[0]),
+    forged = heartbeats.Heartbeat(node="core-b", seq=2**53, ts=float(rds.time()[0]),
                                  services={"ledger": {"role": "primary", "healthy": True, "epoch": 99}})
-    rds.hset(keys.heartbeats(), "core-b", heartbeat.encode(forged, b"not-core-b's-key"))
+    rds.hset(keys.heartbeats(), "core-b", heartbeats.encode(forged, b"not-core-b's-key"))
     wait_for(lambda: kinds(fleet_env, "detect.heartbeat_rejected"), timeout=20, what="the rejection event")
     ev = kinds(fleet_env, "detect.heartbeat_rejected")[0]
     assert ev["node"] == "core-b" and ev["data"]["reason"] in ("bad-mac", "unknown-node")

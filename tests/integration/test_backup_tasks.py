@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from continuity import keys
 from continuity.backup import api
+from continuity.state import keys
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow

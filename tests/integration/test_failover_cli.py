@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity import keys
+from continuity.state import keys
 from tests.failover_support import make_blueprint, pulse_events
 from tests.helpers import project_env, run_cli
 

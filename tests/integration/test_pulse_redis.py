@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from continuity import keys
 from continuity import pulse as pulse_mod
 from continuity.pulse import Pulse, read_events, stream_events, verify_file
 from continuity.redisd import RedisServer, connect, free_port
+from continuity.state import keys
 from tests.helpers import Proc, continuity_cmd, run_cli, wait_for
 
 

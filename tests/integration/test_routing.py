@@ -7,7 +7,7 @@ import json
 import pytest
 from celery import Celery
 
-from continuity import keys
+from continuity.state import keys
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from continuity import keys
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
-from continuity.detect import leases
 from continuity.detect.agent import Agent
 from continuity.detect.probes import ProbeResult
+from continuity.state import keys, leases
 
 FLEET = """\
 version: 1

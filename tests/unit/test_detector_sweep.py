@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
-from continuity import keys
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
-from continuity.detect import heartbeat, leases
 from continuity.detect.agent import Agent
 from continuity.detect.probes import ProbeResult
 from continuity.detect.sweep import SweepCache, run_ingest, run_sweep
+from continuity.state import heartbeats, keys, leases
 from tests.helpers import wait_for
 
 # fast timings so that real silences are short; Redis TIME is the clock
@@ -66,7 +65,7 @@ def fleet(bp, rds):
 
 @pytest.fixture
 def cache() -> SweepCache:
-    return SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+    return SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
 
 
 def beat_all(fleet: dict[str, Agent], *only: str) -> None:
@@ -108,8 +107,8 @@ def test_forged_heartbeat_is_rejected_once_and_changes_nothing(bp, rds, fleet, c
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     before = rds.hget(keys.node_state(), "core-c")
-    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=0, services={"ledger": {"healthy": True}})
-    rds.hset(keys.heartbeats(), "core-c", heartbeat.encode(forged, b"attacker-key"))
+    forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=0, services={"ledger": {"healthy": True}})
+    rds.hset(keys.heartbeats(), "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = sweep(rds, bp, cache, events)
     assert res.rejected == {"core-c": "bad-mac"}
     assert rds.hget(keys.node_state(), "core-c") == before
@@ -133,7 +132,7 @@ def test_replayed_heartbeat_is_rejected(bp, rds, fleet, cache) -> None:
     res = sweep(rds, bp, cache, events)
     assert res.rejected == {"core-b": "replayed"}
     # even a sweeper in another process (empty cache) refuses it
-    res = sweep(rds, bp, SweepCache(keyring=heartbeat.KeyRing(dict(KEYS))), Events())
+    res = sweep(rds, bp, SweepCache(keyring=heartbeats.KeyRing(dict(KEYS))), Events())
     assert res.rejected == {"core-b": "replayed"}
 
 
@@ -260,7 +259,7 @@ def test_a_value_with_newlines_cannot_shift_the_snapshot(bp, rds, fleet, cache) 
 def test_a_second_process_picks_up_where_the_first_left(bp, rds, fleet, cache) -> None:
     beat_all(fleet)
     sweep(rds, bp, cache, Events())
-    other = SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+    other = SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
     res = sweep(rds, bp, other, Events())
     assert not res.outcome.transitions and set(other.states) == {"core-a", "core-b", "core-c"}
     beat_all(fleet)
@@ -270,9 +269,9 @@ def test_a_second_process_picks_up_where_the_first_left(bp, rds, fleet, cache) -
 
 def _submit(rds, node: str, raw: str) -> None:
     """Write a beat the way an agent does (the beat script: hash, arrival stamp, pending entry)."""
-    from continuity.detect.agent import _BEAT, beat_keys
+    from continuity.state.heartbeats import BEAT, beat_keys
 
-    rds.register_script(_BEAT)(keys=beat_keys(), args=[node, raw, 1000])
+    BEAT.load(rds)(keys=beat_keys(), args=[node, raw, 1000])
 
 
 def test_forged_beat_through_the_beat_script_is_rejected_and_logged(bp, rds, fleet, cache) -> None:
@@ -280,8 +279,8 @@ def test_forged_beat_through_the_beat_script_is_rejected_and_logged(bp, rds, fle
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     before = rds.hget(keys.node_state(), "core-c")
-    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
-    _submit(rds, "core-c", heartbeat.encode(forged, b"attacker-key"))
+    forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
+    _submit(rds, "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = sweep(rds, bp, cache, events)
     assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
     assert rds.hget(keys.node_state(), "core-c") == before
@@ -408,8 +407,8 @@ def test_a_forged_beat_in_an_ingest_slice_is_rejected_and_logged(bp, rds, fleet,
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     before = rds.hget(keys.node_state(), "core-c")
-    forged = heartbeat.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
-    _submit(rds, "core-c", heartbeat.encode(forged, b"attacker-key"))
+    forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
+    _submit(rds, "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = run_ingest(rds, bp, cache)
     assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
     with caplog.at_level("WARNING", logger="continuity.sweep"):
@@ -437,7 +436,7 @@ def test_a_replay_in_an_ingest_slice_is_rejected(bp, rds, fleet, cache) -> None:
 def test_ingest_leaves_the_pending_hash_alone_when_another_process_swept(bp, rds, fleet, cache) -> None:
     beat_all(fleet)
     sweep(rds, bp, cache, Events())
-    other = SweepCache(keyring=heartbeat.KeyRing(dict(KEYS)))
+    other = SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
     sweep(rds, bp, other, Events())
     beat_all(fleet)
     assert run_ingest(rds, bp, cache).skipped, "stale memory must not swallow beats"

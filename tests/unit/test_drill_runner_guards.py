@@ -9,11 +9,11 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity import keys
 from continuity.blueprint import load_blueprint
 from continuity.drills.runner import DrillRefused, Runner
 from continuity.drills.scenarios import load_scenarios
 from continuity.pulse import Pulse
+from continuity.state import keys
 from tests.helpers import ROOT
 
 BP = load_blueprint(ROOT / "ops" / "blueprint.yml")

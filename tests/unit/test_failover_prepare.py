@@ -9,7 +9,6 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity import keys
 from continuity.backup import api
 from continuity.backup.config import load_backup_config
 from continuity.backup.restore import walk
@@ -18,6 +17,7 @@ from continuity.errors import ConfigError
 from continuity.failover import steps
 from continuity.failover.layout import service_dir
 from continuity.failover.prepare import DataState, at_least_as_fresh, decide
+from continuity.state import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BP = ROOT / "ops" / "blueprint.yml"

@@ -8,9 +8,9 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity import keys
 from continuity.blueprint import load_blueprint
 from continuity.failover import records
+from continuity.state import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 2_000_000.0

@@ -9,9 +9,9 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity import keys
-from continuity.failover import fencing, records, steps
+from continuity.failover import records, steps
 from continuity.failover.layout import service_dir
+from continuity.state import epochs, keys
 
 
 @pytest.fixture
@@ -27,30 +27,30 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bump_moves_exactly_one_epoch_and_refuses_a_stale_expectation(client) -> None:
-    assert fencing.current_epoch(client, "ledger") == 0
-    assert fencing.bump_epoch(client, "ledger", 0) == 1
-    with pytest.raises(fencing.StaleEpoch) as err:
-        fencing.bump_epoch(client, "ledger", 0)
+    assert epochs.current_epoch(client, "ledger") == 0
+    assert epochs.bump_epoch(client, "ledger", 0) == 1
+    with pytest.raises(epochs.StaleEpoch) as err:
+        epochs.bump_epoch(client, "ledger", 0)
     assert err.value.current == 1
-    assert fencing.current_epoch(client, "ledger") == 1
+    assert epochs.current_epoch(client, "ledger") == 1
 
 
 def test_bump_with_marker_is_idempotent_on_redelivery(client) -> None:
     m = keys.step_done("ledger", 1, "fence")
-    assert fencing.bump_epoch(client, "ledger", 0, marker=m) == 1
+    assert epochs.bump_epoch(client, "ledger", 0, marker=m) == 1
     # the same fence delivered again: no second bump, same answer
-    assert fencing.bump_epoch(client, "ledger", 0, marker=m) == 1
-    assert fencing.current_epoch(client, "ledger") == 1
+    assert epochs.bump_epoch(client, "ledger", 0, marker=m) == 1
+    assert epochs.current_epoch(client, "ledger") == 1
 
 
 def test_bump_refuses_while_another_node_holds_the_lease(client) -> None:
     client.set(keys.lease("ledger"), json.dumps({"node": "core-a", "epoch": 0}), px=5000)
-    with pytest.raises(fencing.LeaseHeld):
-        fencing.bump_epoch(client, "ledger", 0, candidate="core-b")
-    assert fencing.current_epoch(client, "ledger") == 0
-    assert fencing.bump_epoch(client, "ledger", 0, candidate="core-a") == 1  # its own lease is no obstacle
+    with pytest.raises(epochs.LeaseHeld):
+        epochs.bump_epoch(client, "ledger", 0, candidate="core-b")
+    assert epochs.current_epoch(client, "ledger") == 0
+    assert epochs.bump_epoch(client, "ledger", 0, candidate="core-a") == 1  # its own lease is no obstacle
     client.delete(keys.lease("ledger"))
-    assert fencing.bump_epoch(client, "ledger", 1, candidate="core-b") == 2
+    assert epochs.bump_epoch(client, "ledger", 1, candidate="core-b") == 2
 
 
 def test_racing_bumps_have_one_winner(client) -> None:
@@ -58,8 +58,8 @@ def test_racing_bumps_have_one_winner(client) -> None:
 
     def attempt() -> None:
         try:
-            wins.append(fencing.bump_epoch(client, "ledger", 0))
-        except fencing.StaleEpoch:
+            wins.append(epochs.bump_epoch(client, "ledger", 0))
+        except epochs.StaleEpoch:
             losses.append(1)
 
     threads = [threading.Thread(target=attempt) for _ in range(8)]
@@ -71,13 +71,13 @@ def test_racing_bumps_have_one_winner(client) -> None:
 
 
 def test_writes_with_an_older_epoch_are_rejected(client) -> None:
-    fencing.bump_epoch(client, "ledger", 0)
-    fencing.check_epoch(client, "ledger", 1)
-    fencing.bump_epoch(client, "ledger", 1)
-    with pytest.raises(fencing.StaleEpoch, match="epoch 1 is stale"):
-        fencing.check_epoch(client, "ledger", 1)
-    assert fencing.is_current(client, "ledger", 2)
-    assert not fencing.is_current(client, "ledger", 3)
+    epochs.bump_epoch(client, "ledger", 0)
+    epochs.check_epoch(client, "ledger", 1)
+    epochs.bump_epoch(client, "ledger", 1)
+    with pytest.raises(epochs.StaleEpoch, match="epoch 1 is stale"):
+        epochs.check_epoch(client, "ledger", 1)
+    assert epochs.is_current(client, "ledger", 2)
+    assert not epochs.is_current(client, "ledger", 3)
 
 
 def _ctx(rid: str, epoch: int = 1) -> dict:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from continuity.detect import heartbeat as hbm
+from continuity.state import heartbeats as hbm
 
 KEY = b"k" * 32
 

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from continuity import keys
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
-from continuity.detect import heartbeat, leases
 from continuity.detect.agent import Agent, AgentRunner
 from continuity.detect.probes import ProbeResult
 from continuity.redisd import free_port
+from continuity.state import heartbeats, keys, leases
 from tests.helpers import wait_for
 
 FLEET = """\
@@ -114,14 +113,14 @@ def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
     assert leases.read(rds, "ledger").ttl > 2.5, "the beat renewed the lease"
     raw = rds.hget(keys.heartbeats(), "core-a")
     arrival = float(rds.hget(keys.heartbeat_arrivals(), "core-a"))
-    hb = heartbeat.verify(raw, "core-a", heartbeat.KeyRing({"core-a": KEY}), last_seq=None, arrival=arrival,
+    hb = heartbeats.verify(raw, "core-a", heartbeats.KeyRing({"core-a": KEY}), last_seq=None, arrival=arrival,
                           max_age=10)
     assert hb.services["ledger"] == {"role": "primary", "epoch": 1, "healthy": True, "detail": "ledger fake probe"}
     assert hb.services["keystore"]["role"] == "standby"
     assert rds.hexists(keys.nodes_seen(), "core-a")
     first_seq = hb.seq
     agent.beat_once()
-    hb2 = heartbeat.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeat.KeyRing({"core-a": KEY}),
+    hb2 = heartbeats.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeats.KeyRing({"core-a": KEY}),
                            last_seq=first_seq, arrival=None, max_age=10)
     assert hb2.seq > first_seq
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from continuity import keys
-from continuity.detect import leases
+from continuity.state import keys, leases
 from tests.helpers import wait_for
 
 

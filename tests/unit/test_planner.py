@@ -20,6 +20,7 @@ from continuity.failover.planner import (
     plan_forced,
     plan_switchover,
 )
+from continuity.state.routes import Route
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_000_000.0
@@ -86,7 +87,7 @@ def test_current_primary_comes_from_the_lease_not_the_blueprint(bp: Blueprint) -
 
 
 def test_route_names_the_primary_when_no_lease_is_left(bp: Blueprint) -> None:
-    routes = {"ledger": {"node": "core-b", "epoch": 3}}
+    routes = {"ledger": Route("ledger", "core-b", 3)}
     out = plans(bp, {"core-b"}, alive("core-a"), routes=routes)
     (ledger,) = [p for p in out if p.service == "ledger"]
     assert ledger.old_primary == "core-b" and ledger.expected_epoch == 3
@@ -202,7 +203,7 @@ def test_invariants_hold_for_any_fleet_state(bp: Blueprint, dead: set[str], stat
 
 # --- per-service trigger: a live primary gave its service up (local restarts exhausted) ----------
 FAILED = {"ledger": "3 consecutive failed probes after 2 local restart(s) in 60s"}
-ROUTES = {"ledger": {"node": "core-a", "epoch": 1}}
+ROUTES = {"ledger": Route("ledger", "core-a", 1)}
 
 
 def test_failed_service_moves_alone_to_a_standby_without_waiting(bp: Blueprint) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity import keys
 from continuity.blueprint import load_blueprint
 from continuity.drills.faults import FaultContext, corruption, executors
 from continuity.drills.rollbacks import RegistrationFailed, RollbackRegistry
+from continuity.state import keys
 from tests.helpers import ROOT
 
 

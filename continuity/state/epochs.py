@@ -11,10 +11,12 @@ marker and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from continuity import keys
 from continuity.errors import ContinuityError
+from continuity.state import keys
+from continuity.state.scripts import Script
 
 
 class StaleEpoch(ContinuityError):
@@ -31,7 +33,7 @@ class StaleEpoch(ContinuityError):
 # returns {new_epoch, 1} when this call bumped, {new_epoch, 0} for a redelivery, {current, -1} when stale,
 # {current, -2} when another node holds a live lease (checked in the same script, so a holder cannot slip in
 # between "the lease is gone" and "the epoch moved")
-_BUMP = """
+_BUMP = Script("epoch.bump", """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local expected = tonumber(ARGV[1])
 if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -54,14 +56,14 @@ if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], tostring(new))
 end
 return {new, 1}
-"""
+""")
 
 # KEYS[1]=epoch; ARGV[1]=epoch the writer holds. 1 when current, else the current epoch negated - 1.
-_CHECK = """
+_CHECK = Script("epoch.check", """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur == tonumber(ARGV[1]) then return 1 end
 return -cur - 1
-"""
+""")
 
 
 def current_epoch(client: Any, service: str) -> int:
@@ -84,8 +86,8 @@ def bump_epoch(client: Any, service: str, expected: int, marker: str | None = No
     :class:`StaleEpoch` if the epoch is no longer ``expected``.
     """
     lease_key = keys.lease(service) if candidate is not None else ""
-    new, status = _script(client, "_bump", _BUMP)(keys=[keys.epoch(service), marker or "", lease_key],
-                                                  args=[int(expected), candidate or ""])
+    new, status = _BUMP(client, keys=[keys.epoch(service), marker or "", lease_key],
+                        args=[int(expected), candidate or ""])
     if int(status) == -1:
         raise StaleEpoch(service, int(expected), int(new))
     if int(status) == -2:
@@ -95,7 +97,7 @@ def bump_epoch(client: Any, service: str, expected: int, marker: str | None = No
 
 def check_epoch(client: Any, service: str, epoch: int) -> None:
     """Raise :class:`StaleEpoch` unless ``epoch`` is the service's current epoch (one round trip, atomic)."""
-    result = int(_script(client, "_check", _CHECK)(keys=[keys.epoch(service)], args=[int(epoch)]))
+    result = int(_CHECK(client, keys=[keys.epoch(service)], args=[int(epoch)]))
     if result != 1:
         raise StaleEpoch(service, int(epoch), -result - 1)
 
@@ -108,9 +110,8 @@ def is_current(client: Any, service: str, epoch: int) -> bool:
     return True
 
 
-def _script(client: Any, attr: str, source: str) -> Any:
-    """Register each script once per client (redis-py caches the SHA and falls back to EVAL)."""
-    cache = client.__dict__.setdefault("_continuity_scripts", {})
-    if attr not in cache:
-        cache[attr] = client.register_script(source)
-    return cache[attr]
+def read_many(client: Any, services: Iterable[str]) -> dict[str, int]:
+    """The current epoch of each service (0 when never placed), in one ``MGET``."""
+    svcs = list(services)
+    values = client.mget([keys.epoch(s) for s in svcs]) if svcs else []
+    return {s: int(v) if v else 0 for s, v in zip(svcs, values, strict=True)}

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from continuity import keys
+from continuity.state import keys
+from continuity.state.scripts import Script
 
 # Shared Lua prelude: decode the lease JSON (nil when absent or unreadable), and stamp Redis time.
 PRELUDE = """
@@ -40,7 +41,7 @@ end
 
 # KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms
 # -> {1,'ok'} | {0, reason}
-_ACQUIRE = PRELUDE + """
+_ACQUIRE = Script("lease.acquire", PRELUDE + """
 local want = tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if want < current then return {0, 'stale-epoch'} end
@@ -49,21 +50,21 @@ if l and l.node ~= ARGV[1] then return {0, 'held'} end
 if l and want < tonumber(l.epoch or 0) then return {0, 'stale-epoch'} end
 put_lease(KEYS[1], ARGV[1], want, ARGV[3], KEYS[3])
 return {1, 'ok'}
-"""
+""")
 
 # KEYS[1]=lease ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=ttl_ms -> 1 renewed | 0 not ours
-_RENEW = PRELUDE + """
+_RENEW = Script("lease.renew", PRELUDE + """
 local l = get_lease(KEYS[1])
 if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS[1]=lease KEYS[2]=holder record ; ARGV[1]=node ARGV[2]=epoch -> 1 released | 0 not ours
 # A release is deliberate (switchover): the record goes too, so the node does not take the role back.
-_RELEASE = PRELUDE + """
+_RELEASE = Script("lease.release", PRELUDE + """
 local l = get_lease(KEYS[1])
 if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
@@ -71,11 +72,11 @@ if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS[1]=lease KEYS[2]=holder record KEYS[3]=failed marker ; ARGV[1]=node ARGV[2]=epoch ARGV[3]=marker JSON
 # -> 1 given up | 0 not ours. Release and marker in one step: the sweep never sees the one without the other.
-_GIVE_UP = PRELUDE + """
+_GIVE_UP = Script("lease.give_up", PRELUDE + """
 local l = get_lease(KEYS[1])
 if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
@@ -84,23 +85,23 @@ if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS[1]=lease -> {node, epoch, pttl} or {} when there is no (readable) lease
-READ = PRELUDE + """
+READ = Script("lease.read", PRELUDE + """
 local l = get_lease(KEYS[1])
 if not l or not l.node then return {} end
 return {tostring(l.node), tostring(l.epoch or 0), redis.call('PTTL', KEYS[1])}
-"""
+""")
 
 # KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=ttl_ms
 # -> 1 when this call created epoch 1 for node
-_BOOTSTRAP = PRELUDE + """
+_BOOTSTRAP = Script("lease.bootstrap", PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[2], '1')
 put_lease(KEYS[1], ARGV[1], 1, ARGV[2], KEYS[3])
 return 1
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,6 @@ def _ms(seconds: float) -> int:
     return max(1, int(round(seconds * 1000)))
 
 
-def script(client: Any, name: str, source: str) -> Any:
-    cache = client.__dict__.setdefault("_continuity_lease_scripts", {})
-    if name not in cache:
-        cache[name] = client.register_script(source)
-    return cache[name]
 
 
 def _text(v: Any) -> str:
@@ -131,9 +127,8 @@ def _text(v: Any) -> str:
 
 def acquire_ex(client: Any, service: str, node: str, epoch: int, ttl: float) -> tuple[bool, str]:
     """Like :func:`acquire` but also says why it was refused ('held' or 'stale-epoch')."""
-    ok, reason = script(client, "acquire", _ACQUIRE)(keys=[keys.lease(service), keys.epoch(service),
-                                                             keys.lease_holder(service)],
-                                                       args=[node, int(epoch), _ms(ttl)])
+    ok, reason = _ACQUIRE(client, keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)],
+                          args=[node, int(epoch), _ms(ttl)])
     return bool(int(ok)), _text(reason)
 
 
@@ -148,13 +143,13 @@ def acquire(client: Any, service: str, node: str, epoch: int, ttl: float) -> boo
 
 def renew(client: Any, service: str, node: str, epoch: int, ttl: float) -> bool:
     """Extend the lease only if ``node`` still holds it at ``epoch``; False means the role is gone."""
-    return bool(int(script(client, "renew", _RENEW)(keys=[keys.lease(service)], args=[node, int(epoch), _ms(ttl)])))
+    return bool(int(_RENEW(client, keys=[keys.lease(service)], args=[node, int(epoch), _ms(ttl)])))
 
 
 def release(client: Any, service: str, node: str, epoch: int) -> bool:
     """Give the role up (coordinated switchover); a no-op unless ``node`` holds it at ``epoch``."""
-    return bool(int(script(client, "release", _RELEASE)(keys=[keys.lease(service), keys.lease_holder(service)],
-                                                         args=[node, int(epoch)])))
+    return bool(int(_RELEASE(client, keys=[keys.lease(service), keys.lease_holder(service)],
+                             args=[node, int(epoch)])))
 
 
 def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, Any]) -> bool:
@@ -165,27 +160,26 @@ def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, An
     over. A no-op (False) unless ``node`` still holds the lease at ``epoch``.
     """
     marker = json.dumps({**info, "node": node, "epoch": int(epoch)}, sort_keys=True)
-    return bool(int(script(client, "give_up", _GIVE_UP)(
-        keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service)],
+    return bool(int(_GIVE_UP(
+        client, keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service)],
         args=[node, int(epoch), marker])))
 
 
 # KEYS[1]=failed marker ; ARGV[1]=epoch -> 1 cleared | 0 absent or not older than ARGV[1]
-_CLEAR_FAILED = """
+_CLEAR_FAILED = Script("lease.clear_failed", """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local ok, m = pcall(cjson.decode, raw)
 if ok and type(m) == 'table' and tonumber(m.epoch or 0) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
-"""
+""")
 
 
 def clear_failed(client: Any, service: str, below_epoch: int) -> bool:
     """Drop the service-failed marker once a newer epoch serves: compare-and-delete, so a marker the *new*
     primary set at its own epoch (it failed too, already) is never wiped by the failover that promoted it."""
-    return bool(int(script(client, "clear_failed", _CLEAR_FAILED)(keys=[keys.service_failed(service)],
-                                                                   args=[int(below_epoch)])))
+    return bool(int(_CLEAR_FAILED(client, keys=[keys.service_failed(service)], args=[int(below_epoch)])))
 
 
 def read_failed(raw: Any) -> dict[str, Any] | None:
@@ -210,16 +204,15 @@ def parse(service: str, raw: Any) -> Lease | None:
 
 def read(client: Any, service: str) -> Lease | None:
     """The current lease (holder, epoch, seconds left), read atomically; None when nobody holds it."""
-    return parse(service, script(client, "read", READ)(keys=[keys.lease(service)], args=[]))
+    return parse(service, READ(client, keys=[keys.lease(service)], args=[]))
 
 
 def read_many(client: Any, services: Iterable[str]) -> dict[str, Lease | None]:
     """All leases in one round trip (the sweep and the agent read every service each second)."""
     names = list(services)
-    read_one = script(client, "read", READ)
     pipe = client.pipeline(transaction=False)
     for s in names:
-        read_one(keys=[keys.lease(s)], args=[], client=pipe)
+        READ(client, keys=[keys.lease(s)], pipe=pipe)
     return {s: parse(s, raw) for s, raw in zip(names, pipe.execute(), strict=True)}
 
 
@@ -229,8 +222,8 @@ def bootstrap(client: Any, service: str, node: str, ttl: float) -> bool:
     Only the blueprint's primary calls this, at first start of the fleet; after
     that, roles change only through failover (fence -> promote -> acquire).
     """
-    return bool(int(script(client, "bootstrap", _BOOTSTRAP)(
-        keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)], args=[node, _ms(ttl)])))
+    return bool(int(_BOOTSTRAP(
+        client, keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)], args=[node, _ms(ttl)])))
 
 
 def holder_of_record(client: Any, service: str) -> Lease | None:

@@ -34,6 +34,9 @@ from typing import Any
 
 from continuity import paths
 from continuity.errors import ContinuityError
+from continuity.state import keys
+from continuity.state.leases import PRELUDE
+from continuity.state.scripts import Script
 
 try:  # the C one-shot HMAC that hmac.digest wraps: map() over it runs no Python frame per beat
     from _hashlib import hmac_digest as _hmac_digest
@@ -198,3 +201,61 @@ def digest(raw: str | bytes) -> str:
     """Short fingerprint of a rejected blob: the same bad beat is reported once, not every sweep."""
     data = raw if isinstance(raw, bytes) else raw.encode(errors="replace") if isinstance(raw, str) else b""
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+# --- in Redis: the beat script every agent runs, and the pending form the sweep drains ------------------------
+# KEYS[1]=heartbeats KEYS[2]=arrivals KEYS[3]=nodes_seen KEYS[4]=pending, then per service: lease, holder record,
+# epoch. ARGV[1]=node ARGV[2]=beat ARGV[3]=ttl_ms -> {arrival, holder1, epoch1, orphan1, holder2, ...};
+# leases held by ARGV[1] are renewed. ``orphan`` is the epoch ARGV[1] may take back: the lease is gone but the
+# record says it was ours at the service's current epoch (no fence since), else 0. The beat also lands in the
+# pending hash with its arrival stamp, which the sweep drains (newlines blanked: one entry, one line).
+BEAT = Script("heartbeat.beat", PRELUDE + """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local beat = ARGV[2]
+if string.find(beat, '\\n', 1, true) then beat = (string.gsub(beat, '\\n', ' ')) end
+redis.call('HSET', KEYS[1], ARGV[1], beat)
+redis.call('HSET', KEYS[2], ARGV[1], now)
+redis.call('HSET', KEYS[3], ARGV[1], now)
+redis.call('HSET', KEYS[4], ARGV[1], now .. ' ' .. beat)
+local out = {now}
+for i = 5, #KEYS, 3 do
+  local l = get_lease(KEYS[i])
+  if l and l.node == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  if l and l.node then
+    out[#out + 1] = tostring(l.node)
+    out[#out + 1] = tostring(l.epoch or 0)
+    out[#out + 1] = '0'
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = '0'
+    local r = get_lease(KEYS[i + 1])
+    local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+    if r and r.node == ARGV[1] and current > 0 and tonumber(r.epoch or -1) == current then
+      out[#out + 1] = tostring(current)
+    else
+      out[#out + 1] = '0'
+    end
+  end
+end
+return out
+""")
+
+
+def beat_keys() -> list[str]:
+    """The fixed KEYS of :data:`_BEAT`, in order (the bench and tests call the script too)."""
+    return [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), keys.heartbeats_pending()]
+
+
+def split_pending(blob: bytes, count: int) -> tuple[list[bytes], tuple[bytes, ...], tuple[bytes, ...]] | None:
+    """A drained pending batch (``node, "<arrival> <beat>"`` pairs joined by newlines, as :data:`BEAT` writes them
+    and the sweep's scripts return them) as (raw node names, arrival stamps, beats); None when its element count
+    does not match (a value held a newline: written by something other than the beat script)."""
+    if not count:
+        return [], (), ()
+    parts = blob.split(b"\n")
+    if len(parts) != count:
+        return None
+    # column-wise, each step one C-level pass: this runs for every beat of the fleet every second
+    arrivals, _, raws = zip(*map(bytes.partition, parts[1::2], repeat(b" ")), strict=True)
+    return parts[0::2], arrivals, raws

@@ -1,0 +1,32 @@
+"""The one owner of everything the fleet shares through Redis.
+
+Each concept is one module holding its key names (built in :mod:`~continuity.state.keys`), its value type, its
+parser, its Lua scripts (declared with :class:`~continuity.state.scripts.Script`, loaded by one registry) and its
+atomic operations. Each module's docstring lists its operations and the guarantee each one gives; this is the
+index. Nothing outside this package spells a key, decodes one of these values or runs Lua. The package imports
+only ``keys``/``paths``/``errors``/``settings`` from the rest of the project (the layering test holds it to that),
+so every layer above may use it and it never needs them.
+
+=================  ==========================================================================================
+module             concept
+=================  ==========================================================================================
+``keys``           every key, under one prefix
+``scripts``        the Lua script registry (one way to load and run a script, in a pipeline or not)
+``leases``         role leases: acquire / renew / release / give up (with the service-failed marker) / read /
+                   bootstrap; the last holder's record
+``epochs``         fencing epochs: compare-and-set bump (refused while another node holds the lease), check,
+                   read
+``routes``         routes (compare-and-set publish + pub/sub) and **the** rule for "who is primary now":
+                   :func:`~continuity.state.routes.primary_of`
+``heartbeats``     the signed heartbeat wire format, the beat script every agent runs (beat + lease renewal +
+                   orphan detection in one call) and the pending batch the sweep drains
+``detection``      the detector's own state and its one-call snapshot / ingest scripts
+``nodes``          node registry, last-seen times, the detector's classifications
+``controls``       maintenance pauses and cool-downs
+``locks``          short token locks (sweep, failover steps) that a dead holder frees by itself
+=================  ==========================================================================================
+
+Why a package and not a client class: Patroni's HA loop talks to one abstract store whose every operation states
+its guarantee; here the store is always Redis, so plain functions over a ``redis.Redis`` (or a pipeline) are the
+narrowest interface that says the same thing.
+"""
