@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,7 @@ from redbeat.schedulers import get_redis
 
 import beat_schedule
 from continuity.beatplan import should_skip
-from continuity.state import keys
+from continuity.state import mode as modes
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +31,8 @@ class ContinuityScheduler(RedBeatScheduler):
 
     def _mode(self) -> dict[str, Any]:
         try:
-            raw = get_redis(self.app).get(keys.mode())
+            return modes.read(get_redis(self.app)) or {}
         except Exception:  # noqa: BLE001 - no mode known: schedule everything
-            return {}
-        if not raw:
-            return {}
-        try:
-            return json.loads(raw)
-        except ValueError:
             return {}
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:

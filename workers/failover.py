@@ -14,7 +14,6 @@ Flower shows where each failover stands.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -34,7 +33,7 @@ from continuity.failover.planner import (
     plan_switchover,
 )
 from continuity.redisd import connect
-from continuity.state import epochs, keys, leases, routes
+from continuity.state import controls, epochs, failover_records, leases, routes
 from workers.app import CONTROL_QUEUE, app
 
 MAX_FENCE_RETRIES = 60
@@ -173,8 +172,7 @@ def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[s
     for item in plans:
         plan = item if isinstance(item, FailoverPlan) else FailoverPlan.from_dict(item)
         until = now + bp.policy.failover_cooldown
-        claimed = client.set(keys.failover_cooldown(plan.service), f"{until:.3f}",
-                             px=max(1, int(bp.policy.failover_cooldown * 1000)), nx=not manual)
+        claimed = controls.claim_cooldown(client, plan.service, until, bp.policy.failover_cooldown, force=manual)
         if not claimed:
             continue
         expected = epochs.current_epoch(client, plan.service)
@@ -247,26 +245,24 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
     """
     resumed: list[str] = []
     failed: list[str] = []
-    for rid in client.zrangebyscore(keys.failover_history(), now - 3600, "+inf"):
-        raw = client.hgetall(keys.failover_record(rid))
-        if not raw or raw.get("outcome") != "running" or "finished" in raw:
+    for rid in failover_records.recent_ids(client, now - 3600):
+        rec = failover_records.read(client, rid)
+        if rec is None or not rec.is_open:
             continue
-        latest = records.latest_attempt(raw)
+        latest = rec.latest_attempt()
         if latest is None:
             continue
         attempt, ctx = latest
-        pending = next((i for i, st in enumerate(ctx["steps"])
-                        if not json.loads(raw.get(f"e:{attempt}:{st}", "{}")).get("ok")), None)
+        pending = next((i for i, st in enumerate(ctx["steps"]) if not rec.step_ok(attempt, st)), None)
         if pending is None:
             continue
         step = ctx["steps"][pending]
         key = steps.marker(ctx, step)
-        if f"e:{attempt}:{step}" in raw or client.exists(key + ":lock") or client.exists(key + ":failed"):
+        if rec.step_end(attempt, step) is not None or client.exists(key + ":lock") or client.exists(key + ":failed"):
             continue  # failed and handled, or running right now
-        stamps = [float(json.loads(v).get("start") or json.loads(v).get("end") or 0)
-                  for f, v in raw.items() if f.startswith((f"s:{attempt}:", f"e:{attempt}:"))]
-        last = max([json.loads(raw["meta"])["started"], float(ctx.get("not_before") or 0), *stamps])
-        if step == "fence" and f"s:{attempt}:fence" in raw:  # it ran and waits for the old lease (steps.fence)
+        last = max(rec.meta["started"], float(ctx.get("not_before") or 0), rec.last_progress(attempt))
+        if step == "fence" and rec.step_start(attempt, "fence") is not None:
+            # it ran and waits for the old lease (steps.fence)
             last = max(last, float(ctx.get("not_before") or 0) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin)
         idle = now - last
         if idle >= GIVE_UP_AFTER:

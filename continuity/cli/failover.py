@@ -21,7 +21,6 @@ from continuity import paths
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.cli.output import console, emit_json
 from continuity.errors import ContinuityError, UsageError
-from continuity.state import keys
 
 app = typer.Typer(help="Failover: status, switchover, forced failover, maintenance pause, history.",
                   no_args_is_help=True)
@@ -81,11 +80,10 @@ def _secs(v: float | None) -> str:
 
 def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[str, Any]:
     """One read of everything an operator needs before touching a role."""
-    import json
 
     from continuity.failover import control, records
     from continuity.state import epochs as epoch_store
-    from continuity.state import leases, routes
+    from continuity.state import incidents, leases, routes
 
     now = time.time() if now is None else now
     route_map = routes.read_many(client, sorted(bp.services))
@@ -94,12 +92,7 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
     pauses = control.read_pauses(client, bp)
     lease_map = leases.read_many(client, sorted(bp.services))
     states = control.read_node_states(client, bp, now)
-    incidents = {}
-    for iid, raw in client.hgetall(keys.incidents()).items():
-        try:
-            incidents[iid] = json.loads(raw)
-        except ValueError:
-            incidents[iid] = {"raw": raw}
+    open_incidents = incidents.read_all(client)
     last: dict[str, dict[str, Any]] = {}
     for rec in records.history(client, limit=200):
         last.setdefault(rec["service"], rec)
@@ -127,7 +120,7 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
                for r in records.history(client, limit=200) if r["outcome"] == "running"]
     return {"time": now, "fleet": bp.model.fleet, "global_pause": global_pause, "pauses": pauses,
             "nodes": {n: states.get(n) for n in sorted(bp.nodes)}, "services": services,
-            "incidents": incidents, "running": running}
+            "incidents": open_incidents, "running": running}
 
 
 @app.command()

@@ -47,7 +47,8 @@ from redis.exceptions import NoScriptError, WatchError
 from continuity.blueprint import Blueprint
 from continuity.detect import detector
 from continuity.detect import mode as modes
-from continuity.state import detection, heartbeats, keys, leases, locks, routes
+from continuity.state import detection, heartbeats, incidents, keys, leases, locks, routes
+from continuity.state import mode as state_mode
 
 log = logging.getLogger("continuity.sweep")
 
@@ -586,7 +587,7 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
 
     outcome = detector.sweep(prev, beats, bp, now, meta)
     holders = {s: (lease.node if lease is not None else None) for s, lease in lease_map.items()}
-    prev_mode = _loads(snap.mode)
+    prev_mode = state_mode.parse(snap.mode)
     mode = modes.compute(bp, holders, outcome.states, now, prev_mode if isinstance(prev_mode, dict) else None)
     t_decide = time.perf_counter()
 
@@ -609,8 +610,7 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
                if n not in prev or not detector.same_persisted(prev[n], states_out[n])}
     stale = [n for n in prev if n not in outcome.states]
     mode_doc = mode.as_dict()
-    storm_ids = [i for i in client.hkeys(keys.incidents()) if str(i).startswith("storm-")] \
-        if outcome.storm_cleared else []
+    storm_ids = [i for i in incidents.ids(client) if i.startswith("storm-")] if outcome.storm_cleared else []
     # write only while we still hold the lock: a sweeper that stalled past its lock (paused process)
     # must not overwrite newer states with old ones, nor launch failovers from stale evidence
     with client.pipeline(transaction=True) as pipe:
@@ -625,12 +625,11 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
                 pipe.hdel(keys.node_state(), *stale)
             pipe.set(keys.detector_meta(), json.dumps(out_meta.as_dict()))
             if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc):
-                pipe.set(keys.mode(), json.dumps(mode_doc))
+                state_mode.write(client, mode_doc, pipe=pipe)
             if outcome.storm_started:
-                pipe.hset(keys.incidents(), _storm_id(outcome), json.dumps(_storm_incident(outcome, now)))
+                incidents.open_(client, _storm_id(outcome), _storm_incident(outcome, now), pipe=pipe)
             if outcome.storm_cleared:
-                for iid in storm_ids:
-                    pipe.hdel(keys.incidents(), iid)
+                incidents.close(client, *storm_ids, pipe=pipe)
             pipe.incr(keys.detector_generation())
             generation = str(pipe.execute()[-1])
         except WatchError:

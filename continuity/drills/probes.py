@@ -24,7 +24,8 @@ from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.scenarios import ProbeSpec
-from continuity.state import keys, routes
+from continuity.state import incidents, keys, routes
+from continuity.state import mode as modes
 from continuity.state.nodes import read_registry
 from continuity.state.routes import Route
 
@@ -179,13 +180,7 @@ def _route(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
 
 
 def _mode(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
-    raw = ctx.client.get(keys.mode())
-    mode = "normal"
-    if raw:
-        try:
-            mode = json.loads(raw).get("mode", "normal")
-        except (ValueError, AttributeError):
-            mode = str(raw)
+    mode = modes.name(modes.read(ctx.client), missing="normal")  # no sweep ran yet: nothing is degraded
     allowed = _tolerance_list(spec.tolerance, ["normal"])
     return mode in allowed, f"mode {mode}", mode
 
@@ -244,7 +239,7 @@ def _node_alive(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
 
 
 def _no_incident(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
-    open_ = ctx.client.hkeys(keys.incidents())
+    open_ = incidents.ids(ctx.client)
     return not open_, ", ".join(open_) or "none open", len(open_)
 
 

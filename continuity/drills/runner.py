@@ -36,7 +36,8 @@ from continuity.drills.rollbacks import RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
 from continuity.pulse import Pulse
-from continuity.state import keys, routes
+from continuity.state import incidents, keys, routes
+from continuity.state import mode as modes
 
 LOCK_TTL = 30.0
 Progress = Callable[[str, dict[str, Any]], None]
@@ -185,16 +186,13 @@ class Runner:
         if env not in allowed:
             raise DrillRefused(f"drill {name!r} is not allowed in environment {env!r} "
                                f"(allowed: {', '.join(allowed)}; set CONTINUITY_ENV)")
-        incidents = self.client.hgetall(keys.incidents())
-        if incidents:
-            raise DrillRefused(f"drill {name!r} refused: {len(incidents)} incident(s) open "
-                               f"({', '.join(sorted(incidents))}); close them before rehearsing")
-        raw = self.client.get(keys.mode())
-        if raw:
-            try:
-                mode = json.loads(raw).get("mode", "normal")
-            except (ValueError, AttributeError):
-                mode = str(raw)
+        open_ = incidents.ids(self.client)
+        if open_:
+            raise DrillRefused(f"drill {name!r} refused: {len(open_)} incident(s) open "
+                               f"({', '.join(sorted(open_))}); close them before rehearsing")
+        doc = modes.read(self.client)
+        if doc is not None:
+            mode = modes.name(doc, missing="normal")
             if mode != "normal":
                 raise DrillRefused(f"drill {name!r} refused: continuity mode is {mode!r}, drills run only in normal")
         when = dt.datetime.fromtimestamp(self.clock(), dt.UTC)

@@ -10,7 +10,8 @@ Operations and their guarantees:
 - :func:`read` — every pause flag and cool-down of the given services in one pipelined round trip.
 - :func:`set_pause` / :func:`clear_pause` — one ``SET`` / ``DEL``; clearing says whether a pause was there.
 - :func:`read_pauses` — who paused what, when and why (unreadable notes kept as ``{"raw": ...}``).
-- :func:`set_cooldown` — ``SET PX``: the guard disappears by itself when the cool-down ends.
+- :func:`set_cooldown` — ``SET PX``: the guard disappears by itself when the cool-down ends;
+  :func:`claim_cooldown` — ``SET NX PX``: exactly one of two racing launchers claims a service.
 """
 
 from __future__ import annotations
@@ -85,3 +86,10 @@ def read_pauses(client: Any, services: Iterable[str]) -> dict[str, dict[str, Any
             except ValueError:
                 out[scope] = {"raw": raw}
     return out
+
+
+def claim_cooldown(client: Any, service: str, until: float, seconds: float, force: bool = False) -> bool:
+    """Start a cool-down unless one runs (``SET NX PX``): of two launchers racing for one service, exactly one
+    claims it and fails over; ``force`` (an operator's action) overrides a running cool-down and restarts it."""
+    return bool(client.set(keys.failover_cooldown(service), f"{until:.3f}", px=max(1, int(seconds * 1000)),
+                           nx=not force))
