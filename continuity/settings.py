@@ -297,6 +297,14 @@ def table() -> dict[str, Setting | Pattern]:
     return {k: v for k, v in globals().items() if isinstance(v, Setting | Pattern)}
 
 
+def is_secret(name: str) -> bool:
+    """Does the table mark ``name`` secret? For code that copies environments somewhere they could be read."""
+    for entry in table().values():
+        if entry.secret and (name == entry.name or (isinstance(entry, Pattern) and name.startswith(entry.prefix))):
+            return True
+    return False
+
+
 # --- documentation -----------------------------------------------------------------------------------------------
 DOC = Path(__file__).resolve().parents[1] / "docs" / "continuity" / "configuration.md"
 BEGIN_MARKER = "<!-- BEGIN settings:generated -->"

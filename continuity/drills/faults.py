@@ -90,8 +90,9 @@ _SECRET_WORDS = ("KEY", "PASS", "SECRET", "TOKEN", "CRED")
 
 def _safe_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """The environment minus anything that looks like a secret: rollbacks are stored in Redis (invariant 5).
-    The relaunch takes redacted values from the runner's own environment."""
-    redacted = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS))
+    The relaunch takes redacted values from the runner's own environment. Names are matched by word, and the
+    settings table's secrets are always redacted (CONTINUITY_FLOWER_AUTH has none of the words)."""
+    redacted = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS) or settings.is_secret(k))
     return {k: v for k, v in env.items() if k not in redacted}, redacted
 
 

@@ -352,3 +352,15 @@ def test_the_cli_reports_a_bad_value_as_one_line(tmp_path: Path, monkeypatch: py
     rc, _out, err = run_cli(["backup", "snapshot", str(tmp_path / "src"), "--repo", repo], capsys)
     assert rc == ExitCode.USAGE
     assert "CONTINUITY_PACK_SIZE='lots'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_drill_relaunch_records_carry_no_secret_from_the_table() -> None:
+    """Rollback actions are stored in Redis, so the worker environment they copy must lose every secret."""
+    from continuity.drills.faults import _safe_env
+
+    env = {e.name if isinstance(e, settings.Setting) else e.env_name("core-a"): "x"
+           for e in settings.table().values()}
+    kept, redacted = _safe_env(env)
+    secrets = {name for name in env if settings.is_secret(name)}
+    assert secrets and secrets <= set(redacted) and not secrets & set(kept)
+    assert "CONTINUITY_NODE" in kept and not settings.is_secret("CONTINUITY_NODE")
