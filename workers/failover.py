@@ -5,7 +5,7 @@ record; a switchover starts with demote on the old primary's queue), fanned
 out as a group. Steps that act on the candidate run on the candidate's own
 queue ``node.<id>``, so they happen on that node; fence, repoint and record run
 on ``continuity.control`` (or, by default, on the candidate's queue too: see
-``CONTROL_STEPS_ON``). Tasks are late-acked and each step's effect is keyed
+``_queue_for``). Tasks are late-acked and each step's effect is keyed
 by (service, epoch), so a redelivered task changes nothing. A failed candidate
 step launches a new chain for the next candidate, or escalates (incident +
 pulse event) when none is left. Task states carry {service, epoch, step} so
@@ -14,14 +14,13 @@ Flower shows where each failover stands.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from celery import chain, group
 from celery.exceptions import Ignore
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import UsageError
 from continuity.failover import control, records, steps
@@ -59,7 +58,7 @@ def _blueprint() -> Blueprint:
 
 
 def _node() -> str | None:
-    return os.environ.get("CONTINUITY_NODE") or None
+    return settings.NODE.get()
 
 
 def _progress(task: Any, ctx: dict[str, Any], step: str) -> None:
@@ -130,12 +129,12 @@ TASKS = {"demote": demote, "fence": fence, "prepare": prepare, "promote": promot
 # partitioned, and Redis hands a message to a client blocked in BRPOP even if that client will never read it: the
 # fence would sit in the frozen worker (or be lost with a partitioned one) exactly when it matters. The candidate
 # is alive by construction, and the chain cannot finish without it anyway. "control" restores the shared queue.
-CONTROL_STEPS_ON = os.environ.get("CONTINUITY_FAILOVER_CONTROL_STEPS", "candidate")
+# Read per chain from $CONTINUITY_FAILOVER_CONTROL_STEPS (settings.FAILOVER_CONTROL_STEPS).
 
 
 def _queue_for(bp: Blueprint, step: str, ctx: dict[str, Any]) -> str:
     target = STEP_TARGET[step]
-    if target == "candidate" or (target == "control" and CONTROL_STEPS_ON == "candidate"):
+    if target == "candidate" or (target == "control" and settings.FAILOVER_CONTROL_STEPS.get() == "candidate"):
         return bp.queue(ctx["candidate"])
     if target == "old":
         return bp.queue(ctx["old_primary"])

@@ -13,14 +13,20 @@ from typing import Any
 
 from celery import signals
 
-from continuity import pulse
+from continuity import pulse, settings
 from continuity.redisd import connect
 from continuity.state import nodes
 from workers.app import app
 
 
 def node_id() -> str | None:
-    return os.environ.get("CONTINUITY_NODE") or None
+    return settings.NODE.get()
+
+
+def _queue(node: str) -> str:
+    """The queue `continuity worker` told us we consume; else the blueprint's default name for it."""
+    queue = settings.QUEUE.get()
+    return f"node.{node}" if queue is None else queue
 
 
 @signals.worker_ready.connect
@@ -32,7 +38,7 @@ def register_node(sender: Any = None, **_: Any) -> None:
     client = connect()
     now = time.time()
     info = {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "started": now,
-            "queue": os.environ.get("CONTINUITY_QUEUE", f"node.{node}"),
+            "queue": _queue(node),
             "worker": getattr(sender, "hostname", None)}
     nodes.register(client, node, info)
     nodes.mark_seen(client, node, now)

@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from continuity import settings
 from continuity.backup.retention import Policy
 from continuity.config import Duration, Strict, load_document, validate
 from continuity.durations import parse_duration
@@ -305,7 +306,7 @@ def load_fleet_backup_config(path: str | Path, root: Path | None = None,
     """
     marked = root or _marked_root(Path(path))
     cfg_root = marked or Path.cwd()
-    explicit = blueprint or os.environ.get("CONTINUITY_BLUEPRINT")
+    explicit = blueprint or settings.BLUEPRINT.get()
     bp_path = Path(explicit) if explicit else (marked / "ops" / "blueprint.yml" if marked else None)
     if bp_path is None or (not explicit and not bp_path.exists()):
         return load_backup_config(path, root=cfg_root)

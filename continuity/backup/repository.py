@@ -35,13 +35,12 @@ from typing import Any
 import blake3
 import zstandard
 
+from continuity import settings
 from continuity.backup import crypto
 from continuity.backup.storage import Backend, NotFound
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError, WrongKey
 
 FORMAT_VERSION = 1
-# ~16 MiB packs: few objects per GB (cheap listing, S3 requests) yet small enough to repack; tests shrink it
-PACK_TARGET = int(os.environ.get("CONTINUITY_PACK_SIZE", 16 * 1024 * 1024))
 DATA, TREE = 0, 1
 ENTRY = struct.Struct(">B32sIII")  # type, blob id, offset, length, raw length
 PACK_HEAD = struct.Struct(">32sI")  # pack id, entry count
@@ -427,7 +426,8 @@ class PackWriter:
     def __init__(self, repo: Repository, *, target: int | None = None,
                  on_pack: Callable[[str, int], None] | None = None) -> None:
         self.repo = repo
-        self.target = target or PACK_TARGET
+        # $CONTINUITY_PACK_SIZE, ~16 MiB: few objects per GB (cheap listing, S3 requests) yet cheap to repack
+        self.target = target or settings.PACK_SIZE.get()
         self.on_pack = on_pack
         self._lock = threading.Lock()
         self._known = repo.index

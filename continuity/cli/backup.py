@@ -9,7 +9,6 @@ prints and maps outcomes to exit codes.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 
 import typer
 
+from continuity import settings
 from continuity.cli import output
 from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, PartialFailure, UsageError
@@ -28,15 +28,16 @@ key_app = typer.Typer(help="Manage the passwords that open a repository, and rot
                       no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
-RepoOpt = typer.Option(None, "--repo", "-r", envvar="CONTINUITY_REPOSITORY",
+RepoOpt = typer.Option(None, "--repo", "-r", envvar=settings.REPOSITORY.name,
                        help="Repository: a path or s3://bucket/prefix.")
-PwFileOpt = typer.Option(None, "--password-file", envvar="CONTINUITY_PASSWORD_FILE",
-                         help="File whose first line is the password (else $CONTINUITY_PASSWORD).")
+PwFileOpt = typer.Option(None, "--password-file", envvar=settings.PASSWORD_FILE.name,
+                         help=f"File whose first line is the password (else ${settings.PASSWORD.name}).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def _password(password_file: Path | None, env: str = "CONTINUITY_PASSWORD", what: str = "password") -> bytes:
+def _password(password_file: Path | None, env: settings.Setting[str | None] = settings.PASSWORD,
+              what: str = "password") -> bytes:
     if password_file is not None:
         try:
             lines = password_file.read_bytes().splitlines()
@@ -45,15 +46,15 @@ def _password(password_file: Path | None, env: str = "CONTINUITY_PASSWORD", what
         if not lines or not lines[0]:
             raise UsageError(f"{what} file {password_file} is empty")
         return lines[0]
-    value = os.environ.get(env)
+    value = env.get()
     if not value:
-        raise UsageError(f"no {what}: set ${env} or pass --password-file")
+        raise UsageError(f"no {what}: set ${env.name} or pass --password-file")
     return value.encode()
 
 
 def _url(repo: str | None) -> str:
     if not repo:
-        raise UsageError("no repository: pass --repo or set $CONTINUITY_REPOSITORY")
+        raise UsageError(f"no repository: pass --repo or set ${settings.REPOSITORY.name}")
     return repo
 
 
@@ -96,8 +97,9 @@ def _fmt_bytes(n: float) -> str:
 def init(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
          copy_params_from: str | None = typer.Option(
              None, help="Share content-ID key and chunker seed with this repository so copy moves only new data."),
-         from_password_file: Path | None = typer.Option(None, help="Password file for --copy-params-from "
-                                                         "(else $CONTINUITY_FROM_PASSWORD, else the same password)."),
+         from_password_file: Path | None = typer.Option(
+             None, help=f"Password file for --copy-params-from (else ${settings.FROM_PASSWORD.name}, "
+                        "else the same password)."),
          json_out: bool = JsonOpt) -> None:
     """Create a repository."""
     from continuity.backup import crypto
@@ -109,8 +111,8 @@ def init(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     password = _password(password_file)
     ring = crypto.Keyring.new()
     if copy_params_from:
-        src_pw = (_password(from_password_file, "CONTINUITY_FROM_PASSWORD")
-                  if from_password_file or os.environ.get("CONTINUITY_FROM_PASSWORD") else password)
+        src_pw = (_password(from_password_file, settings.FROM_PASSWORD)
+                  if from_password_file or settings.FROM_PASSWORD.get() else password)
         src = open_repository(copy_params_from, src_pw)
         ring.id_key, ring.chunker_seed = src.keyring.id_key, src.keyring.chunker_seed
     r = Repository.init(open_backend(url), password, keyring=ring)
@@ -335,7 +337,7 @@ def prune(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
 def copy(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
          to: str = typer.Option(..., "--to", help="Destination repository."),
          to_password_file: Path | None = typer.Option(None, help="Destination password file "
-                                                      "(else $CONTINUITY_TO_PASSWORD, else the same password)."),
+                                                      f"(else ${settings.TO_PASSWORD.name}, else the same password)."),
          set_name: str | None = typer.Option(None, "--set"),
          snapshot_ids: list[str] = typer.Argument(None, metavar="[SNAPSHOT]..."),
          json_out: bool = JsonOpt) -> None:
@@ -344,8 +346,8 @@ def copy(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
     from continuity.backup.replicate import copy as do_copy
 
     src = _open(repo, password_file)
-    pw = (_password(to_password_file, "CONTINUITY_TO_PASSWORD")
-          if to_password_file or os.environ.get("CONTINUITY_TO_PASSWORD") else _password(password_file))
+    pw = (_password(to_password_file, settings.TO_PASSWORD)
+          if to_password_file or settings.TO_PASSWORD.get() else _password(password_file))
     dst = open_repository(to, pw)
     result = do_copy(src, dst, snapshot_ids=snapshot_ids or None, set_name=set_name)
     if json_out:
@@ -394,10 +396,11 @@ def key_list(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
 
 @key_app.command("add")
 def key_add(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
-            new_password_file: Path | None = typer.Option(None, help="Else $CONTINUITY_NEW_PASSWORD.")) -> None:
+            new_password_file: Path | None = typer.Option(
+                None, help=f"Else ${settings.NEW_PASSWORD.name}.")) -> None:
     """Add a password that opens the repository."""
     r = _open(repo, password_file)
-    kid = r.add_key(_password(new_password_file, "CONTINUITY_NEW_PASSWORD", "new password"))
+    kid = r.add_key(_password(new_password_file, settings.NEW_PASSWORD, "new password"))
     output.console.print(f"added key {kid[:8]}")
 
 

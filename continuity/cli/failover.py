@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.cli.output import console, emit_json
 from continuity.errors import ContinuityError, UsageError
@@ -39,8 +39,8 @@ def _redis_errors(fn: F) -> F:
         except redis.RedisError as exc:
             from continuity.redisd import redis_url
 
-            raise ContinuityError(f"cannot talk to Redis at {redis_url() or '(CONTINUITY_REDIS_URL unset)'}: {exc}"
-                                  ) from None
+            where = redis_url() or f"({settings.REDIS_URL.name} unset)"
+            raise ContinuityError(f"cannot talk to Redis at {where}: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
 

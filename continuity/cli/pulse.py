@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from typing import Any
 
 import typer
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, UsageError
 from continuity.pulse import PREFIX, read_from, verify_file
@@ -63,7 +62,7 @@ def format_event(ev: dict[str, Any]) -> str:
 
 def _stream_client() -> Any | None:
     """A client when $CONTINUITY_REDIS_URL is set and answers; otherwise None (read the file)."""
-    url = os.environ.get("CONTINUITY_REDIS_URL")
+    url = settings.REDIS_URL.get()
     if not url:
         return None
     from continuity.redisd import connect

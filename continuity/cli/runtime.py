@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import load_blueprint
 from continuity.errors import UsageError
 
@@ -32,7 +32,7 @@ def worker(
     if control is None:
         control = bp.nodes[node].kind == "core"
     queues = [queue] + (["continuity.control"] if control else [])
-    env = {"CONTINUITY_NODE": node, "CONTINUITY_QUEUE": queue, "CONTINUITY_ROOT": str(paths.root())}
+    env = {settings.NODE.name: node, settings.QUEUE.name: queue, settings.ROOT.name: str(paths.root())}
     _exec_celery(["worker", "-Q", ",".join(queues), "-n", f"{node}@%h", "-c", str(concurrency),
                   "-l", loglevel, "-E", "--without-gossip", "--without-mingle"], env)
 
@@ -44,7 +44,7 @@ def beat(loglevel: str = typer.Option("INFO", help="Celery log level.")) -> None
     beat_schedule.build_schedule(load_blueprint(paths.blueprint_path()))  # bad ops/ config: exit 2 here, not later
     _exec_celery(["beat", "-S", "workers.beat:ContinuityScheduler", "-l", loglevel,
                   "-s", str(paths.state_dir() / "celerybeat-schedule")],
-                 {"CONTINUITY_ROOT": str(paths.root())})
+                 {settings.ROOT.name: str(paths.root())})
 
 
 def _status_table(report: dict) -> object:
@@ -129,7 +129,7 @@ def up(
                       f"{len(bp.nodes)} nodes, beat, Flower at [link={rt.flower_url}]{rt.flower_url}[/]")
         console.print(f"redis: {rt.url}   logs: {paths.state_dir() / 'logs'}   Ctrl-C stops everything")
         sys.stdout.flush()
-        os.environ["CONTINUITY_REDIS_URL"] = rt.url
+        os.environ[settings.REDIS_URL.name] = rt.url
         if live and sys.stdout.isatty():
             from rich.live import Live
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.probes import current_primary, http_get, service_port, worker_pid
@@ -91,8 +91,9 @@ _SECRET_WORDS = ("KEY", "PASS", "SECRET", "TOKEN", "CRED")
 
 def _safe_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """The environment minus anything that looks like a secret: rollbacks are stored in Redis (invariant 5).
-    The relaunch takes redacted values from the runner's own environment."""
-    redacted = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS))
+    The relaunch takes redacted values from the runner's own environment. Names are matched by word, and the
+    settings table's secrets are always redacted (CONTINUITY_FLOWER_AUTH has none of the words)."""
+    redacted = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS) or settings.is_secret(k))
     return {k: v for k, v in env.items() if k not in redacted}, redacted
 
 
@@ -317,7 +318,7 @@ def redis_restart(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]
             argv += [f"--{name}", str(value)]
     argv += ["--daemonize", "no"]
     port = int(info.get("tcp_port", 0))
-    url = os.environ.get("CONTINUITY_REDIS_URL") or f"redis://127.0.0.1:{port}/0"
+    url = settings.REDIS_URL.get() or f"redis://127.0.0.1:{port}/0"
     action = {"kind": "redis-start", "argv": argv, "cwd": procs.cwd(pid), "url": url, "port": port}
 
     def inject() -> dict[str, Any]:
@@ -422,8 +423,9 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
             except redis.RedisError:
                 pass
             argv = list(a["argv"])
-            if os.environ.get("CONTINUITY_REDIS_PASSWORD"):
-                argv += ["--requirepass", os.environ["CONTINUITY_REDIS_PASSWORD"]]
+            redis_password = settings.REDIS_PASSWORD.get()
+            if redis_password:
+                argv += ["--requirepass", redis_password]
             procs.launch(argv, dict(os.environ), a.get("cwd"), ctx.state / "logs" / "redis-server.log",
                          ctx.spawned_ledger, "redis-server")
             deadline = time.monotonic() + 20

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.scenarios import ProbeSpec
@@ -258,7 +258,7 @@ def worker_pid(client: Any, node: str) -> int | None:
         return None
     if not procs.alive(pid):
         return None
-    env_node = procs.environ(pid).get("CONTINUITY_NODE")
+    env_node = procs.environ(pid).get(settings.NODE.name)
     if env_node is not None and env_node != node:
         return None  # pid reused by another process
     return pid

@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import faults, load, measure, probes, procs, targets
 from continuity.drills.rollbacks import RollbackRegistry
@@ -48,7 +48,7 @@ class DrillRefused(UsageError):
 
 
 def environment() -> str:
-    return os.environ.get("CONTINUITY_ENV", "development")
+    return settings.ENV.get()
 
 
 def drills_state() -> Path:
@@ -123,7 +123,7 @@ class Runner:
         self.bp = bp
         self.scenarios = scenarios
         self.state = Path(state) if state else drills_state()
-        self.pulse = pulse or Pulse(client=client, path=paths.pulse_file(), node=os.environ.get("CONTINUITY_NODE"))
+        self.pulse = pulse or Pulse(client=client, path=paths.pulse_file(), node=settings.NODE.get())
         self.progress = progress or (lambda _phase, _info: None)
         self.clock = clock
         self.fault_ctx = faults.FaultContext(client=client, bp=bp, state=self.state)
@@ -185,7 +185,7 @@ class Runner:
         allowed = self.scenarios.environments(name)
         if env not in allowed:
             raise DrillRefused(f"drill {name!r} is not allowed in environment {env!r} "
-                               f"(allowed: {', '.join(allowed)}; set CONTINUITY_ENV)")
+                               f"(allowed: {', '.join(allowed)}; set {settings.ENV.name})")
         open_ = incidents.ids(self.client)
         if open_:
             raise DrillRefused(f"drill {name!r} refused: {len(open_)} incident(s) open "

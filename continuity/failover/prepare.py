@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from continuity import settings
+
 Choice = Literal["local", "replica", "backup"]
-FORCE_ENV = "CONTINUITY_FAILOVER_PREPARE"
+FORCE_ENV = settings.FAILOVER_PREPARE.name  # named in messages; read by the prepare step
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.pulse import Pulse
 from continuity.state import failover_records as store
 from continuity.state import incidents
@@ -36,7 +36,7 @@ def operator() -> str:
 
 def pulse_for(client: Any) -> Pulse:
     """A pulse writer bound to this client and the current state dir (cheap; no cached global)."""
-    return Pulse(client=client, path=paths.pulse_file(), node=os.environ.get("CONTINUITY_NODE"))
+    return Pulse(client=client, path=paths.pulse_file(), node=settings.NODE.get())
 
 
 def new_record_id(service: str, now: float) -> str:

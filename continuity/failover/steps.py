@@ -27,11 +27,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from continuity import settings
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.failover import hooks, records
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
-from continuity.failover.prepare import FORCE_ENV, DataState, decide
+from continuity.failover.prepare import DataState, decide
 from continuity.state import epochs, keys, locks, routes
 
 Ctx = dict[str, Any]
@@ -239,7 +240,7 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
     service, node, old = ctx["service"], ctx["candidate"], ctx.get("old_primary")
     dest = service_dir(node, service)
     dest.mkdir(parents=True, exist_ok=True)
-    force = ctx.get("prepare") or os.environ.get(FORCE_ENV)
+    force = ctx.get("prepare") or settings.FAILOVER_PREPARE.get()
     local = _data_state(bp, service, dest)
     replica = _data_state(bp, service, service_dir(old, service)) if old and old != node else None
     backup: DataState | None = None

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.failover.layout import service_dir
 
 LEDGER = "ledger.jsonl"
@@ -368,7 +368,7 @@ def _emit_demoted(app: App, why: str) -> None:
         from continuity.pulse import Pulse
         from continuity.redisd import connect
 
-        client = connect(socket_timeout=1) if os.environ.get("CONTINUITY_REDIS_URL") else None
+        client = connect(socket_timeout=1) if settings.REDIS_URL.get() else None
         Pulse(client=client, path=paths.pulse_file(), node=app.node).emit(
             "failover.service_demoted", service=app.service, epoch=app.epoch,
             data={"reason": why, "pid": os.getpid(), "at": time.time(), "records": len(app.ledger.seqs)})
@@ -378,7 +378,7 @@ def _emit_demoted(app: App, why: str) -> None:
 
 def serve(service: str, node: str, port: int, epoch: int) -> int:
     directory = service_dir(node, service)
-    app = App(service, node, port, epoch, directory, os.environ.get("CONTINUITY_REDIS_URL"))
+    app = App(service, node, port, epoch, directory, settings.REDIS_URL.get())
     handler = type("BoundHandler", (Handler,), {"app": app})
     httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
     httpd.daemon_threads = True
@@ -390,7 +390,7 @@ def serve(service: str, node: str, port: int, epoch: int) -> int:
     pidfile.write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
     stop = threading.Event()
-    if app.guard.client is not None and os.environ.get("CONTINUITY_SAMPLE_LEASE_WATCH", "1") != "0":
+    if app.guard.client is not None and settings.SAMPLE_LEASE_WATCH.get():
         threading.Thread(target=watch_lease, args=(app, httpd, stop), daemon=True).start()
     try:
         httpd.serve_forever(poll_interval=0.1)

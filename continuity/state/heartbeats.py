@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, settings
 from continuity.errors import ContinuityError
 from continuity.state import keys
 from continuity.state.leases import PRELUDE
@@ -46,7 +45,6 @@ except ImportError:  # pragma: no cover - Python built without OpenSSL
 VERSION = "v1"
 PREFIX = VERSION.encode() + b"."
 TAG_LEN = 64  # hex SHA-256
-_ENV_PREFIX = "CONTINUITY_NODE_KEY_"
 
 
 class Rejected(Exception):
@@ -73,7 +71,7 @@ class Heartbeat:
 
 # --- keys -----------------------------------------------------------------------------------
 def env_var(node: str) -> str:
-    return _ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", node.upper())
+    return settings.NODE_KEY.env_name(node)
 
 
 def key_file(node: str) -> Path:
@@ -82,7 +80,7 @@ def key_file(node: str) -> Path:
 
 def node_key(node: str) -> bytes | None:
     """The node's HMAC key from its env var, else its key file; None when it has none."""
-    value = os.environ.get(env_var(node))
+    value = settings.NODE_KEY.get(node)
     if value:
         return value.encode()
     try:

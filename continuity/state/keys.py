@@ -8,13 +8,16 @@ only heartbeats and leases expire, because expiry is what they mean.
 
 from __future__ import annotations
 
-import os
+from continuity import settings
 
-PREFIX = os.environ.get("CONTINUITY_KEY_PREFIX", "continuity:")
+
+def prefix() -> str:
+    """``$CONTINUITY_KEY_PREFIX`` (default ``continuity:``), read when a key is built, never at import."""
+    return settings.KEY_PREFIX.get()
 
 
 def k(*parts: object) -> str:
-    return PREFIX + ":".join(str(p) for p in parts)
+    return prefix() + ":".join(str(p) for p in parts)
 
 
 # --- fleet / nodes -----------------------------------------------------------

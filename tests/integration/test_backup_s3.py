@@ -43,9 +43,6 @@ def test_s3_repository_end_to_end(s3: str, tmp_path: Path, capsys: pytest.Captur
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTINUITY_PASSWORD", "s3-pw")
     monkeypatch.setenv("CONTINUITY_PACK_SIZE", str(128 * 1024))
-    from continuity.backup import repository
-
-    monkeypatch.setattr(repository, "PACK_TARGET", 128 * 1024)
     src = tmp_path / "src"
     src.mkdir()
     rnd = random.Random(9)

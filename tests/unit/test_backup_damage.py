@@ -30,7 +30,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @pytest.fixture
 def fixture_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[str]]:
     """Two snapshots of ~40 distinct files spread over many small packs."""
-    monkeypatch.setattr(repo_mod, "PACK_TARGET", 48 * 1024)
+    monkeypatch.setenv("CONTINUITY_PACK_SIZE", str(48 * 1024))
     monkeypatch.setenv("CONTINUITY_PASSWORD", PW)
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from continuity.backup import repository as repo_mod
 from continuity.backup.repository import Repository, pack_name
 from continuity.backup.restore import read_windows, restore
 from continuity.backup.snapshot import Source, take_snapshot
@@ -66,7 +65,7 @@ def test_adjacent_blobs_share_a_read_and_far_ones_do_not() -> None:
 @pytest.fixture
 def packed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, dict[str, object]]:
     """Many small files and one multi-blob file, in packs of ~1 MiB so a pack holds many blobs."""
-    monkeypatch.setattr(repo_mod, "PACK_TARGET", 1024 * 1024)
+    monkeypatch.setenv("CONTINUITY_PACK_SIZE", str(1024 * 1024))
     src = tmp_path / "src"
     make_tree(src, files=200)
     (src / "more.bin").write_bytes(random.Random(9).randbytes(1_500_000))
