@@ -15,6 +15,7 @@ from typing import Any
 from celery import signals
 
 from continuity import keys, pulse
+from continuity.events import NODE_PING, NODE_REGISTERED
 from continuity.redisd import connect
 from workers.app import app
 
@@ -40,7 +41,7 @@ def register_node(sender: Any = None, **_: Any) -> None:
             "worker": getattr(sender, "hostname", None)}
     client.hset(keys.nodes_registry(), node, json.dumps(info))
     _mark_seen(client, node, now)
-    pulse.emit("node.registered", node=node, data=info)
+    pulse.emit(NODE_REGISTERED, node=node, data=info)
 
 
 @app.task(name="continuity.node.ping", bind=True, time_limit=30, soft_time_limit=25, acks_late=True)
@@ -51,6 +52,6 @@ def ping(self: Any, target: str, due: float | None = None) -> dict[str, Any]:
     client = connect()
     _mark_seen(client, node or "?", now)
     correct = node == target
-    pulse.emit("node.ping", node=node, data={"target": target, "correct": correct, "due": due,
+    pulse.emit(NODE_PING, node=node, data={"target": target, "correct": correct, "due": due,
                                              "task_id": self.request.id, "lag": (now - due) if due else None})
     return {"node": node, "target": target, "correct": correct, "ran_at": now}

@@ -15,6 +15,7 @@ from typing import Any
 
 from continuity import keys
 from continuity.blueprint import Blueprint
+from continuity.events import FAILOVER_PAUSED, FAILOVER_RESUMED
 from continuity.failover import records
 
 
@@ -50,14 +51,14 @@ def pause(client: Any, service: str | None, who: str, reason: str = "", now: flo
     now = time.time() if now is None else now
     body = {"service": service, "who": who, "at": now, "reason": reason}
     client.set(keys.failover_pause(service), json.dumps(body))
-    records.pulse_for(client).emit("failover.paused", service=service,
+    records.pulse_for(client).emit(FAILOVER_PAUSED, service=service,
                                    data={"who": who, "scope": service or "all", "reason": reason})
     return body
 
 
 def resume(client: Any, service: str | None, who: str, now: float | None = None) -> bool:
     was = bool(client.delete(keys.failover_pause(service)))
-    records.pulse_for(client).emit("failover.resumed", service=service,
+    records.pulse_for(client).emit(FAILOVER_RESUMED, service=service,
                                    data={"who": who, "scope": service or "all", "was_paused": was})
     return was
 
