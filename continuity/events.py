@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 
 PREFIX = "continuity_layer."
 
-# Tests set this True (tests/conftest.py): an undeclared field then raises. Production leaves it False so a
-# field someone forgot to declare is logged, never allowed to crash a failover step (see check_fields).
+# Tests set this True (tests/conftest.py): an undeclared field then raises, and is also noted in VIOLATIONS
+# because several emitters swallow any error of their bookkeeping (the agent, the sweep, the drill runner);
+# the test session fails on a non-empty list. Production leaves STRICT False so a field someone forgot to
+# declare is logged, never allowed to crash a failover step (see check_fields).
 STRICT = False
+VIOLATIONS: list[str] = []
 
 
 class UndeclaredField(ValueError):
@@ -115,6 +118,7 @@ def check_fields(kind: EventKind, data: Mapping[str, Any] | None) -> None:
         return
     msg = f"pulse event {kind.name}: undeclared field(s) {', '.join(bad)} (declare them in continuity/events.py)"
     if STRICT:
+        VIOLATIONS.append(msg)
         raise UndeclaredField(msg)
     log.warning("%s", msg)
 
@@ -265,7 +269,8 @@ FAILOVER_SERVICE_FAILED = _kind(
     REASON, _f("restarts", "int", "local restarts tried"), _f("released", "bool | None", "the lease was released"),
     _f("since", "float | None", "first failed probe"), AT)
 FAILOVER_SERVICE_DEMOTED = _kind(
-    "failover.service_demoted", "The sample ledger service stopped itself: it saw a newer epoch (fenced).",
+    "failover.service_demoted",
+    "The sample ledger service stopped serving itself: its role's lease is no longer its own.",
     "continuity/sample/ledger_service.py",
     REASON, _f("pid", "int", "the service's process id"), AT, _f("records", "int", "ledger records it held"))
 
