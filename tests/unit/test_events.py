@@ -357,3 +357,10 @@ def test_measure_detection_kinds_are_what_the_old_word_rule_matched() -> None:
     by_words = {n for n in KINDS if n.startswith("detect.") and any(w in n for w in words)}
     assert measure.DETECTION_KINDS == by_words
     assert {sweep.EVENT_FOR[detector.SUSPECT], sweep.EVENT_FOR[detector.DEAD]} <= measure.DETECTION_KINDS
+
+
+def test_an_undeclared_field_is_noted_even_where_the_emitter_swallows_errors(tmp_path: Path) -> None:
+    """The sweep (like the agent and the drill runner) never lets its bookkeeping fail; the session still sees it."""
+    sweep._emit(Pulse(path=tmp_path / "pulse.jsonl"), events.DETECT_TILT_ENDED, data={"at": 1.0, "bogus": 2})
+    found, events.VIOLATIONS[:] = list(events.VIOLATIONS), []  # conftest fails any test that leaves one behind
+    assert found and "detect.tilt_ended" in found[0]
