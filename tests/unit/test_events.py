@@ -364,3 +364,9 @@ def test_an_undeclared_field_is_noted_even_where_the_emitter_swallows_errors(tmp
     sweep._emit(Pulse(path=tmp_path / "pulse.jsonl"), events.DETECT_TILT_ENDED, data={"at": 1.0, "bogus": 2})
     found, events.VIOLATIONS[:] = list(events.VIOLATIONS), []  # conftest fails any test that leaves one behind
     assert found and "detect.tilt_ended" in found[0]
+
+
+def test_every_emitter_named_in_the_catalogue_exists() -> None:
+    """When a module moves (continuity/state/ is coming), the catalogue and docs must say where it went."""
+    missing = [f"{n}: {k.emitter}" for n, k in KINDS.items() if not (ROOT / k.emitter.split()[0]).is_file()]
+    assert not missing, "update the emitter in continuity/events.py, then regenerate the docs:\n" + "\n".join(missing)
