@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from continuity import paths, settings
+from continuity.events import PREFIX, EventKind, check_fields  # PREFIX re-exported: readers import it from here
 from continuity.state import keys
 
-PREFIX = "continuity_layer."
 GENESIS = "0" * 64
 STREAM_MAXLEN = 100_000
 RETRY_AFTER_S = 2.0
@@ -161,11 +161,21 @@ class Pulse:
         self.clock = time.monotonic
         self._down_until = 0.0
 
-    def emit(self, kind: str, *, node: str | None = None, service: str | None = None,
+    def emit(self, kind: EventKind | str, *, node: str | None = None, service: str | None = None,
              epoch: int | None = None, data: dict[str, Any] | None = None,
              event_id: str | None = None, ts: float | None = None) -> dict[str, Any]:
-        """Record one event; returns it as written (with seq, prev and hash)."""
-        if not kind.startswith(PREFIX):
+        """Record one event; returns it as written (with seq, prev and hash).
+
+        The layer's own code passes a :class:`~continuity.events.EventKind` from the catalogue, and
+        ``data`` is checked against its declared fields (:func:`~continuity.events.check_fields`:
+        raises under test, logs in production, so an emit never fails a failover). A plain string is
+        still accepted and written as given, unchecked: tests, benchmarks and replay tools write kinds
+        of their own. ``tests/unit/test_events.py`` keeps strings out of continuity/ and workers/.
+        """
+        if isinstance(kind, EventKind):
+            check_fields(kind, data)
+            kind = kind.wire
+        elif not kind.startswith(PREFIX):
             kind = PREFIX + kind
         event: dict[str, Any] = {
             "id": event_id or uuid.uuid4().hex,
@@ -385,5 +395,6 @@ def default() -> Pulse:
     return _default
 
 
-def emit(kind: str, **kwargs: Any) -> dict[str, Any]:
+def emit(kind: EventKind | str, **kwargs: Any) -> dict[str, Any]:
+    """:meth:`Pulse.emit` on the process-wide writer."""
     return default().emit(kind, **kwargs)

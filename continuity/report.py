@@ -21,6 +21,7 @@ from typing import Any
 from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.durations import format_duration
+from continuity.events import NODE_PING, short
 from continuity.state import keys
 
 LAST_N = 5
@@ -176,14 +177,15 @@ def scorecard_markdown(card: Mapping[str, Any]) -> str:
 
 
 # --- postmortems ----------------------------------------------------------------------------------------------
-NOISE = ("node.ping", "node.heartbeat", "detect.sweep")
+# kinds left out of a postmortem's timeline: routine liveness, not part of any incident's story
+NOISE = frozenset({NODE_PING})
 
 
 def timeline(events: Iterable[Mapping[str, Any]], origin: float, limit: int = 200) -> list[str]:
     rows = []
     for ev in sorted(events, key=lambda e: float(e.get("ts", 0))):
-        kind = str(ev.get("kind", "")).removeprefix("continuity_layer.")
-        if any(kind.startswith(n) for n in NOISE):
+        kind = short(str(ev.get("kind", "")))
+        if kind in NOISE:
             continue
         data = ev.get("data") or {}
         brief = ", ".join(f"{k}={v}" for k, v in data.items()

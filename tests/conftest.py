@@ -9,12 +9,25 @@ from pathlib import Path
 import pytest
 import redis
 
+from continuity import events
 from continuity.redisd import RedisServer
 from tests.helpers import ROOT, Proc, continuity_cmd, project_env, wait_for
 
 # never let a developer's environment point tests at a real server
 for _var in ("CONTINUITY_REDIS_URL", "CONTINUITY_ROOT", "CONTINUITY_STATE", "CONTINUITY_PULSE_FILE"):
     os.environ.pop(_var, None)
+
+# an emitter passing a field its event kind does not declare fails its test (production only logs it)
+events.STRICT = True
+
+
+@pytest.fixture(autouse=True)
+def _declared_event_fields() -> Iterator[None]:
+    """Fail a test whose code emitted an undeclared field, even where the emitter swallowed the error."""
+    events.VIOLATIONS.clear()
+    yield
+    found, events.VIOLATIONS[:] = list(events.VIOLATIONS), []
+    assert not found, "\n".join(found)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,16 @@ from continuity.backup.config import LoadedConfig, load_backup_config, load_flee
 from continuity.backup.scheduling import backup_jobs
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
+from continuity.events import (
+    BACKUP_COPY,
+    BACKUP_COPY_FAILED,
+    BACKUP_FORGET,
+    BACKUP_FORGET_FAILED,
+    BACKUP_SNAPSHOT,
+    BACKUP_SNAPSHOT_FAILED,
+    BACKUP_VERIFIED,
+    BACKUP_VERIFY_FAILED,
+)
 from continuity.redisd import connect
 from continuity.state import keys, routes
 from workers.app import app
@@ -56,13 +66,18 @@ def _config() -> LoadedConfig:
     return load_fleet_backup_config(paths.backup_config_path(), root=paths.root())
 
 
+# the pulse event of each task's failure, by the task's step name
+FAILED = {"snapshot": BACKUP_SNAPSHOT_FAILED, "verify": BACKUP_VERIFY_FAILED, "forget": BACKUP_FORGET_FAILED,
+          "copy": BACKUP_COPY_FAILED}
+
+
 def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
     started = time.time()
     try:
         result = fn()
     except ContinuityError as exc:
-        pulse.emit(f"backup.{kind}_failed", node=node_id(), data={"set": set_name, "error": str(exc),
-                                                                  "exit_code": int(exc.exit_code)})
+        pulse.emit(FAILED[kind], node=node_id(), data={"set": set_name, "error": str(exc),
+                                                       "exit_code": int(exc.exit_code)})
         _record(set_name, {f"last_{kind}_error": str(exc), f"last_{kind}_error_time": time.time()})
         raise
     result["task_duration"] = round(time.time() - started, 3)
@@ -111,7 +126,7 @@ def snapshot(self: Any, set_name: str, hops: int = 0) -> dict[str, Any]:
     _record(set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
                        "last_snapshot_files": res.get("files"), "last_snapshot_bytes": res.get("bytes_total"),
                        "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id()})
-    pulse.emit("backup.snapshot", node=node_id(), data={"set": set_name, **{k: res.get(k) for k in (
+    pulse.emit(BACKUP_SNAPSHOT, node=node_id(), data={"set": set_name, **{k: res.get(k) for k in (
         "id", "files", "bytes_total", "data_added", "duration", "partial", "reused")}})
     return res
 
@@ -141,7 +156,7 @@ def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]
                 fields["rpo"] = s.rpo
                 fields["within_rpo"] = int(now - snap_ts <= s.rpo)
     _record(set_name, fields)
-    pulse.emit("backup.verified" if res.get("ok") else "backup.verify_failed", node=node_id(),
+    pulse.emit(BACKUP_VERIFIED if res.get("ok") else BACKUP_VERIFY_FAILED, node=node_id(),
                data={"set": set_name, "snapshot": res.get("snapshot"), "ok": res.get("ok"),
                      "files": res.get("files"), "damaged": res.get("damaged"),
                      "hash_mismatches": res.get("hash_mismatches"), "duration": res.get("duration")})
@@ -152,7 +167,7 @@ def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]
 def forget(self: Any, set_name: str, prune: bool = False) -> dict[str, Any]:
     cfg = _config()
     res = _run(self, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune_after=prune))
-    pulse.emit("backup.forget", node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
+    pulse.emit(BACKUP_FORGET, node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
     return res
 
 
@@ -163,7 +178,7 @@ def copy(self: Any, set_name: str) -> dict[str, Any]:
     res = _run(self, "copy", set_name, lambda: api.copy_set(set_name, cfg, progress=_progress(self, "copy",
                                                                                               set_name)))
     _record(set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok")))})
-    pulse.emit("backup.copy", node=node_id(), data={"set": set_name, "ok": res.get("ok"),
+    pulse.emit(BACKUP_COPY, node=node_id(), data={"set": set_name, "ok": res.get("ok"),
                                                     "targets": res.get("targets")})
     return res
 

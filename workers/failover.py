@@ -23,6 +23,7 @@ from celery.exceptions import Ignore
 from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import UsageError
+from continuity.events import FAILOVER_CHAIN_RESUMED, FAILOVER_RETRY
 from continuity.failover import control, records, steps
 from continuity.failover.planner import (
     STEP_TARGET,
@@ -220,7 +221,7 @@ def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, e
                epoch=expected + 1, not_before=now, old_primary=ctx.get("old_primary"),
                steps=[s for s in ctx["steps"] if s != "demote"])
     records.set_attempt(client, ctx["record_id"], attempt, fallbacks[0], expected, nxt)
-    records.pulse_for(client).emit("failover.retry", service=ctx["service"], epoch=expected,
+    records.pulse_for(client).emit(FAILOVER_RETRY, service=ctx["service"], epoch=expected,
                                    data={"record": ctx["record_id"], "failed": ctx["candidate"], "step": step,
                                          "error": error, "next": fallbacks[0], "attempt": attempt})
     build_chain(bp, nxt, now).apply_async()
@@ -274,7 +275,7 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
         elif idle >= STALL_AFTER and client.set(key + ":resent", f"{now:.3f}", nx=True,
                                                 px=int(STALL_AFTER * 1000)):
             build_chain(bp, dict(ctx, steps=ctx["steps"][pending:]), now).apply_async()
-            records.pulse_for(client).emit("failover.chain_resumed", service=ctx["service"], epoch=ctx.get("epoch"),
+            records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=ctx["service"], epoch=ctx.get("epoch"),
                                            data={"record": rid, "attempt": attempt, "step": step,
                                                  "idle": round(idle, 3)})
             resumed.append(rid)

@@ -14,6 +14,7 @@ from typing import Any
 from celery import signals
 
 from continuity import pulse, settings
+from continuity.events import NODE_PING, NODE_REGISTERED
 from continuity.redisd import connect
 from continuity.state import nodes
 from workers.app import app
@@ -42,7 +43,7 @@ def register_node(sender: Any = None, **_: Any) -> None:
             "worker": getattr(sender, "hostname", None)}
     nodes.register(client, node, info)
     nodes.mark_seen(client, node, now)
-    pulse.emit("node.registered", node=node, data=info)
+    pulse.emit(NODE_REGISTERED, node=node, data=info)
 
 
 @app.task(name="continuity.node.ping", bind=True, time_limit=30, soft_time_limit=25, acks_late=True)
@@ -53,6 +54,6 @@ def ping(self: Any, target: str, due: float | None = None) -> dict[str, Any]:
     client = connect()
     nodes.mark_seen(client, node or "?", now)
     correct = node == target
-    pulse.emit("node.ping", node=node, data={"target": target, "correct": correct, "due": due,
+    pulse.emit(NODE_PING, node=node, data={"target": target, "correct": correct, "due": due,
                                              "task_id": self.request.id, "lag": (now - due) if due else None})
     return {"node": node, "target": target, "correct": correct, "ran_at": now}

@@ -44,7 +44,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "backup": LazyCommand("backup", "Encrypted, deduplicated snapshots with restore drills (restic-style)."),
     "failover": LazyCommand("failover", "Failover: status, switchover, forced failover, maintenance pause, history."),
     "drill": LazyCommand("drill", "Chaos drills: list scenarios, run one (or plan it with --dry-run), read reports."),
-    "pulse": LazyCommand("pulse", "Read and verify the pulse history."),
+    "pulse": LazyCommand("pulse", "Read and verify the pulse history; list its event kinds."),
 }
 
 

@@ -1,9 +1,11 @@
-"""`continuity pulse tail|verify`: read the fleet's event history, and prove nobody edited it.
+"""`continuity pulse tail|verify|kinds`: read the fleet's event history, prove nobody edited it, list its kinds.
 
 ``tail`` prefers the Redis Stream (the whole fleet's events, live) and falls
 back to this machine's history file when Redis is not configured or not
 answering, because the moments an operator needs the history most are the
-moments Redis may be down. ``verify`` checks the file's hash chain.
+moments Redis may be down. ``verify`` checks the file's hash chain. ``kinds``
+prints the event catalogue (``continuity/events.py``), so a script author
+learns what ``tail --json`` can show without reading the source.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import typer
 from continuity import paths, settings
 from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, UsageError
+from continuity.events import KINDS, as_dict
 from continuity.pulse import PREFIX, read_from, verify_file
 from continuity.state import keys
 
-app = typer.Typer(help="Read and verify the pulse history.", no_args_is_help=True)
+app = typer.Typer(help="Read and verify the pulse history; list its event kinds.", no_args_is_help=True)
 
 FILE_POLL_S = 0.25
 STREAM_BLOCK_MS = 1000
@@ -202,3 +205,23 @@ def verify(
     event = f"event {result.bad_id}" if result.bad_id else "event ?"
     raise ContinuityError(f"{path}:{result.bad_line}: {event}: {result.reason} "
                           f"({result.count} events verified before it)")
+
+
+@app.command()
+def kinds(
+    json_out: bool = typer.Option(False, "--json", help="The catalogue as a JSON array."),
+    kind: str | None = typer.Option(None, "--kind", help="Only kinds starting with this (e.g. failover, drill.)."),
+) -> None:
+    """List every pulse event kind: what it means, who emits it, and the fields of its data."""
+    short = kind[len(PREFIX):] if kind and kind.startswith(PREFIX) else (kind or "")
+    chosen = [k for name, k in KINDS.items() if name.startswith(short)]
+    if json_out:
+        emit_json([as_dict(k) for k in chosen])
+        return
+    for k in chosen:
+        typer.echo(f"{k.name}  {k.description}")
+        typer.echo(f"    emitted by {k.emitter}" + (f"; reserved: {k.reserved}" if k.reserved else ""))
+        for f in k.fields:
+            typer.echo(f"    {f.name} ({f.type}): {f.meaning}")
+        if k.extra:
+            typer.echo(f"    ... and {k.extra}")

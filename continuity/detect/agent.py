@@ -42,6 +42,15 @@ from typing import Any
 from continuity.blueprint import Blueprint
 from continuity.detect.probes import ProbeResult, probe_service
 from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
+from continuity.events import (
+    DETECT_LEASE_RETAKEN,
+    DETECT_ROLE_BOOTSTRAPPED,
+    FAILOVER_SELF_DEMOTED,
+    FAILOVER_SELF_REPROMOTED,
+    FAILOVER_SERVICE_FAILED,
+    FAILOVER_SERVICE_RESTARTED,
+    EventKind,
+)
 from continuity.state import heartbeats, keys, leases
 
 log = logging.getLogger("continuity.agent")
@@ -205,7 +214,7 @@ class Agent:
                 if self.held.get(svc) is held:
                     self.held[svc] = Held(held.epoch, sent)
             log.warning("agent %s: lease of %s (epoch %s) had vanished; taken back", self.node, svc, held.epoch)
-            self._emit("detect.lease_retaken", service=svc, epoch=held.epoch, data={"reason": "lease key vanished"})
+            self._emit(DETECT_LEASE_RETAKEN, service=svc, epoch=held.epoch, data={"reason": "lease key vanished"})
             return
         with self.lock:
             if self.held.get(svc) is not held:
@@ -226,7 +235,7 @@ class Agent:
                         self.held[svc] = Held(1, self.clock())
                         self.started[svc] = 1
                     result = self.run_hook(self.bp, svc, self.node, "start", 1, timeout=self.hook_timeout)
-                    self._emit("detect.role_bootstrapped", service=svc, epoch=1,
+                    self._emit(DETECT_ROLE_BOOTSTRAPPED, service=svc, epoch=1,
                                data={"hook_rc": None if result is None else result.returncode})
             self.bootstrapped = True
         except Exception as exc:  # noqa: BLE001 - retried on the next beat
@@ -251,7 +260,7 @@ class Agent:
                 return  # another path reclaimed it a moment ago: one start hook per reclaim
             self.started[svc] = epoch
         result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
-        self._emit("failover.self_repromoted", service=svc, epoch=epoch,
+        self._emit(FAILOVER_SELF_REPROMOTED, service=svc, epoch=epoch,
                    data={"hook_rc": None if result is None else result.returncode})
 
     def check_fence(self) -> list[str]:
@@ -289,7 +298,7 @@ class Agent:
         finally:
             with self.lock:
                 self.demoting.discard(svc)
-        self._emit("failover.self_demoted", service=svc, epoch=epoch,
+        self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
                    data={"reason": reason, "hook_rc": None if result is None else result.returncode,
                          "at": self.wall()})
 
@@ -359,7 +368,7 @@ class Agent:
             self.started[svc] = epoch
         log.warning("agent %s: restarting %s in place (epoch %s): %s", self.node, svc, epoch, decision.reason)
         result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
-        self._emit("failover.service_restarted", service=svc, epoch=epoch,
+        self._emit(FAILOVER_SERVICE_RESTARTED, service=svc, epoch=epoch,
                    data={"reason": decision.reason, "failures": decision.failures, "restarts": decision.restarts,
                          "max_local_restarts": self.recovery.max_local_restarts, "since": since, "at": self.wall(),
                          "hook_rc": None if result is None else result.returncode})
@@ -391,7 +400,7 @@ class Agent:
         try:
             result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
             # stopped: our hold on the role ends here, before anyone may be promoted (the release is next)
-            self._emit("failover.self_demoted", service=svc, epoch=epoch,
+            self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
                        data={"reason": f"service failed: {decision.reason}", "at": self.wall(),
                              "hook_rc": None if result is None else result.returncode})
             info = {"at": self.wall(), "since": since, "reason": decision.reason, "restarts": decision.restarts}
@@ -403,11 +412,11 @@ class Agent:
             with self.lock:
                 self.demoting.discard(svc)
                 self.trackers.pop(svc, None)
-        self._emit("failover.service_failed", service=svc, epoch=epoch,
+        self._emit(FAILOVER_SERVICE_FAILED, service=svc, epoch=epoch,
                    data={"reason": decision.reason, "restarts": decision.restarts, "released": given,
                          "since": since, "at": self.wall()})
 
-    def _emit(self, kind: str, **kwargs: Any) -> None:
+    def _emit(self, kind: EventKind, **kwargs: Any) -> None:
         if self.pulse is None:
             return
         try:

@@ -47,6 +47,21 @@ from redis.exceptions import NoScriptError, WatchError
 from continuity.blueprint import Blueprint
 from continuity.detect import detector
 from continuity.detect import mode as modes
+from continuity.events import (
+    DETECT_FAILOVER_LAUNCH_FAILED,
+    DETECT_FAILOVER_REQUESTED,
+    DETECT_HEARTBEAT_REJECTED,
+    DETECT_MODE_CHANGED,
+    DETECT_NODE_ALIVE,
+    DETECT_NODE_DEAD,
+    DETECT_NODE_EXPECTED_OFFLINE,
+    DETECT_NODE_SUSPECT,
+    DETECT_STORM,
+    DETECT_STORM_CLEARED,
+    DETECT_TILT,
+    DETECT_TILT_ENDED,
+    EventKind,
+)
 from continuity.state import detection, heartbeats, incidents, keys, leases, locks, routes
 from continuity.state import mode as state_mode
 
@@ -670,7 +685,7 @@ def _storm_incident(outcome: detector.Outcome, now: float) -> dict[str, Any]:
             "reason": "more nodes dead at once than the storm brake allows: automatic failover halted"}
 
 
-def _emit(pulse: Any, kind: str, **kwargs: Any) -> None:
+def _emit(pulse: Any, kind: EventKind, **kwargs: Any) -> None:
     if pulse is None:
         return
     try:
@@ -679,32 +694,32 @@ def _emit(pulse: Any, kind: str, **kwargs: Any) -> None:
         log.warning("sweep: could not record %s: %s", kind, exc)
 
 
-EVENT_FOR = {detector.SUSPECT: "detect.node_suspect", detector.DEAD: "detect.node_dead",
-             detector.ALIVE: "detect.node_alive", detector.EXPECTED_OFFLINE: "detect.node_expected_offline"}
+EVENT_FOR = {detector.SUSPECT: DETECT_NODE_SUSPECT, detector.DEAD: DETECT_NODE_DEAD,
+             detector.ALIVE: DETECT_NODE_ALIVE, detector.EXPECTED_OFFLINE: DETECT_NODE_EXPECTED_OFFLINE}
 
 
 def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, heartbeats.Rejected],
                  prev_mode: Any, mode: modes.Mode, now: float) -> None:
     for node, exc in rejected.items():
         log.warning("sweep: rejected heartbeat stored as %r: %s", node, exc)
-        _emit(pulse, "detect.heartbeat_rejected", node=node, data={"reason": exc.reason, "detail": exc.detail})
+        _emit(pulse, DETECT_HEARTBEAT_REJECTED, node=node, data={"reason": exc.reason, "detail": exc.detail})
     for tr in outcome.transitions:
         kind = EVENT_FOR.get(tr.new)
         if kind:
             st = outcome.states[tr.node]
             _emit(pulse, kind, node=tr.node, data={**tr.as_dict(), "last_seen": st.last_arrival})
     if outcome.tilt_started:
-        _emit(pulse, "detect.tilt", data={"gap": outcome.sweep_gap, "until": outcome.meta.tilt_until,
+        _emit(pulse, DETECT_TILT, data={"gap": outcome.sweep_gap, "until": outcome.meta.tilt_until,
                                           "reason": "the detector itself was paused: no action until the grace ends"})
     if outcome.tilt_ended:
-        _emit(pulse, "detect.tilt_ended", data={"at": now})
+        _emit(pulse, DETECT_TILT_ENDED, data={"at": now})
     if outcome.storm_started:
-        _emit(pulse, "detect.storm", data=_storm_incident(outcome, now))
+        _emit(pulse, DETECT_STORM, data=_storm_incident(outcome, now))
     if outcome.storm_cleared:
-        _emit(pulse, "detect.storm_cleared", data={"at": now, "dead": outcome.dead})
+        _emit(pulse, DETECT_STORM_CLEARED, data={"at": now, "dead": outcome.dead})
     old = prev_mode.get("mode") if isinstance(prev_mode, dict) else None
     if old != mode.mode:
-        _emit(pulse, "detect.mode_changed", data={"from": old, "to": mode.mode, "unhealthy": mode.unhealthy,
+        _emit(pulse, DETECT_MODE_CHANGED, data={"from": old, "to": mode.mode, "unhealthy": mode.unhealthy,
                                                   "shed_tiers": mode.shed_tiers})
 
 
@@ -730,14 +745,14 @@ def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map:
     plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns, **extra)
     trigger = {"by": "detector", "reason": "node dead", "dead": outcome.eligible, "detected_at": now,
                "last_seen": {n: outcome.states[n].last_arrival for n in outcome.eligible}}
-    _emit(pulse, "detect.failover_requested", data={**trigger, "plans": len(plans)})
+    _emit(pulse, DETECT_FAILOVER_REQUESTED, data={**trigger, "plans": len(plans)})
     if not plans or launch is None:
         return []
     try:
         return list(launch(plans, trigger))
     except Exception as exc:  # noqa: BLE001 - recorded; the chain's own records say the rest
         log.exception("sweep: launching failovers failed")
-        _emit(pulse, "detect.failover_launch_failed", data={"error": f"{type(exc).__name__}: {exc}",
+        _emit(pulse, DETECT_FAILOVER_LAUNCH_FAILED, data={"error": f"{type(exc).__name__}: {exc}",
                                                             "dead": outcome.eligible})
         return []
 
@@ -777,13 +792,13 @@ def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome,
         trigger = {"by": "detector", "reason": "service-failed", "service": svc, "failed_on": node,
                    "epoch": int(marker["epoch"]), "detail": marker.get("reason"), "restarts": marker.get("restarts"),
                    "given_up_at": marker.get("at"), "detected_at": now, "last_seen": {node: float(since)}}
-        _emit(pulse, "detect.failover_requested", service=svc, data={**trigger, "plans": len(plans)})
+        _emit(pulse, DETECT_FAILOVER_REQUESTED, service=svc, data={**trigger, "plans": len(plans)})
         if launch is None:
             continue
         try:
             launched += list(launch(plans, trigger))
         except Exception as exc:  # noqa: BLE001 - recorded; the next sweep tries again (the marker stays)
             log.exception("sweep: launching the failover of failed service %s failed", svc)
-            _emit(pulse, "detect.failover_launch_failed", service=svc,
+            _emit(pulse, DETECT_FAILOVER_LAUNCH_FAILED, service=svc,
                   data={"error": f"{type(exc).__name__}: {exc}", "service": svc})
     return launched

@@ -15,11 +15,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PREFIX = "continuity_layer."
-# detector verdicts that mean "something is wrong with a node or service"
-DETECTION_WORDS = ("dead", "suspect", "unhealthy", "down", "lost", "offline", "failed", "stale")
-FAILOVER_START_WORDS = ("failover.started", "failover.triggered", "failover.planned", "failover.begin")
-FAILOVER_DONE_WORDS = ("failover.completed", "failover.finished", "failover.done", "failover.succeeded")
+from continuity.events import (
+    DETECT_FAILOVER_LAUNCH_FAILED,
+    DETECT_NODE_DEAD,
+    DETECT_NODE_EXPECTED_OFFLINE,
+    DETECT_NODE_SUSPECT,
+    FAILOVER_STARTED,
+    FAILOVER_STEP,
+    RECORD,
+    short,
+)
+
+# The detector's events that count as "the fault was noticed" (detection time runs up to the first one about
+# the target). These are the emitted kinds the former word match (dead|suspect|offline|failed|... in a
+# detect.* kind) recognised, kept as they were so measurements of existing drills do not move: a node going
+# silent in a planned gap is still the detector noticing it, and a failed launch follows a dead verdict.
+DETECTION_KINDS = frozenset({DETECT_NODE_SUSPECT, DETECT_NODE_DEAD, DETECT_NODE_EXPECTED_OFFLINE,
+                             DETECT_FAILOVER_LAUNCH_FAILED})
+# one event per failover: opening its record (records.open_record); it names the record in ``data.record``
+FAILOVER_START = FAILOVER_STARTED
 
 
 @dataclass(frozen=True)
@@ -113,10 +127,6 @@ class Measurement:
         return out
 
 
-def _short(kind: str) -> str:
-    return kind[len(PREFIX):] if kind.startswith(PREFIX) else kind
-
-
 def _concerns(ev: Mapping[str, Any], nodes: Sequence[str], services: Sequence[str]) -> bool:
     """Does the event talk about the drill's target (node or service)? Untargeted drills take any event."""
     if not nodes and not services:
@@ -138,43 +148,39 @@ def detection(events: Sequence[Mapping[str, Any]], fault_at: float, nodes: Seque
         ts = float(ev.get("ts", 0))
         if ts < fault_at:
             continue
-        kind = _short(str(ev.get("kind", "")))
-        is_detect = kind.startswith("detect.") and any(w in kind for w in DETECTION_WORDS)
-        is_failover = any(kind.startswith(w) for w in FAILOVER_START_WORDS)
-        if (is_detect or is_failover) and _concerns(ev, nodes, services):
+        kind = short(str(ev.get("kind", "")))
+        if (kind in DETECTION_KINDS or kind == FAILOVER_START) and _concerns(ev, nodes, services):
             return ts - fault_at, kind
     return None, None
 
 
 def _record_id(ev: Mapping[str, Any]) -> str | None:
-    data = ev.get("data") or {}
-    for key in ("record_id", "failover_id", "record", "id"):
-        val = data.get(key)
-        if isinstance(val, str | int):
-            return str(val)
-    return None
+    """The failover record a ``failover.*`` event belongs to (the emitters' ``record`` field)."""
+    val = (ev.get("data") or {}).get(RECORD.name)
+    return str(val) if isinstance(val, str | int) else None
 
 
 def failovers(events: Sequence[Mapping[str, Any]], since: float) -> tuple[int, list[dict[str, Any]]]:
-    """Failovers started after ``since`` and the timing of each of their steps."""
+    """Failovers started after ``since`` (one ``failover.started`` per record) and each ``failover.step``'s timing."""
     started: set[str] = set()
     anonymous = 0
     steps: list[dict[str, Any]] = []
     for ev in sorted(events, key=lambda e: float(e.get("ts", 0))):
         ts = float(ev.get("ts", 0))
-        kind = _short(str(ev.get("kind", "")))
+        kind = short(str(ev.get("kind", "")))
         if ts < since or not kind.startswith("failover."):
             continue
         data = ev.get("data") or {}
-        if any(kind.startswith(w) for w in FAILOVER_START_WORDS):
+        if kind == FAILOVER_START:
             rid = _record_id(ev)
             if rid is None:
                 anonymous += 1
             else:
                 started.add(rid)
+        # only failover.step times a step: failover.superseded also names a step, but its duration is the record's
         step = data.get("step")
-        duration = data.get("duration", data.get("seconds", data.get("elapsed")))
-        if step and isinstance(duration, int | float):
+        duration = data.get("duration")
+        if kind == FAILOVER_STEP and step and isinstance(duration, int | float):
             steps.append({"step": str(step), "duration": float(duration), "ts": ts,
                           "service": ev.get("service") or data.get("service"),
                           "node": data.get("node") or ev.get("node"), "ok": data.get("ok", True)})

@@ -35,6 +35,16 @@ from continuity.drills import faults, load, measure, probes, procs, targets
 from continuity.drills.rollbacks import RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
+from continuity.events import (
+    DRILL_FAULT_INJECTED,
+    DRILL_FINISHED,
+    DRILL_REFUSED,
+    DRILL_ROLLBACK,
+    DRILL_ROLLBACK_FAILED,
+    DRILL_ROLLBACK_RECOVERED,
+    DRILL_STARTED,
+    EventKind,
+)
 from continuity.pulse import Pulse
 from continuity.state import incidents, keys, routes
 from continuity.state import mode as modes
@@ -130,9 +140,9 @@ class Runner:
         self.registry = RollbackRegistry(client, self.state / "rollbacks", faults.executors(self.fault_ctx), clock)
 
     # --- pieces ----------------------------------------------------------------------------------------------
-    def _emit(self, kind: str, drill_id: str, data: dict[str, Any]) -> None:
+    def _emit(self, kind: EventKind, drill_id: str, data: dict[str, Any]) -> None:
         try:
-            self.pulse.emit(f"drill.{kind}", data={"drill": drill_id, **data})
+            self.pulse.emit(kind, data={"drill": drill_id, **data})
         except Exception:  # noqa: BLE001 - the file copy is written first; never let history kill a drill
             pass
 
@@ -225,7 +235,7 @@ class Runner:
         out = []
         for outcome in self.registry.recover_pending():
             info = {"drill": outcome.drill_id, "ran": outcome.ran, "errors": outcome.errors, "ok": outcome.ok}
-            self._emit("rollback_recovered" if outcome.ok else "rollback_failed", outcome.drill_id, info)
+            self._emit(DRILL_ROLLBACK_RECOVERED if outcome.ok else DRILL_ROLLBACK_FAILED, outcome.drill_id, info)
             record = self.get_record(outcome.drill_id)
             if record is not None:
                 if record.get("status") == "running":
@@ -269,7 +279,7 @@ class Runner:
             except ValueError as exc:
                 raise DrillRefused(f"drill {name!r}: {exc}") from None
             except DrillRefused as exc:
-                self._emit("refused", drill_id, {"scenario": name, "reason": str(exc)})
+                self._emit(DRILL_REFUSED, drill_id, {"scenario": name, "reason": str(exc)})
                 raise
             return self._run(drill_id, name, sc, plan, started, recovered)
         finally:
@@ -306,7 +316,7 @@ class Runner:
             "recovered_before_start": recovered,
         }
         self._save(record)
-        self._emit("started", drill_id, {"scenario": name, "target": plan.as_dict(), "fault": sc.fault.type})
+        self._emit(DRILL_STARTED, drill_id, {"scenario": name, "target": plan.as_dict(), "fault": sc.fault.type})
         self.progress("steady-state-before", {"drill": drill_id})
         ctx = probes.ProbeContext(self.client, self.bp, target_nodes=plan.nodes)
         samples: list[measure.Sample] = []
@@ -346,9 +356,9 @@ class Runner:
                 injected = prepared.inject()
                 record.update(status="running", fault_at=fault_at, injected=injected, action=prepared.description)
                 self._save(record)
-                self._emit("fault_injected", drill_id, {"fault": sc.fault.type, "action": prepared.description,
-                                                        "detail": injected, "nodes": list(plan.nodes),
-                                                        "services": list(plan.services)})
+                self._emit(DRILL_FAULT_INJECTED, drill_id, {"fault": sc.fault.type, "action": prepared.description,
+                                                            "detail": injected, "nodes": list(plan.nodes),
+                                                            "services": list(plan.services)})
                 aborted = self._observe(sc, ctx, samples, rnd, fault_at, interval)
                 rnd = max((s.round for s in samples), default=rnd)
         except Exception as exc:  # noqa: BLE001 - any failure is the drill's result; rollbacks run below
@@ -409,9 +419,9 @@ class Runner:
                     "lost_seqs": m.lost_seqs[:100]},
         )
         self._save(record)
-        self._emit("finished", drill_id, {"scenario": name, "status": status, "mttr": m.mttr,
-                                          "detection": m.detection_time, "data_lost": m.data_lost,
-                                          "achieved_rpo": m.achieved_rpo, "failovers": m.failover_count})
+        self._emit(DRILL_FINISHED, drill_id, {"scenario": name, "status": status, "mttr": m.mttr,
+                                              "detection": m.detection_time, "data_lost": m.data_lost,
+                                              "achieved_rpo": m.achieved_rpo, "failovers": m.failover_count})
         try:
             from continuity import report
 
@@ -427,7 +437,7 @@ class Runner:
         if not registered:
             return RollbackOutcome(drill_id)
         outcome = self.registry.run(drill_id)
-        self._emit("rollback", drill_id, {"ok": outcome.ok, "ran": outcome.ran, "errors": outcome.errors})
+        self._emit(DRILL_ROLLBACK, drill_id, {"ok": outcome.ok, "ran": outcome.ran, "errors": outcome.errors})
         return outcome
 
     def _observe(self, sc: Scenario, ctx: probes.ProbeContext, samples: list[measure.Sample], rnd: int,

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from continuity.blueprint import Blueprint
+from continuity.events import FAILOVER_PAUSED, FAILOVER_RESUMED
 from continuity.failover import records
 from continuity.state import controls, nodes
 
@@ -29,14 +30,14 @@ def pause(client: Any, service: str | None, who: str, reason: str = "", now: flo
     now = time.time() if now is None else now
     body = {"service": service, "who": who, "at": now, "reason": reason}
     controls.set_pause(client, service, body)
-    records.pulse_for(client).emit("failover.paused", service=service,
+    records.pulse_for(client).emit(FAILOVER_PAUSED, service=service,
                                    data={"who": who, "scope": service or "all", "reason": reason})
     return body
 
 
 def resume(client: Any, service: str | None, who: str, now: float | None = None) -> bool:
     was = controls.clear_pause(client, service)
-    records.pulse_for(client).emit("failover.resumed", service=service,
+    records.pulse_for(client).emit(FAILOVER_RESUMED, service=service,
                                    data={"who": who, "scope": service or "all", "was_paused": was})
     return was
 

@@ -18,6 +18,14 @@ import uuid
 from typing import Any
 
 from continuity import paths, settings
+from continuity.events import (
+    FAILOVER_COMPLETED,
+    FAILOVER_ESCALATED,
+    FAILOVER_FAILED,
+    FAILOVER_STARTED,
+    FAILOVER_STEP,
+    FAILOVER_SUPERSEDED,
+)
 from continuity.pulse import Pulse
 from continuity.state import failover_records as store
 from continuity.state import incidents
@@ -71,7 +79,7 @@ def open_record(client: Any, plan: dict[str, Any], trigger: dict[str, Any], who:
         "detection": detection, "action": plan.get("action", "failover"),
     }
     store.create(client, rid, meta, now)
-    pulse_for(client).emit("failover.started", service=plan["service"], epoch=plan.get("expected_epoch"),
+    pulse_for(client).emit(FAILOVER_STARTED, service=plan["service"], epoch=plan.get("expected_epoch"),
                            data={"record": rid, "kind": meta["kind"], "who": who, "from": meta["old_primary"],
                                  "to": meta["candidate"], "reason": meta["reason"], "detection": detection,
                                  "trigger": trigger})
@@ -90,7 +98,7 @@ def step_finished(client: Any, rid: str, attempt: int, step: str, ok: bool, now:
     info = {"end": now, "ok": ok, **(detail or {})}
     start = store.step_finished(client, rid, attempt, step, info)
     start = now if start is None else start
-    pulse_for(client).emit("failover.step", service=service, epoch=epoch,
+    pulse_for(client).emit(FAILOVER_STEP, service=service, epoch=epoch,
                            data={"record": rid, "attempt": attempt, "step": step, "ok": ok,
                                  "duration": round(now - start, 6), **(detail or {})})
 
@@ -110,8 +118,8 @@ def finish(client: Any, rid: str, outcome: str, now: float, detail: dict[str, An
     data = {"record": rid, "outcome": outcome, "mttr": rec.get("mttr"), "detection": rec.get("detection"),
             "duration": rec.get("duration"), "who": rec.get("who"), "from": rec.get("old_primary"),
             "to": rec.get("new_primary"), **(detail or {})}
-    kind = {"succeeded": "failover.completed", "failed": "failover.failed",
-            "escalated": "failover.escalated", "superseded": "failover.superseded"}[outcome]
+    kind = {"succeeded": FAILOVER_COMPLETED, "failed": FAILOVER_FAILED,
+            "escalated": FAILOVER_ESCALATED, "superseded": FAILOVER_SUPERSEDED}[outcome]
     pulse_for(client).emit(kind, service=service or rec.get("service"), epoch=epoch, data=data)
     return True
 

@@ -30,6 +30,7 @@ from typing import Any
 from continuity import settings
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
+from continuity.events import FAILOVER_DEMOTED, FAILOVER_FENCED, FAILOVER_PROMOTED
 from continuity.failover import hooks, records
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.failover.prepare import DataState, decide
@@ -132,7 +133,7 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
     released = False
     if lease is not None and lease.node == node:
         released = bool(leases.release(client, service, node, lease.epoch))
-    records.pulse_for(client).emit("failover.demoted", node=node, service=service,
+    records.pulse_for(client).emit(FAILOVER_DEMOTED, node=node, service=service,
                                    epoch=ctx.get("expected_epoch"),
                                    data={"record": ctx["record_id"], "released": released, "how": "switchover"})
     return {"node": node, "released": released, "hook_rc": None if result is None else result.returncode}
@@ -165,7 +166,7 @@ def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
         raise Superseded(str(exc)) from None
     except epochs.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
         raise NotYet(f"{service}: the lease was taken again just now", wait=bp.policy.lease_margin) from None
-    records.pulse_for(client).emit("failover.fenced", service=service, epoch=new,
+    records.pulse_for(client).emit(FAILOVER_FENCED, service=service, epoch=new,
                                    data={"record": ctx["record_id"], "from_epoch": ctx["expected_epoch"],
                                          "old_primary": ctx.get("old_primary")})
     return {"epoch": new}
@@ -319,7 +320,7 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
             holder = leases.read(client, service)
             raise StepFailed(f"could not acquire the lease of {service} on {node}"
                              f" (held by {getattr(holder, 'node', None)})")
-    records.pulse_for(client).emit("failover.promoted", node=node, service=service, epoch=epoch,
+    records.pulse_for(client).emit(FAILOVER_PROMOTED, node=node, service=service, epoch=epoch,
                                    data={"record": ctx["record_id"], "lease_ttl": bp.policy.lease_ttl})
     result = hooks.run_service_hook(bp, service, node, "start", epoch, timeout=hook_timeout)
     if result is not None and not result.ok:

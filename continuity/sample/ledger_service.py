@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from continuity import paths, settings
+from continuity.events import FAILOVER_SERVICE_DEMOTED
 from continuity.failover.layout import service_dir
 
 LEDGER = "ledger.jsonl"
@@ -370,7 +371,7 @@ def _emit_demoted(app: App, why: str) -> None:
 
         client = connect(socket_timeout=1) if settings.REDIS_URL.get() else None
         Pulse(client=client, path=paths.pulse_file(), node=app.node).emit(
-            "failover.service_demoted", service=app.service, epoch=app.epoch,
+            FAILOVER_SERVICE_DEMOTED, service=app.service, epoch=app.epoch,
             data={"reason": why, "pid": os.getpid(), "at": time.time(), "records": len(app.ledger.seqs)})
     except Exception as exc:  # noqa: BLE001 - stopping matters more than telling
         print(f"could not record self-demotion: {exc}", file=sys.stderr)
