@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any
 
 from continuity import paths, settings
 from continuity.events import PREFIX, EventKind, check_fields  # PREFIX re-exported: readers import it from here
-from continuity.state import keys
+from continuity.state import pulse_stream
 
 GENESIS = "0" * 64
 STREAM_MAXLEN = 100_000
@@ -39,18 +40,6 @@ RETRY_AFTER_S = 2.0
 # how many recent event ids are remembered for de-duplication: far more than a spool ever holds
 SEEN_MAX = 2 * STREAM_MAXLEN
 
-_DELIVER = """
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  return 0
-end
-local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'event', ARGV[2])
-redis.call('ZADD', KEYS[2], tonumber(string.match(sid, '^(%d+)')), ARGV[1])
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-if extra > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
-end
-return 1
-"""
 
 def canonical(event: dict[str, Any]) -> bytes:
     body = {k: v for k, v in event.items() if k != "hash"}
@@ -152,7 +141,7 @@ class Pulse:
         self.path = Path(path) if path else paths.pulse_file()
         self.spool = self.path.with_name(self.path.name + ".spool")
         self.node = node
-        self._deliver = client.register_script(_DELIVER) if client is not None else None
+        self._deliver = functools.partial(pulse_stream.deliver, client) if client is not None else None
         # after a failed delivery, spool without touching Redis for this long: when Redis is
         # black-holed (a partition, not a refusal) every attempt costs a full connect timeout, and
         # the detector or a failover step must not stall on its own bookkeeping
@@ -221,8 +210,7 @@ class Pulse:
 
     def _deliver_one(self, event_id: str, payload: str) -> int:
         assert self._deliver is not None
-        return int(self._deliver(keys=[keys.pulse_stream(), keys.pulse_seen()],
-                                 args=[event_id, payload, STREAM_MAXLEN, self.seen_max]))
+        return int(self._deliver(event_id=event_id, payload=payload, maxlen=STREAM_MAXLEN, seen_max=self.seen_max))
 
     def flush_spool(self) -> int:
         """Deliver spooled events in order; returns how many were newly delivered.
@@ -369,14 +357,7 @@ def read_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
 
 def stream_events(client: Any, count: int = 100, after: str = "-") -> list[tuple[str, dict[str, Any]]]:
     """The newest ``count`` events from the Redis Stream as (stream id, event)."""
-    out = []
-    for sid, fields in client.xrevrange(keys.pulse_stream(), count=count):
-        try:
-            out.append((sid, json.loads(fields["event"])))
-        except (KeyError, ValueError):
-            continue
-    out.reverse()
-    return out
+    return list(reversed(pulse_stream.newest(client, count)))
 
 
 _default: Pulse | None = None

@@ -13,7 +13,6 @@ readers at the bottom (Redis, files).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from continuity import paths
 from continuity.blueprint import Blueprint
 from continuity.durations import format_duration
 from continuity.events import NODE_PING, short
-from continuity.state import keys
+from continuity.state import backups
+from continuity.state import drills as drill_state
 
 LAST_N = 5
 TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "continuity" / "postmortem_template.md"
@@ -363,7 +363,7 @@ def read_backup_status(client: Any, set_ids: Iterable[str]) -> dict[str, dict[st
     out = {}
     for set_id in set_ids:
         try:
-            raw = client.hgetall(keys.backup_status(set_id))
+            raw = backups.read(client, set_id)
         except Exception:  # noqa: BLE001
             raw = {}
         if raw:
@@ -372,16 +372,7 @@ def read_backup_status(client: Any, set_ids: Iterable[str]) -> dict[str, dict[st
 
 
 def read_drills(client: Any, limit: int = 200) -> list[dict[str, Any]]:
-    out = []
-    for rid in client.zrevrange(keys.drill_history(), 0, limit - 1):
-        raw = client.get(keys.drill_record(rid))
-        if not raw:
-            continue
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            continue
-    return out
+    return [dict(d.doc) for d in drill_state.history(client, limit)]
 
 
 def build(client: Any, bp: Blueprint, now: float, last_n: int = LAST_N) -> dict[str, Any]:

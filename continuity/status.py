@@ -9,54 +9,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from continuity.blueprint import Blueprint
-from continuity.state import keys, leases, routes
+from continuity.state import fleet, leases, routes
+from continuity.state import mode as state_mode
+from continuity.state.fleet import RedisSnapshot
 
 SEEN_FRESH = 30.0
-
-
-@dataclass
-class RedisSnapshot:
-    registry: dict[str, str]
-    seen: dict[str, str]
-    detector: dict[str, str]
-    queue_depth: dict[str, int]
-    mode: str | None
-    routes: dict[str, str | None]
-    epochs: dict[str, str | None]
-    leases: dict[str, str | None]
-
-
-def read_snapshot(client: Any, bp: Blueprint) -> RedisSnapshot:
-    services = sorted(bp.services)
-    queues = bp.queues()
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.nodes_registry())
-        pipe.hgetall(keys.nodes_seen())
-        pipe.hgetall(keys.node_state())
-        for q in queues.values():
-            pipe.llen(q)
-        pipe.get(keys.mode())
-        for s in services:
-            pipe.get(keys.route(s))
-        for s in services:
-            pipe.get(keys.epoch(s))
-        for s in services:
-            pipe.get(keys.lease(s))
-        res = pipe.execute()
-    n = len(queues)
-    m = len(services)
-    depths = dict(zip(queues.keys(), res[3:3 + n], strict=True))
-    rest = res[3 + n:]
-    mode = rest[0]
-    routes = dict(zip(services, rest[1:1 + m], strict=True))
-    epochs = dict(zip(services, rest[1 + m:1 + 2 * m], strict=True))
-    leases = dict(zip(services, rest[1 + 2 * m:1 + 3 * m], strict=True))
-    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases)
 
 
 def _json(raw: str | None) -> Any:
@@ -100,8 +61,10 @@ def build_report(bp: Blueprint, snap: RedisSnapshot, now: float | None = None) -
             "lease_holder": lease.node if lease else None,
             "route": route.as_dict() if route else None,
         })
-    mode = _json(snap.mode) or {"mode": "unknown"}
-    if isinstance(mode, str):
-        mode = {"mode": mode}
+    mode = state_mode.parse(snap.mode) or {"mode": "unknown"}
     return {"fleet": bp.model.fleet, "time": now, "mode": mode, "nodes": nodes, "services": services,
             "minimal_continuity_set": bp.minimal_continuity_set()}
+
+
+def read_snapshot(client: Any, bp: Blueprint) -> RedisSnapshot:
+    return fleet.read_snapshot(client, bp.services, bp.queues())

@@ -32,7 +32,7 @@ from continuity.events import (
     BACKUP_VERIFY_FAILED,
 )
 from continuity.redisd import connect
-from continuity.state import keys, routes
+from continuity.state import backups, routes
 from workers.app import app
 from workers.node import node_id
 
@@ -56,7 +56,7 @@ def _progress(task: Any, step: str, set_name: str) -> Any:
 def _record(set_name: str, fields: dict[str, Any]) -> None:
     client = connect()
     try:
-        client.hset(keys.backup_status(set_name), mapping={k: str(v) for k, v in fields.items() if v is not None})
+        backups.record(client, set_name, fields)
     finally:
         client.close()
 

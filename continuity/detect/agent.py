@@ -51,7 +51,7 @@ from continuity.events import (
     FAILOVER_SERVICE_RESTARTED,
     EventKind,
 )
-from continuity.state import heartbeats, keys, leases
+from continuity.state import heartbeats, leases
 
 log = logging.getLogger("continuity.agent")
 
@@ -136,7 +136,7 @@ class Agent:
             hb = heartbeats.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
                                      nonce=secrets.token_hex(6))
         raw = heartbeats.encode(hb, self.key)
-        lease_keys = [k for s in self.services for k in (keys.lease(s), keys.lease_holder(s), keys.epoch(s))]
+        lease_keys = heartbeats.service_keys(self.services)
         try:
             res = self._beat(keys=[*heartbeats.beat_keys(), *lease_keys],
                              args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))], client=self.client)

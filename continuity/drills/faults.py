@@ -14,7 +14,6 @@ service's port, the node's link proxy — never on names guessed from config.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import sys
@@ -30,7 +29,7 @@ from continuity.drills import procs
 from continuity.drills.probes import current_primary, http_get, service_port, worker_pid
 from continuity.drills.targets import TargetPlan
 from continuity.errors import ContinuityError
-from continuity.state import keys
+from continuity.state import epochs, links
 
 
 class FaultError(ContinuityError):
@@ -168,7 +167,7 @@ def service_crash(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]
 # --- link faults (through the node's proxy) ----------------------------------------------------------------------
 def _link_fault(ctx: FaultContext, plan: TargetPlan, fault: dict[str, Any], what: str) -> Prepared:
     for node in plan.nodes:
-        if not ctx.client.exists(keys.drill_link(node)):
+        if not links.has_proxy(ctx.client, node):
             raise FaultError(f"node {node!r} has no Redis-link proxy running "
                              f"(start `python -m continuity.drills.proxy --node {node} ...`, point its worker at it)")
     rollbacks = [{"kind": "link-clear", "node": n} for n in plan.nodes]
@@ -176,14 +175,12 @@ def _link_fault(ctx: FaultContext, plan: TargetPlan, fault: dict[str, Any], what
     def inject() -> dict[str, Any]:
         ttl_ms = int(ctx.hold * 1000)
         for node in plan.nodes:
-            ctx.client.set(keys.drill_link_fault(node), json.dumps(fault), px=ttl_ms)
+            links.set_fault(ctx.client, node, fault, ttl_ms)
         deadline = time.monotonic() + 5
         pending = set(plan.nodes)
         while pending and time.monotonic() < deadline:
             for node in list(pending):
-                st = ctx.client.hgetall(keys.drill_link(node))
-                if (int(st.get("drop", 0)) == int(bool(fault.get("drop")))
-                        and float(st.get("delay_ms", 0)) == float(fault.get("delay_ms", 0))):
+                if links.applies(links.read_status(ctx.client, node), fault):
                     pending.discard(node)
             time.sleep(0.05)
         if pending:
@@ -403,10 +400,10 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
 
     def do_link_clear(a: Mapping[str, Any]) -> None:
         node = str(a["node"])
-        ctx.client.delete(keys.drill_link_fault(node))
+        links.clear_fault(ctx.client, node)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            st = ctx.client.hgetall(keys.drill_link(node))
+            st = links.read_status(ctx.client, node)
             if not st or (int(st.get("drop", 0)) == 0 and float(st.get("delay_ms", 0)) == 0):
                 return
             time.sleep(0.05)
@@ -455,8 +452,8 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
             raise FaultError(f"service {service!r} is down on {node!r} and has no start hook")
         from continuity.failover import hooks as fo_hooks
 
-        raw = ctx.client.get(keys.epoch(service))
-        res = fo_hooks.run_service_hook(ctx.bp, service, node, "start", int(raw) if raw else None)
+        epoch = epochs.current_epoch(ctx.client, service)
+        res = fo_hooks.run_service_hook(ctx.bp, service, node, "start", epoch or None)
         if res is not None and not res.ok:
             raise FaultError(f"start hook of {service!r} on {node!r} failed: {res.output[-200:]}")
 

@@ -24,9 +24,9 @@ from continuity import paths, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.scenarios import ProbeSpec
-from continuity.state import incidents, keys, routes
+from continuity.state import incidents, routes
 from continuity.state import mode as modes
-from continuity.state.nodes import read_registry
+from continuity.state.nodes import classifications, read_registry
 from continuity.state.routes import Route
 
 
@@ -219,20 +219,14 @@ def _command(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
 def _node_alive(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
     """The node's worker runs (not stopped) and the detector sees it alive; no node = the drill's targets."""
     nodes = [spec.node] if spec.node else list(ctx.target_nodes)
-    states = ctx.client.hgetall(keys.node_state())
+    states = classifications(ctx.client)
     for node in nodes:
         pid = worker_pid(ctx.client, node)
         if pid is None:
             return False, f"{node}: no live worker registered", None
         if procs.stopped(pid):
             return False, f"{node}: worker {pid} is stopped (SIGSTOP)", pid
-        raw = states.get(node)
-        state = None
-        if raw:
-            try:
-                state = json.loads(raw).get("state")
-            except (ValueError, AttributeError):
-                state = raw
+        state = (states.get(node) or {}).get("state")
         if state is not None and state != "alive":
             return False, f"{node}: detector says {state}", pid
     return True, f"{', '.join(nodes) or 'no node'} running and alive", None

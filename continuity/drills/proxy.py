@@ -7,7 +7,7 @@ other node. Toxiproxy users cannot prove traffic went through the proxy; ours
 publishes live counters (connections, bytes) and the fault it is *applying*, so
 a drill checks the fault took effect and, after rollback, that no delay is left.
 
-The fault to apply is read from ``keys.drill_link_fault(node)`` over a direct
+The fault to apply is read from ``drill:link:<node>:fault`` (:mod:`continuity.state.links`) over a direct
 connection to Redis (never through the proxy itself). The runner sets it with a
 TTL a little longer than the drill: if the runner dies, the fault lapses on its own.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import time
@@ -25,30 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from continuity.state import keys
+from continuity.state import links
+from continuity.state.links import LinkFault
 
 CHUNK = 64 * 1024
 POLL = 0.1
-
-
-@dataclass
-class LinkFault:
-    delay_ms: float = 0.0
-    jitter_ms: float = 0.0
-    drop: bool = False
-
-    @classmethod
-    def parse(cls, raw: str | None) -> LinkFault:
-        if not raw:
-            return cls()
-        try:
-            data = json.loads(raw)
-            return cls(float(data.get("delay_ms", 0)), float(data.get("jitter_ms", 0)), bool(data.get("drop", False)))
-        except (ValueError, TypeError, AttributeError):
-            return cls()
-
-    def active(self) -> bool:
-        return self.drop or self.delay_ms > 0 or self.jitter_ms > 0
 
 
 @dataclass
@@ -162,13 +142,8 @@ async def _control_loop(proxy: LinkProxy, node: str, control_url: str) -> None:
     client = aioredis.Redis.from_url(control_url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
     while True:
         try:
-            raw = await client.get(keys.drill_link_fault(node))
-            proxy.apply(LinkFault.parse(raw))
-            status = {k: str(v) for k, v in proxy.status(node).items()}
-            pipe = client.pipeline()
-            pipe.hset(keys.drill_link(node), mapping=status)
-            pipe.expire(keys.drill_link(node), 10)
-            await pipe.execute()
+            proxy.apply(await links.pull_fault(client, node))
+            await links.push_status(client, node, proxy.status(node))
         except Exception:  # noqa: BLE001 - Redis restarting: keep forwarding, keep the last fault
             pass
         await asyncio.sleep(POLL)

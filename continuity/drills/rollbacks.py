@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity.state import keys
+from continuity.state import drills as drill_state
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,9 @@ class RollbackRegistry:
         if self.client is None:
             return None
         try:
-            raw = self.client.hgetall(keys.drill_rollbacks(drill_id))
+            return drill_state.load_rollbacks(self.client, drill_id)
         except Exception:  # noqa: BLE001 - Redis may be the thing the drill took away
             return None
-        if not raw:
-            return None
-        out = []
-        for idx in sorted(raw, key=int):
-            try:
-                out.append(json.loads(raw[idx]))
-            except ValueError:
-                continue
-        return out
 
     def entries(self, drill_id: str) -> list[dict[str, Any]]:
         """Registered rollbacks; a step marked done in either store counts as done."""
@@ -113,11 +104,7 @@ class RollbackRegistry:
             errors.append(f"local file: {exc}")
         if self.client is not None:
             try:
-                pipe = self.client.pipeline()
-                pipe.hset(keys.drill_rollbacks(drill_id), mapping={str(e["idx"]): json.dumps(e) for e in entries})
-                if any(e.get("status") != "done" for e in entries):
-                    pipe.sadd(keys.drill_pending_rollbacks(), drill_id)
-                pipe.execute()
+                drill_state.save_rollbacks(self.client, drill_id, entries)
                 stored += 1
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"redis: {exc}")
@@ -162,7 +149,7 @@ class RollbackRegistry:
     def _finish(self, drill_id: str) -> None:
         if self.client is not None:
             try:
-                self.client.srem(keys.drill_pending_rollbacks(), drill_id)
+                drill_state.finish_rollbacks(self.client, drill_id)
             except Exception:  # noqa: BLE001 - keep the local file: recover_pending syncs Redis later
                 return
         self._file(drill_id).unlink(missing_ok=True)
@@ -171,7 +158,7 @@ class RollbackRegistry:
         ids: set[str] = set()
         if self.client is not None:
             try:
-                ids |= set(self.client.smembers(keys.drill_pending_rollbacks()))
+                ids |= set(drill_state.pending_rollbacks(self.client))
             except Exception:  # noqa: BLE001
                 pass
         if self.local_dir.is_dir():

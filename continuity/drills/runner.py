@@ -46,7 +46,8 @@ from continuity.events import (
     EventKind,
 )
 from continuity.pulse import Pulse
-from continuity.state import incidents, keys, routes
+from continuity.state import backups, incidents, pulse_stream, routes
+from continuity.state import drills as drill_state
 from continuity.state import mode as modes
 
 LOCK_TTL = 30.0
@@ -96,31 +97,20 @@ def lock_token(drill_id: str) -> str:
     return f"{drill_id}|{socket.gethostname()}|{os.getpid()}"
 
 
+def _dead_runner_here(token: str) -> bool:
+    """Whether a lock token names a runner on this host whose process is gone (its lock may be taken at once)."""
+    parts = token.split("|")
+    return len(parts) == 3 and parts[1] == socket.gethostname() and parts[2].isdigit() and not procs.alive(
+        int(parts[2]))
+
+
 def acquire_lock(client: Any, drill_id: str) -> bool:
-    token = lock_token(drill_id)
-    if client.set(keys.drill_active(), token, nx=True, px=int(LOCK_TTL * 1000)):
-        return True
-    held = str(client.get(keys.drill_active()) or "")
-    parts = held.split("|")
-    if len(parts) == 3 and parts[1] == socket.gethostname() and parts[2].isdigit() and not procs.alive(int(parts[2])):
-        pipe = client.pipeline()
-        pipe.watch(keys.drill_active())
-        if pipe.get(keys.drill_active()) == held:
-            pipe.multi()
-            pipe.set(keys.drill_active(), token, px=int(LOCK_TTL * 1000))
-            try:
-                pipe.execute()
-                return True
-            except Exception:  # noqa: BLE001 - someone else took it first
-                return False
-        pipe.reset()
-    return False
+    return drill_state.take_lock(client, lock_token(drill_id), LOCK_TTL, _dead_runner_here)
 
 
 def release_lock(client: Any, drill_id: str) -> None:
     try:
-        if client.get(keys.drill_active()) == lock_token(drill_id):
-            client.delete(keys.drill_active())
+        drill_state.release_lock(client, lock_token(drill_id))
     except Exception:  # noqa: BLE001 - it expires on its own
         pass
 
@@ -153,10 +143,7 @@ class Runner:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(body, encoding="utf-8")
         try:
-            pipe = self.client.pipeline()
-            pipe.set(keys.drill_record(record["id"]), body)
-            pipe.zadd(keys.drill_history(), {record["id"]: float(record["started"])})
-            pipe.execute()
+            drill_state.save_record(self.client, record)
         except Exception:  # noqa: BLE001 - synced on the next save / recovery
             pass
 
@@ -219,10 +206,7 @@ class Runner:
         token = lock_token(drill_id)
         while not stop.wait(LOCK_TTL / 4):
             try:
-                if self.client.get(keys.drill_active()) == token:
-                    self.client.pexpire(keys.drill_active(), int(LOCK_TTL * 1000))
-                else:
-                    self.client.set(keys.drill_active(), token, nx=True, px=int(LOCK_TTL * 1000))
+                drill_state.keep_lock(self.client, token, LOCK_TTL)
             except Exception:  # noqa: BLE001 - Redis away (broker drill): retry next tick
                 continue
 
@@ -250,13 +234,14 @@ class Runner:
 
     def get_record(self, drill_id: str) -> dict[str, Any] | None:
         try:
-            raw = self.client.get(keys.drill_record(drill_id))
-        except Exception:  # noqa: BLE001
-            raw = None
-        if raw is None:
+            record = drill_state.read_record(self.client, drill_id)
+        except Exception:  # noqa: BLE001 - Redis away: the local mirror has it
+            record = None
+        if record is None:
             local = self.state / "records" / f"{drill_id}.json"
             raw = local.read_text(encoding="utf-8") if local.exists() else None
-        return json.loads(raw) if raw else None
+            record = json.loads(raw) if raw else None
+        return record
 
     # --- the drill ---------------------------------------------------------------------------------------------
     def run(self, name: str, dry_run: bool = False) -> dict[str, Any]:
@@ -266,7 +251,7 @@ class Runner:
         started = self.clock()
         drill_id = _now_id(name, started)
         if not self._acquire(drill_id):
-            other = str(self.client.get(keys.drill_active()) or "?").split("|")[0]
+            other = drill_state.lock_holder(self.client) or "?"
             raise DrillRefused(f"drill {name!r} refused: drill {other} is running")
         stop = threading.Event()
         keeper = threading.Thread(target=self._keep_lock, args=(drill_id, stop), daemon=True)
@@ -468,12 +453,7 @@ class Runner:
         """Pulse events of the drill window: the shared stream (all nodes), else the local history file."""
         out: list[dict[str, Any]] = []
         try:
-            for _sid, fields in self.client.xrange(keys.pulse_stream(), min=f"{int((since - 1) * 1000)}-0",
-                                                   max=f"{int((until + 1) * 1000)}-0"):
-                try:
-                    out.append(json.loads(fields["event"]))
-                except (KeyError, ValueError):
-                    continue
+            out = [ev for _sid, ev in pulse_stream.between(self.client, since - 1, until + 1)]
         except Exception:  # noqa: BLE001
             out = []
         if not out:
@@ -497,7 +477,7 @@ class Runner:
         ages = []
         for set_id in sets:
             try:
-                raw = self.client.hget(keys.backup_status(str(set_id)), "last_verified_snapshot_time")
+                raw = backups.field(self.client, str(set_id), "last_verified_snapshot_time")
             except Exception:  # noqa: BLE001
                 raw = None
             if raw:

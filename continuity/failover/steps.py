@@ -34,7 +34,7 @@ from continuity.events import FAILOVER_DEMOTED, FAILOVER_FENCED, FAILOVER_PROMOT
 from continuity.failover import hooks, records
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.failover.prepare import DataState, decide
-from continuity.state import epochs, keys, locks, routes
+from continuity.state import backups, epochs, keys, locks, routes
 
 Ctx = dict[str, Any]
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -218,7 +218,7 @@ def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, dict[str, A
     set_name = api.service_set_for(cfg, service)
     if set_name is None:
         return None
-    verified = client.hget(keys.backup_status(set_name), "last_verified")
+    verified = backups.field(client, set_name, "last_verified")
     if not verified:
         return None
     return cfg, set_name, api.snapshot_info(set_name, cfg, "latest-verified", verified=verified)

@@ -245,6 +245,11 @@ def beat_keys() -> list[str]:
     return [keys.heartbeats(), keys.heartbeat_arrivals(), keys.nodes_seen(), keys.heartbeats_pending()]
 
 
+def service_keys(services: Sequence[str]) -> list[str]:
+    """The per-service KEYS of :data:`BEAT` (lease, holder record, epoch), in the order the script reads them."""
+    return [k for s in services for k in (keys.lease(s), keys.lease_holder(s), keys.epoch(s))]
+
+
 def split_pending(blob: bytes, count: int) -> tuple[list[bytes], tuple[bytes, ...], tuple[bytes, ...]] | None:
     """A drained pending batch (``node, "<arrival> <beat>"`` pairs joined by newlines, as :data:`BEAT` writes them
     and the sweep's scripts return them) as (raw node names, arrival stamps, beats); None when its element count

@@ -8,6 +8,7 @@ Operations and their guarantees:
 
 - :func:`register` / :func:`mark_seen` — one ``HSET`` each; last writer wins (a node writes only its own field).
 - :func:`read_registry` — the registration of one node, parsed; None when absent or unreadable.
+- :func:`classifications` — the detector's classifications as they are.
 - :func:`read_states` — the detector's view of every given node, with a last-seen fallback for nodes it has not
   classified (so an operator can act before the detector ever ran): a node seen within ``fresh`` seconds counts
   as alive. Two reads, not atomic together: a classification is never older than the sweep that wrote it.
@@ -39,6 +40,18 @@ def read_registry(client: Any, node: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def classifications(client: Any) -> dict[str, dict[str, Any]]:
+    """The detector's classification of each node it has classified (unreadable values as ``{"state": raw}``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for node, raw in client.hgetall(keys.node_state()).items():
+        try:
+            value = json.loads(raw)
+            out[node] = value if isinstance(value, dict) else {"state": str(value)}
+        except ValueError:
+            out[node] = {"state": raw}
+    return out
 
 
 def read_states(client: Any, nodes: Iterable[str], now: float, fresh: float) -> dict[str, dict[str, Any]]:
