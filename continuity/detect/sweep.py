@@ -41,9 +41,6 @@ from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from typing import Any
 
-from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError, WatchError
-
 from continuity.blueprint import Blueprint
 from continuity.detect import detector
 from continuity.detect import mode as modes
@@ -62,8 +59,9 @@ from continuity.events import (
     DETECT_TILT_ENDED,
     EventKind,
 )
-from continuity.state import detection, heartbeats, incidents, keys, leases, locks, routes
+from continuity.state import detection, heartbeats, incidents, leases, routes
 from continuity.state import mode as state_mode
+from continuity.state.detection import Snapshot
 
 log = logging.getLogger("continuity.sweep")
 
@@ -152,88 +150,13 @@ def _loads(raw: str | None) -> Any:
         return None
 
 
-@dataclass
-class Snapshot:
-    now: float
-    full: bool
-    entries: dict[str, tuple[bytes, bytes | None]]  # node -> (raw beat, arrival) to consider
-    states: dict[str, str] | None  # None: unchanged since the generation we hold
-    generation: str
-    meta: str
-    mode: str
-    attempt: float | None
-    leases: dict[str, leases.Lease | None]
-    records: dict[str, leases.Lease | None] = field(default_factory=dict)  # last holder per service (no TTL)
-    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> its service-failed marker
-    epochs: dict[str, int] = field(default_factory=dict)  # service -> current fencing epoch (with a marker)
-    audit: dict[str, bytes] = field(default_factory=dict)  # delta only: a slice of the heartbeat hash
-    misaligned: bool = False  # the drained batch had a newline inside a value: re-read in full
-
-
-def _eval_raw(pipe: Any, sha: str, keys_: list[str], args: list[Any]) -> None:
-    """Queue EVALSHA with replies left as bytes: beats are checked as bytes, and a forged value that is not
-    UTF-8 must not make the sweep's read fail."""
-    pipe.execute_command("EVALSHA", sha, len(keys_), *keys_, *args, **{NEVER_DECODE: []})
-
-
 def _read(client: Any, bp: Blueprint, services: list[str], cache: SweepCache, force_full: bool = False) -> Snapshot:
     cache.prepare(bp)
-    snap_sha = detection.SNAPSHOT.sha(client)
-    audit_count = max(256, len(bp.nodes) // 8)
-    args = ["-" if force_full or not cache.generation else cache.generation, cache.cursor, audit_count]
-    keys_ = [keys.heartbeats(), keys.heartbeat_arrivals(), keys.node_state(), keys.detector_meta(), keys.mode(),
-             keys.sweep_attempt(), keys.detector_generation(), keys.heartbeats_pending()]
-    for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
-        _eval_raw(pipe, snap_sha, keys_, args)
-        for s in services:
-            leases.READ(client, keys=[keys.lease(s)], pipe=pipe)
-        for s in services:
-            pipe.get(keys.lease_holder(s))
-        for s in services:
-            pipe.get(keys.service_failed(s))
-        for s in services:
-            pipe.get(keys.epoch(s))
-        try:
-            res = pipe.execute()
-            break
-        except NoScriptError:
-            if attempt:
-                raise
-            client.script_load(detection.SNAPSHOT.source)
-    n = len(services)
-    markers = {s: leases.read_failed(raw) for s, raw in zip(services, res[1 + 2 * n:1 + 3 * n], strict=True)}
-    failed = {s: m for s, m in markers.items() if m is not None}
-    epochs = {s: int(_text(raw or 0)) for s, raw in zip(services, res[1 + 3 * n:], strict=True) if s in failed}
-    res = res[:1 + 2 * n]
-    head = res[0]
-    secs, micros, gen, meta, mode, attempt_raw, kind = (_text(v) for v in head[:7])
-    try:
-        attempt_at = float(attempt_raw) if attempt_raw else None
-    except ValueError:
-        attempt_at = None
-    out = Snapshot(now=int(secs) + int(micros) / 1e6, full=kind == "full", entries={}, states=None, generation=gen,
-                   meta=meta, mode=mode, attempt=attempt_at,
-                   leases={s: leases.parse(s, raw) for s, raw in zip(services, res[1:1 + len(services)], strict=True)},
-                   records={s: leases.parse_record(s, raw) for s, raw in zip(services, res[1 + len(services):],
-                                                                              strict=True)},
-                   failed=failed, epochs=epochs)
-    if out.full:
-        beats, arrivals = _pairs(head[7]), _pairs(head[8])
-        out.entries = dict(zip(cache.names(beats), zip(beats.values(), map(arrivals.get, beats), strict=True),
-                               strict=True))
-        out.states = dict(zip(cache.names(head9 := _pairs(head[9])), (v.decode(errors="replace")
-                                                                       for v in head9.values()), strict=True))
-        return out
-    entries = _batch(cache, head[7], int(head[8]))
-    if entries is None:
-        out.misaligned = True
-        return out
-    out.entries = entries
-    cache.cursor = _text(head[9])
-    audit = _pairs(head[10])
-    out.audit = dict(zip(cache.names(audit), audit.values(), strict=True))
-    return out
+    generation = "-" if force_full or not cache.generation else cache.generation
+    snap = detection.read(client, services, generation, cache.cursor, max(256, len(bp.nodes) // 8), cache.names)
+    if snap.cursor is not None:
+        cache.cursor = snap.cursor
+    return snap
 
 
 def _batch(cache: SweepCache, blob: bytes, count: int) -> dict[str, tuple[bytes, bytes]] | None:
@@ -243,17 +166,6 @@ def _batch(cache: SweepCache, blob: bytes, count: int) -> dict[str, tuple[bytes,
         return None
     names, arrivals, raws = split
     return dict(zip(cache.names(names), zip(raws, arrivals, strict=True), strict=True))
-
-
-def _text(v: Any) -> str:
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
-def _pairs(flat: bytes) -> dict[bytes, bytes]:
-    if not flat:
-        return {}
-    parts = flat.split(b"\n")
-    return dict(zip(parts[0::2], parts[1::2], strict=False))
 
 
 def _recheck(client: Any, bp: Blueprint, snap: Snapshot, prev: Mapping[str, detector.NodeState],
@@ -278,10 +190,7 @@ def _recheck(client: Any, bp: Blueprint, snap: Snapshot, prev: Mapping[str, dete
     if not wanted:
         return
     names = list(wanted)
-    pipe = client.pipeline(transaction=False)
-    pipe.execute_command("HMGET", keys.heartbeats(), *names, **{NEVER_DECODE: []})
-    pipe.execute_command("HMGET", keys.heartbeat_arrivals(), *names, **{NEVER_DECODE: []})
-    raws, arrivals = pipe.execute()
+    raws, arrivals = detection.read_beats(client, names)
     for node, raw, arrival in zip(names, raws, arrivals, strict=True):
         if raw is None:
             continue
@@ -449,17 +358,11 @@ def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
         if not cache.generation:
             return IngestResult(skipped="this process has not swept yet")
         cache.prepare(bp)
-        sha = detection.INGEST.sha(client)
-        args = ["EVALSHA", sha, 2, keys.detector_generation(), keys.heartbeats_pending(), cache.generation]
-        try:
-            res = client.execute_command(*args, **{NEVER_DECODE: []})
-        except NoScriptError:
-            client.script_load(detection.INGEST.source)
-            res = client.execute_command(*args, **{NEVER_DECODE: []})
-        if res[0] != b"ok":
+        drained = detection.drain(client, cache.generation)
+        if drained is None:
             return IngestResult(skipped="another process swept since: its sweep reads in full",
                                 seconds=time.perf_counter() - t0)
-        entries = _batch(cache, res[2], int(res[3]))
+        entries = _batch(cache, *drained)
         if entries is None:
             # the batch is gone, but every beat in it is also in the heartbeat hash: make the next sweep
             # read that in full (and stop ingesting until it has)
@@ -538,12 +441,11 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
     """Run one sweep; returns what it saw and did (the task's result, the bench's measurement)."""
     cache = cache or SweepCache()
     t0 = time.perf_counter()
-    token = locks.try_lock(client, keys.sweep_lock(), lock_ttl)
+    token = detection.lock(client, lock_ttl)
     if token is None:
         # the detector as a whole is still awake: record it, so a sweeper that stalled holding the
         # lock is not mistaken for the detector having been paused (TILT)
-        secs, micros = client.time()
-        client.set(keys.sweep_attempt(), f"{int(secs) + int(micros) / 1e6:.6f}")
+        detection.note_attempt(client)
         return SweepResult(now=time.time(), skipped="another sweep holds the lock")
     # The cyclic garbage collector, left on, runs dozens of times inside a 10,000-node sweep (each run
     # scanning every object the cache holds) and was most of its time. Nothing here makes cycles worth
@@ -556,7 +458,7 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
     finally:
         if gc_was_on:
             gc.enable()
-        locks.release(client, keys.sweep_lock(), token)
+        detection.unlock(client, token)
 
 
 def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, launch: Launcher | None,
@@ -628,29 +530,15 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, lau
     storm_ids = [i for i in incidents.ids(client) if i.startswith("storm-")] if outcome.storm_cleared else []
     # write only while we still hold the lock: a sweeper that stalled past its lock (paused process)
     # must not overwrite newer states with old ones, nor launch failovers from stale evidence
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.sweep_lock())
-            if pipe.get(keys.sweep_lock()) != token:
-                raise WatchError("lock lost")
-            pipe.multi()
-            if changed:
-                pipe.hset(keys.node_state(), mapping=changed)
-            if stale:
-                pipe.hdel(keys.node_state(), *stale)
-            pipe.set(keys.detector_meta(), json.dumps(out_meta.as_dict()))
-            if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc):
-                state_mode.write(client, mode_doc, pipe=pipe)
-            if outcome.storm_started:
-                incidents.open_(client, _storm_id(outcome), _storm_incident(outcome, now), pipe=pipe)
-            if outcome.storm_cleared:
-                incidents.close(client, *storm_ids, pipe=pipe)
-            pipe.incr(keys.detector_generation())
-            generation = str(pipe.execute()[-1])
-        except WatchError:
-            log.warning("sweep: lost the lock before writing (stalled too long); results discarded")
-            cache.generation = ""
-            return SweepResult(now=now, skipped="lost the lock before writing")
+    generation = detection.write(
+        client, token, changed=changed, stale=stale, meta=out_meta.as_dict(),
+        mode=mode_doc if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc) else None,
+        open_incidents={_storm_id(outcome): _storm_incident(outcome, now)} if outcome.storm_started else {},
+        close_incidents=storm_ids)
+    if generation is None:
+        log.warning("sweep: lost the lock before writing (stalled too long); results discarded")
+        cache.generation = ""
+        return SweepResult(now=now, skipped="lost the lock before writing")
     cache.states, cache.generation = outcome.states, generation
     t_write = time.perf_counter()
 

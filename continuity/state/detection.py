@@ -13,11 +13,26 @@ Operations and their guarantees:
   beat is seen by exactly one sweep or ingest slice (and stays in the heartbeat hash for the audit).
 - :data:`INGEST` — drains the pending batch only while the caller's generation is current (a process whose
   memory is stale never swallows beats).
+- :func:`read` — the sweep's one round trip (:data:`SNAPSHOT` + every service's lease, holder, failed marker and
+  epoch) parsed into an immutable :class:`Snapshot`; :func:`read_beats` — the recheck's second look.
+- :func:`drain` — one ingest slice (:data:`INGEST`).
+- :func:`write` — a sweep's states, meta, mode and storm incidents in one ``MULTI`` under ``WATCH`` of the sweep
+  lock: nothing is written by a sweeper whose lock lapsed.
 - The sweep lock (``detector:lock``) is a :mod:`continuity.state.locks` lock: two sweeps never act at once.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from redis.client import NEVER_DECODE
+from redis.exceptions import NoScriptError, WatchError
+
+from continuity.state import heartbeats, incidents, keys, leases, locks
+from continuity.state import mode as state_mode
 from continuity.state.scripts import Script
 
 # One server-side call per sweep. Steady state ("delta"): it drains the pending hash, where the agent's beat
@@ -70,3 +85,172 @@ local pending = redis.call('HGETALL', KEYS[2])
 if #pending > 0 then redis.call('DEL', KEYS[2]) end
 return {'ok', gen, table.concat(pending, '\\n'), tostring(#pending)}
 """)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One sweep's view of the fleet, read in one round trip. Frozen: no field is reassigned after the read; the
+    sweep's recheck only adds beats it found late to ``entries``."""
+
+
+    now: float
+    full: bool
+    entries: dict[str, tuple[bytes, bytes | None]]  # node -> (raw beat, arrival) to consider
+    states: dict[str, str] | None  # None: unchanged since the generation we hold
+    generation: str
+    meta: str
+    mode: str
+    attempt: float | None
+    leases: dict[str, leases.Lease | None]
+    records: dict[str, leases.Lease | None] = field(default_factory=dict)  # last holder per service (no TTL)
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> its service-failed marker
+    epochs: dict[str, int] = field(default_factory=dict)  # service -> current fencing epoch (with a marker)
+    audit: dict[str, bytes] = field(default_factory=dict)  # delta only: a slice of the heartbeat hash
+    misaligned: bool = False  # the drained batch had a newline inside a value: re-read in full
+    cursor: str | None = None  # delta only: where the next audit slice starts
+
+
+def _eval_raw(pipe: Any, sha: str, keys_: list[str], args: list[Any]) -> None:
+    """Queue EVALSHA with replies left as bytes: beats are checked as bytes, and a forged value that is not
+    UTF-8 must not make the sweep's read fail."""
+    pipe.execute_command("EVALSHA", sha, len(keys_), *keys_, *args, **{NEVER_DECODE: []})
+
+
+def read(client: Any, services: Sequence[str], generation: str, cursor: str, audit_count: int,
+         names: Callable[[Iterable[bytes]], Iterable[str]]) -> Snapshot:
+    """The sweep's read: :data:`SNAPSHOT` plus every service's lease, holder record, failed marker and epoch.
+
+    ``generation`` is the one the caller's memory holds ("-" forces a full read); ``names`` turns raw hash
+    fields into node names (the caller caches that mapping per blueprint).
+    """
+    snap_sha = SNAPSHOT.sha(client)
+    args = [generation, cursor, audit_count]
+    keys_ = [keys.heartbeats(), keys.heartbeat_arrivals(), keys.node_state(), keys.detector_meta(), keys.mode(),
+             keys.sweep_attempt(), keys.detector_generation(), keys.heartbeats_pending()]
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        _eval_raw(pipe, snap_sha, keys_, args)
+        for s in services:
+            leases.READ(client, keys=[keys.lease(s)], pipe=pipe)
+        for s in services:
+            pipe.get(keys.lease_holder(s))
+        for s in services:
+            pipe.get(keys.service_failed(s))
+        for s in services:
+            pipe.get(keys.epoch(s))
+        try:
+            res = pipe.execute()
+            break
+        except NoScriptError:
+            if attempt:
+                raise
+            client.script_load(SNAPSHOT.source)
+    n = len(services)
+    markers = {s: leases.read_failed(raw) for s, raw in zip(services, res[1 + 2 * n:1 + 3 * n], strict=True)}
+    failed = {s: m for s, m in markers.items() if m is not None}
+    epochs = {s: int(_text(raw or 0)) for s, raw in zip(services, res[1 + 3 * n:], strict=True) if s in failed}
+    res = res[:1 + 2 * n]
+    head = res[0]
+    secs, micros, gen, meta, mode, attempt_raw, kind = (_text(v) for v in head[:7])
+    try:
+        attempt_at = float(attempt_raw) if attempt_raw else None
+    except ValueError:
+        attempt_at = None
+    out = Snapshot(now=int(secs) + int(micros) / 1e6, full=kind == "full", entries={}, states=None, generation=gen,
+                   meta=meta, mode=mode, attempt=attempt_at,
+                   leases={s: leases.parse(s, raw) for s, raw in zip(services, res[1:1 + len(services)], strict=True)},
+                   records={s: leases.parse_record(s, raw) for s, raw in zip(services, res[1 + len(services):],
+                                                                              strict=True)},
+                   failed=failed, epochs=epochs)
+    if out.full:
+        beats, arrivals = _pairs(head[7]), _pairs(head[8])
+        head9 = _pairs(head[9])
+        return replace(out, entries=dict(zip(names(beats), zip(beats.values(), map(arrivals.get, beats), strict=True),
+                                             strict=True)),
+                       states=dict(zip(names(head9), (v.decode(errors="replace") for v in head9.values()),
+                                       strict=True)))
+    split = heartbeats.split_pending(head[7], int(head[8]))
+    if split is None:
+        return replace(out, misaligned=True)
+    batch_names, arrivals, raws = split
+    audit = _pairs(head[10])
+    return replace(out, entries=dict(zip(names(batch_names), zip(raws, arrivals, strict=True), strict=True)),
+                   cursor=_text(head[9]), audit=dict(zip(names(audit), audit.values(), strict=True)))
+
+
+def _text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _pairs(flat: bytes) -> dict[bytes, bytes]:
+    if not flat:
+        return {}
+    parts = flat.split(b"\n")
+    return dict(zip(parts[0::2], parts[1::2], strict=False))
+
+def read_beats(client: Any, names: Sequence[str]) -> tuple[list[bytes | None], list[bytes | None]]:
+    """The stored beats and their arrival stamps of ``names``, as bytes (the recheck's second look)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command("HMGET", keys.heartbeats(), *names, **{NEVER_DECODE: []})
+    pipe.execute_command("HMGET", keys.heartbeat_arrivals(), *names, **{NEVER_DECODE: []})
+    raws, arrivals = pipe.execute()
+    return raws, arrivals
+
+
+def drain(client: Any, generation: str) -> tuple[bytes, int] | None:
+    """One ingest slice (:data:`INGEST`): the drained batch and its element count, or None when another process
+    swept since ``generation`` (its memory is stale; the sweep there reads in full)."""
+    args = ["EVALSHA", INGEST.sha(client), 2, keys.detector_generation(), keys.heartbeats_pending(), generation]
+    try:
+        res = client.execute_command(*args, **{NEVER_DECODE: []})
+    except NoScriptError:
+        client.script_load(INGEST.source)
+        res = client.execute_command(*args, **{NEVER_DECODE: []})
+    if res[0] != b"ok":
+        return None
+    return res[2], int(res[3])
+
+
+def write(client: Any, token: str, *, changed: Mapping[str, str], stale: Sequence[str], meta: Mapping[str, Any],
+          mode: Mapping[str, Any] | None, open_incidents: Mapping[str, Mapping[str, Any]],
+          close_incidents: Sequence[str]) -> str | None:
+    """Write a sweep's results in one transaction, only while ``token`` still holds the sweep lock (``WATCH``):
+    a sweeper that stalled past its lock must not overwrite newer states with old ones. Returns the new
+    generation, or None when the lock was lost (nothing written)."""
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.sweep_lock())
+            if pipe.get(keys.sweep_lock()) != token:
+                raise WatchError("lock lost")
+            pipe.multi()
+            if changed:
+                pipe.hset(keys.node_state(), mapping=dict(changed))
+            if stale:
+                pipe.hdel(keys.node_state(), *stale)
+            pipe.set(keys.detector_meta(), json.dumps(dict(meta)))
+            if mode is not None:
+                state_mode.write(client, mode, pipe=pipe)
+            for iid, body in open_incidents.items():
+                incidents.open_(client, iid, body, pipe=pipe)
+            if close_incidents:
+                incidents.close(client, *close_incidents, pipe=pipe)
+            pipe.incr(keys.detector_generation())
+            return str(pipe.execute()[-1])
+        except WatchError:
+            return None
+
+
+def lock(client: Any, ttl: float) -> str | None:
+    """The sweep lock (:func:`continuity.state.locks.try_lock` on ``detector:lock``): two sweeps never act at once."""
+    return locks.try_lock(client, keys.sweep_lock(), ttl)
+
+
+def unlock(client: Any, token: str) -> None:
+    locks.release(client, keys.sweep_lock(), token)
+
+
+def note_attempt(client: Any) -> None:
+    """Stamp ``detector:attempt`` with Redis time: a sweep was tried (and found the lock held), so the detector as
+    a whole is awake even when the lock holder stalled."""
+    secs, micros = client.time()
+    client.set(keys.sweep_attempt(), f"{int(secs) + int(micros) / 1e6:.6f}")
