@@ -141,9 +141,16 @@ def embedded_url() -> str | None:
         return None
 
 
+def fleet_url() -> str | None:
+    """The one answer to "which Redis is the fleet's": $CONTINUITY_REDIS_URL, else the server a running
+    `continuity up` wrote under .continuity/. Every command, the Celery app included, finds the fleet this way,
+    so an operator's second terminal (no variables set) reaches the fleet `continuity up` started."""
+    return redis_url() or embedded_url()
+
+
 def connect(url: str | None = None, **kwargs: object) -> redis.Redis:
-    """A redis-py client for ``url``, else $CONTINUITY_REDIS_URL, else the embedded fleet's server."""
-    url = url or redis_url() or embedded_url()
+    """A redis-py client for ``url``, else the fleet's (:func:`fleet_url`)."""
+    url = url or fleet_url()
     if not url:
         raise ContinuityError(f"no Redis configured: set {settings.REDIS_URL.name} or run `continuity up`")
     opts = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 3, **kwargs}

@@ -15,7 +15,7 @@ from kombu import Exchange, Queue
 from continuity import paths, settings
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
-from continuity.redisd import celery_urls
+from continuity.redisd import celery_urls, fleet_url
 
 CONTROL_QUEUE = "continuity.control"
 
@@ -25,7 +25,7 @@ TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.dr
 
 
 def broker_url() -> str:
-    url = settings.REDIS_URL.get()
+    url = fleet_url()
     if not url:
         # importing the app must not fail (Flower, `celery inspect`); connecting will say what is wrong
         return "redis://127.0.0.1:1/0"

@@ -37,9 +37,9 @@ def _redis_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
-            from continuity.redisd import redis_url
+            from continuity.redisd import fleet_url
 
-            where = redis_url() or f"({settings.REDIS_URL.name} unset)"
+            where = fleet_url() or f"({settings.REDIS_URL.name} unset, no `continuity up` running)"
             raise ContinuityError(f"cannot talk to Redis at {where}: {exc}") from None
 
     return wrapper  # type: ignore[return-value]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from continuity.redisd import celery_urls
+from tests.helpers import ROOT
 
 
 def test_plain_url_unchanged() -> None:
@@ -18,3 +19,21 @@ def test_sentinel_becomes_kombu_list_with_master_name() -> None:
 def test_tls_verifies_certificates_by_default() -> None:
     assert celery_urls("rediss://h:6379/0")[0] == "rediss://h:6379/0?ssl_cert_reqs=required"
     assert celery_urls("rediss://h:6379/0?ssl_cert_reqs=optional")[0].endswith("ssl_cert_reqs=optional")
+
+
+def test_celery_app_finds_the_fleet_like_every_command(tmp_path) -> None:
+    """A second terminal next to `continuity up` has no $CONTINUITY_REDIS_URL: the Celery app (what `failover
+    switchover` sends tasks through) must use the URL `up` wrote, as `connect()` does, not a dead default."""
+    import os
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "redis.url").write_text("redis://127.0.0.1:6399/0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUITY_")}
+    env["CONTINUITY_STATE"] = str(state)
+    probe = "import workers.app as a; from continuity.redisd import fleet_url; print(a.broker_url(), fleet_url())"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["redis://127.0.0.1:6399/0", "redis://127.0.0.1:6399/0"]
