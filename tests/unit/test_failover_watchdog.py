@@ -31,7 +31,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         def apply_async(self) -> None:
             sent.append(self.ctx)
 
-    monkeypatch.setattr(wf, "build_chain", lambda bp, ctx, now: Captured(ctx))
+    monkeypatch.setattr(wf, "build_chain", lambda bp, ctx, now: Captured(ctx.to_dict()))
     return wf, sent
 
 
