@@ -1,6 +1,7 @@
 """The failover steps as plain functions: fence, demote, prepare, promote, repoint, verify, record.
 
-Each step takes the chain context (a JSON dict travelling with the tasks) and
+Each step takes the chain context (a :class:`~continuity.failover.context.FailoverContext`, checked
+against the blueprint when the task received it; its JSON form travels with the tasks) and
 does its effect exactly once per (service, new epoch): a ``step_done`` marker is
 set after the effect, checked before it, and the effects themselves are
 idempotent for the window in between (the fence bump and its marker are one
