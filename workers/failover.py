@@ -34,7 +34,7 @@ from continuity.failover.planner import (
     plan_forced,
     plan_switchover,
 )
-from continuity.failover.watchdog import STALL_AFTER, decide, pending_step
+from continuity.failover.watchdog import STALL_AFTER, Pending, Verdict, decide, pending_step
 from continuity.state import controls, epochs, failover_records, leases, routes
 from workers.app import CONTROL_QUEUE
 from workers.task import blueprint as _blueprint
@@ -226,39 +226,48 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
     Sending a step again is safe: steps are idempotent per (service, epoch) and serialised by a step lock,
     so if the original is alive, the copy waits for it and then does nothing.
     """
-    resumed: list[str] = []
-    failed: list[str] = []
+    out: dict[str, list[str]] = {"resumed": [], "failed": []}
     for rid in failover_records.recent_ids(client, now - 3600):
         rec = failover_records.read(client, rid)
-        if rec is None:
-            continue
         try:
-            pending = pending_step(rec, bp)
+            pending = None if rec is None else pending_step(rec, bp)
         except InvalidContext as exc:
             log.warning("watchdog: failover record %s: %s; left alone", rid, exc)
             continue
-        if pending is None:
+        if rec is None or pending is None:
             continue
-        ctx, step, attempt = pending.ctx, pending.step, pending.attempt
-        key = steps.marker(ctx, step)
-        busy = rec.step_end(attempt, step) is None and bool(client.exists(key + ":lock", key + ":failed"))
+        key = steps.marker(pending.ctx, pending.step)
+        busy = rec.step_end(pending.attempt, pending.step) is None and bool(client.exists(key + ":lock",
+                                                                                           key + ":failed"))
         verdict = decide(rec, pending, busy=busy, lease_ttl=bp.policy.lease_ttl,
-                                lease_margin=bp.policy.lease_margin, now=now)
+                         lease_margin=bp.policy.lease_margin, now=now)
         if verdict.action == "give_up":
-            client.set(key + ":failed", verdict.reason)
-            records.step_finished(client, rid, attempt, step, False, now,
-                                  {"error": f"{verdict.reason} (its worker is gone)"},
-                                  service=ctx.service, epoch=ctx.epoch)
-            _after_failure(client, bp, ctx, step, verdict.reason, local=False)
-            failed.append(rid)
-        elif verdict.action == "resend" and verdict.resume is not None and client.set(
-                key + ":resent", f"{now:.3f}", nx=True, px=int(STALL_AFTER * 1000)):
-            build_chain(bp, verdict.resume, now).apply_async()
-            records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=ctx.service, epoch=ctx.epoch,
-                                           data={"record": rid, "attempt": attempt, "step": step,
-                                                 "idle": round(verdict.idle, 3)})
-            resumed.append(rid)
-    return {"resumed": resumed, "failed": failed}
+            _give_up(client, bp, rid, pending, verdict, now)
+            out["failed"].append(rid)
+        elif verdict.action == "resend" and _resend(client, bp, rid, pending, verdict, now):
+            out["resumed"].append(rid)
+    return out
+
+
+def _give_up(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> None:
+    """The step's worker is gone: mark the step failed (so a late copy does nothing) and move on."""
+    ctx, step = pending.ctx, pending.step
+    client.set(steps.marker(ctx, step) + ":failed", verdict.reason)
+    records.step_finished(client, rid, pending.attempt, step, False, now,
+                          {"error": f"{verdict.reason} (its worker is gone)"}, service=ctx.service, epoch=ctx.epoch)
+    _after_failure(client, bp, ctx, step, verdict.reason, local=False)
+
+
+def _resend(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> bool:
+    """Send the chain again from the pending step, once per stall window (SET NX: one watchdog wins)."""
+    key = steps.marker(pending.ctx, pending.step)
+    if verdict.resume is None or not client.set(key + ":resent", f"{now:.3f}", nx=True, px=int(STALL_AFTER * 1000)):
+        return False
+    build_chain(bp, verdict.resume, now).apply_async()
+    records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=pending.ctx.service, epoch=pending.ctx.epoch,
+                                   data={"record": rid, "attempt": pending.attempt, "step": pending.step,
+                                         "idle": round(verdict.idle, 3)})
+    return True
 
 
 def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:

@@ -79,3 +79,18 @@ def test_the_shell_builds_the_context_from_a_plan() -> None:
     plan = FailoverPlan(service="ledger", old_primary="core-a", candidate="core-b", fallbacks=("sat-1",),
                         not_before=1700000000.5)
     assert _context(plan, WIRE["record_id"], 3).to_dict() == WIRE
+
+
+def test_a_failover_task_refuses_a_crafted_context_before_any_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fakeredis
+
+    from workers import failover, task
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(task, "redis_client", lambda **options: client)
+    monkeypatch.setattr(task, "blueprint", lambda: BP)
+    for crafted in (dict(WIRE, candidate="../../etc"), dict(WIRE, candidate="mallory"),
+                    dict(WIRE, old_primary="/root")):
+        with pytest.raises(InvalidContext):
+            failover.prepare.apply(args=[crafted], throw=True)
+    assert client.keys("*") == []  # nothing recorded, nothing marked, no directory touched
