@@ -383,6 +383,15 @@ NODE_PING = _kind(
     _f("due", "float | None", "scheduled time"), _f("task_id", "str", "Celery task id"),
     _f("lag", "float | None", "seconds late"))
 
+# --- every task (workers/task.py) ----------------------------------------------------------------------------------
+TASK_CRASHED = _kind(
+    "task.crashed", "A Celery task raised an unexpected exception (not a domain error it reports itself); the "
+    "exception is re-raised, so the task fails as before. At most one event per task and exception type per "
+    "minute in each worker process, so a crash loop does not flood the history.",
+    "workers/task.py (continuity_task)",
+    _f("task", "str", "task name"), _f("task_id", "str | None", "Celery task id"), ERROR,
+    _f("type", "str", "exception class"), _f("retries", "int", "retries of this task before this run"))
+
 
 def short(kind: str) -> str:
     """A recorded kind without :data:`PREFIX` (events written by hand or by old tools may lack it)."""

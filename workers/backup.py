@@ -16,10 +16,10 @@ from typing import Any
 from celery.schedules import crontab
 
 from continuity import paths, pulse
-from continuity.backup import api
+from continuity.backup import api, forwarding
 from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
 from continuity.backup.scheduling import backup_jobs
-from continuity.blueprint import Blueprint, load_blueprint
+from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.events import (
     BACKUP_COPY,
@@ -31,10 +31,9 @@ from continuity.events import (
     BACKUP_VERIFIED,
     BACKUP_VERIFY_FAILED,
 )
-from continuity.redisd import connect
 from continuity.state import backups, routes
-from workers.app import app
 from workers.node import node_id
+from workers.task import blueprint, continuity_task, redis_client
 
 
 def _progress(task: Any, step: str, set_name: str) -> Any:
@@ -53,12 +52,8 @@ def _progress(task: Any, step: str, set_name: str) -> Any:
     return report
 
 
-def _record(set_name: str, fields: dict[str, Any]) -> None:
-    client = connect()
-    try:
-        backups.record(client, set_name, fields)
-    finally:
-        client.close()
+def _record(client: Any, set_name: str, fields: dict[str, Any]) -> None:
+    backups.record(client, set_name, fields)
 
 
 def _config() -> LoadedConfig:
@@ -71,32 +66,37 @@ FAILED = {"snapshot": BACKUP_SNAPSHOT_FAILED, "verify": BACKUP_VERIFY_FAILED, "f
           "copy": BACKUP_COPY_FAILED}
 
 
-def _run(task: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
+def _run(client: Any, kind: str, set_name: str, fn: Any) -> dict[str, Any]:
     started = time.time()
     try:
         result = fn()
     except ContinuityError as exc:
         pulse.emit(FAILED[kind], node=node_id(), data={"set": set_name, "error": str(exc),
                                                        "exit_code": int(exc.exit_code)})
-        _record(set_name, {f"last_{kind}_error": str(exc), f"last_{kind}_error_time": time.time()})
+        _record(client, set_name, {f"last_{kind}_error": str(exc), f"last_{kind}_error_time": time.time()})
         raise
     result["task_duration"] = round(time.time() - started, 3)
     return result
 
 
+def _primary(client: Any, bp: Blueprint, service: str) -> str | None:
+    return forwarding.primary_node(routes.read_primary(client, bp, service))
+
+
 def service_primary(service: str) -> str | None:
     """Where ``service`` runs now, by the fleet's one rule; None when it was never placed (nothing to snapshot)."""
-    bp = load_blueprint(paths.blueprint_path())
-    client = connect()
-    try:
-        primary = routes.read_primary(client, bp, service)
-    finally:
-        client.close()
-    return None if primary.source == "blueprint" else primary.node
+    return _primary(redis_client(), blueprint(), service)
 
 
-@app.task(name="continuity.backup.snapshot", bind=True, time_limit=3600, soft_time_limit=3500)
-def snapshot(self: Any, set_name: str, hops: int = 0) -> dict[str, Any]:
+def _site(client: Any, set_name: str, services: list[str], hops: int) -> forwarding.Here | forwarding.Forward:
+    """Snapshot here or forward (:func:`continuity.backup.forwarding.snapshot_site`); the blueprint is read only
+    for a set that protects a service (a plain set also works where no blueprint exists)."""
+    primary = _primary(client, blueprint(), services[0]) if services else None
+    return forwarding.snapshot_site(set_name, services, primary, node_id(), hops)
+
+
+@continuity_task("continuity.backup.snapshot", bind=True, time_limit=3600, soft_time_limit=3500)
+def snapshot(self: Any, set_name: str, hops: int = 0, *, client: Any) -> dict[str, Any]:
     """Snapshot one set; keyed by task id so a redelivered message reuses the snapshot it already made.
 
     A set protecting a service's live data runs on that service's current primary: beat sends it to the
@@ -104,58 +104,47 @@ def snapshot(self: Any, set_name: str, hops: int = 0) -> dict[str, Any]:
     """
     cfg = _config()
     s = cfg.sets.get(set_name)
-    here = node_id()
-    if s is not None and s.services():
-        primary = service_primary(s.services()[0])
-        if primary is None:
-            raise ContinuityError(f"{set_name}: service {s.services()[0]} has no primary to snapshot")
-        if primary != here and hops < 2:
-            queue = load_blueprint(paths.blueprint_path()).queue(primary)
-            fwd = snapshot.apply_async(args=[set_name], kwargs={"hops": hops + 1}, queue=queue, routing_key=queue,
-                                       expires=600)
-            return {"set": set_name, "forwarded_to": primary, "task": fwd.id}
-        if primary != here:
-            raise ContinuityError(f"{set_name}: the primary of {s.services()[0]} keeps moving; not snapshotting")
-
-    def go() -> dict[str, Any]:
-        return api.run_backup_set(set_name, cfg, task_key=self.request.id,
-                                  progress=_progress(self, "snapshot", set_name),
-                                  node=here if s is not None and s.services() else None)
-
-    res = _run(self, "snapshot", set_name, go)
-    _record(set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
-                       "last_snapshot_files": res.get("files"), "last_snapshot_bytes": res.get("bytes_total"),
-                       "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id()})
+    site = _site(client, set_name, s.services() if s is not None else [], hops)
+    if isinstance(site, forwarding.Forward):
+        queue = blueprint().queue(site.node)
+        fwd = snapshot.apply_async(args=[set_name], kwargs={"hops": site.hops}, queue=queue, routing_key=queue,
+                                   expires=forwarding.FORWARD_EXPIRES)
+        return {"set": set_name, "forwarded_to": site.node, "task": fwd.id}
+    res = _run(client, "snapshot", set_name, lambda: api.run_backup_set(
+        set_name, cfg, task_key=self.request.id, progress=_progress(self, "snapshot", set_name), node=site.node))
+    _record(client, set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
+                               "last_snapshot_files": res.get("files"), "last_snapshot_bytes": res.get("bytes_total"),
+                               "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id()})
     pulse.emit(BACKUP_SNAPSHOT, node=node_id(), data={"set": set_name, **{k: res.get(k) for k in (
         "id", "files", "bytes_total", "data_added", "duration", "partial", "reused")}})
     return res
 
 
-@app.task(name="continuity.backup.verify", bind=True, time_limit=3600, soft_time_limit=3500)
-def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]:
+def verified_status(res: dict[str, Any], rpo: float | None, node: str | None, now: float) -> dict[str, Any]:
+    """The status fields a restore drill's result writes for its set (age of the verified snapshot vs the RPO)."""
+    snap_ts = _ts(res.get("snapshot_time"))
+    fields: dict[str, Any] = {"last_verify_time": now, "last_verify_ok": int(bool(res.get("ok"))),
+                              "last_verify_node": node}
+    if res.get("ok"):
+        fields.update({"last_verified": res.get("snapshot"), "last_verified_snapshot_time": snap_ts})
+        if snap_ts is not None:
+            fields["verified_age"] = round(now - snap_ts, 3)
+            if rpo:
+                fields["rpo"] = rpo
+                fields["within_rpo"] = int(now - snap_ts <= rpo)
+    return fields
+
+
+@continuity_task("continuity.backup.verify", bind=True, time_limit=3600, soft_time_limit=3500)
+def verify(self: Any, set_name: str, snapshot: str = "latest", *, client: Any) -> dict[str, Any]:
     """A restore drill on this node (never the source node): restore into a sandbox and check everything."""
     cfg = _config()
     s = cfg.sets.get(set_name)
     if s is not None and s.node == node_id():
         raise ContinuityError(f"restore drill for {set_name} must not run on its source node {s.node}")
-
-    def go() -> dict[str, Any]:
-        return api.restore_drill_set(set_name, cfg, snapshot=snapshot, progress=_progress(self, "verify", set_name))
-
-    res = _run(self, "verify", set_name, go)
-    now = time.time()
-    snap_time = res.get("snapshot_time")
-    snap_ts = _ts(snap_time)
-    fields: dict[str, Any] = {"last_verify_time": now, "last_verify_ok": int(bool(res.get("ok"))),
-                              "last_verify_node": node_id()}
-    if res.get("ok"):
-        fields.update({"last_verified": res.get("snapshot"), "last_verified_snapshot_time": snap_ts})
-        if snap_ts is not None:
-            fields["verified_age"] = round(now - snap_ts, 3)
-            if s is not None and s.rpo:
-                fields["rpo"] = s.rpo
-                fields["within_rpo"] = int(now - snap_ts <= s.rpo)
-    _record(set_name, fields)
+    res = _run(client, "verify", set_name, lambda: api.restore_drill_set(
+        set_name, cfg, snapshot=snapshot, progress=_progress(self, "verify", set_name)))
+    _record(client, set_name, verified_status(res, s.rpo if s is not None else None, node_id(), time.time()))
     pulse.emit(BACKUP_VERIFIED if res.get("ok") else BACKUP_VERIFY_FAILED, node=node_id(),
                data={"set": set_name, "snapshot": res.get("snapshot"), "ok": res.get("ok"),
                      "files": res.get("files"), "damaged": res.get("damaged"),
@@ -163,21 +152,21 @@ def verify(self: Any, set_name: str, snapshot: str = "latest") -> dict[str, Any]
     return res
 
 
-@app.task(name="continuity.backup.forget", bind=True, time_limit=3600, soft_time_limit=3500)
-def forget(self: Any, set_name: str, prune: bool = False) -> dict[str, Any]:
+@continuity_task("continuity.backup.forget", bind=True, time_limit=3600, soft_time_limit=3500)
+def forget(self: Any, set_name: str, prune: bool = False, *, client: Any) -> dict[str, Any]:
     cfg = _config()
-    res = _run(self, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune_after=prune))
+    res = _run(client, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune_after=prune))
     pulse.emit(BACKUP_FORGET, node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
     return res
 
 
-@app.task(name="continuity.backup.copy", bind=True, time_limit=3600, soft_time_limit=3500)
-def copy(self: Any, set_name: str) -> dict[str, Any]:
+@continuity_task("continuity.backup.copy", bind=True, time_limit=3600, soft_time_limit=3500)
+def copy(self: Any, set_name: str, *, client: Any) -> dict[str, Any]:
     """Replicate to the set's targets; a satellite runs it when in contact (store and forward)."""
     cfg = _config()
-    res = _run(self, "copy", set_name, lambda: api.copy_set(set_name, cfg, progress=_progress(self, "copy",
-                                                                                              set_name)))
-    _record(set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok")))})
+    res = _run(client, "copy", set_name, lambda: api.copy_set(set_name, cfg, progress=_progress(self, "copy",
+                                                                                                set_name)))
+    _record(client, set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok")))})
     pulse.emit(BACKUP_COPY, node=node_id(), data={"set": set_name, "ok": res.get("ok"),
                                                     "targets": res.get("targets")})
     return res

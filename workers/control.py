@@ -15,39 +15,28 @@ others' loops find their memory stale and do nothing), so no beat ends up in a m
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from datetime import timedelta
 from typing import Any
 
-from continuity import paths, pulse
-from continuity.blueprint import Blueprint, load_blueprint
+from continuity import pulse
+from continuity.blueprint import Blueprint
 from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep
 from continuity.redisd import connect
-from workers.app import CONTROL_QUEUE, app
+from workers.app import CONTROL_QUEUE
+from workers.task import blueprint, continuity_task
 
 log = logging.getLogger("continuity.sweep")
 
 SWEEP_TASK = "continuity.control.sweep"
+SWEEP_REDIS = {"socket_timeout": 2, "socket_connect_timeout": 2}  # a sweep must not hang on a blipping Redis
 _state: dict[str, Any] = {}
-
-
-@functools.lru_cache(maxsize=4)
-def _load(path: str, mtime: float) -> Blueprint:
-    return load_blueprint(path)
 
 
 def current_blueprint() -> Blueprint:
     """Re-read only when the file changed: an edited blueprint takes effect at the next sweep."""
-    path = paths.blueprint_path()
-    return _load(str(path), path.stat().st_mtime)
-
-
-def _client() -> Any:
-    if "client" not in _state:
-        _state["client"] = connect(socket_timeout=2, socket_connect_timeout=2)
-    return _state["client"]
+    return blueprint()
 
 
 def _launcher() -> Any:
@@ -59,14 +48,13 @@ def _launcher() -> Any:
     return launch_failovers
 
 
-@app.task(name=SWEEP_TASK, time_limit=10, soft_time_limit=8, acks_late=False, ignore_result=True)
-def sweep() -> dict[str, Any]:
+@continuity_task(SWEEP_TASK, time_limit=10, soft_time_limit=8, acks_late=False, ignore_result=True,
+                 redis=SWEEP_REDIS)
+def sweep(*, client: Any, bp: Blueprint) -> dict[str, Any]:
     """One detector step: classify nodes, publish states and mode, hand newly dead nodes to failover."""
     cache = _state.setdefault("cache", SweepCache())
-    bp = current_blueprint()
     _ensure_ingest(cache, bp)
-    result = run_sweep(_client(), bp, cache=cache, pulse=pulse.default(), launch=_launcher())
-    return result.summary()
+    return run_sweep(client, bp, cache=cache, pulse=pulse.default(), launch=_launcher()).summary()
 
 
 def _ensure_ingest(cache: SweepCache, bp: Blueprint) -> None:
@@ -74,7 +62,7 @@ def _ensure_ingest(cache: SweepCache, bp: Blueprint) -> None:
     loop = _state.get("ingest")
     if loop is not None and loop.alive() and _state.get("ingest_pid") == os.getpid():
         return
-    client = connect(socket_timeout=2, socket_connect_timeout=2)
+    client = connect(**SWEEP_REDIS)  # its own connection: the ingest thread runs beside the sweeps
     _state["ingest"] = IngestLoop(client, current_blueprint, cache, IngestLoop.interval_for(bp)).start()
     _state["ingest_pid"] = os.getpid()
 

@@ -14,100 +14,93 @@ Flower shows where each failover stands.
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from celery import chain, group
 from celery.exceptions import Ignore
 
-from continuity import paths, settings
-from continuity.blueprint import Blueprint, load_blueprint
+from continuity import settings
+from continuity.blueprint import Blueprint
 from continuity.errors import UsageError
 from continuity.events import FAILOVER_CHAIN_RESUMED, FAILOVER_RETRY
-from continuity.failover import control, records, steps
+from continuity.failover import control, records, retry, steps
+from continuity.failover.context import FailoverContext, InvalidContext
 from continuity.failover.planner import (
     STEP_TARGET,
     FailoverPlan,
-    node_state_name,
     plan_forced,
     plan_switchover,
 )
-from continuity.redisd import connect
+from continuity.failover.watchdog import STALL_AFTER, Pending, Verdict, decide, pending_step
 from continuity.state import controls, epochs, failover_records, leases, routes
-from workers.app import CONTROL_QUEUE, app
+from workers.app import CONTROL_QUEUE
+from workers.task import blueprint as _blueprint
+from workers.task import continuity_task, redis_client
 
+log = logging.getLogger("continuity.failover")
 MAX_FENCE_RETRIES = 60
-_client: Any = None
-_bp_cache: tuple[str, float, Blueprint] | None = None
 
 
 def _redis() -> Any:
-    global _client
-    if _client is None:
-        _client = connect(socket_timeout=5)
-    return _client
-
-
-def _blueprint() -> Blueprint:
-    """Cached per file and mtime: a step must not pay for validation, but an edited blueprint is seen."""
-    global _bp_cache
-    path = paths.blueprint_path()
-    mtime = path.stat().st_mtime
-    if _bp_cache is None or _bp_cache[0] != str(path) or _bp_cache[1] != mtime:
-        _bp_cache = (str(path), mtime, load_blueprint(path))
-    return _bp_cache[2]
+    return redis_client()
 
 
 def _node() -> str | None:
     return settings.NODE.get()
 
 
-def _progress(task: Any, ctx: dict[str, Any], step: str) -> None:
+def _progress(task: Any, ctx: FailoverContext, step: str) -> None:
     if task.request.id:
-        task.update_state(state="PROGRESS", meta={"service": ctx["service"], "epoch": ctx.get("epoch"),
-                                                  "step": step, "record": ctx["record_id"],
-                                                  "candidate": ctx.get("candidate"), "node": _node()})
+        task.update_state(state="PROGRESS", meta={"service": ctx.service, "epoch": ctx.epoch, "step": step,
+                                                  "record": ctx.record_id, "candidate": ctx.candidate,
+                                                  "node": _node()})
 
 
-def _execute(task: Any, step: str, ctx: dict[str, Any]) -> dict[str, Any]:
-    client, bp = _redis(), _blueprint()
+EFFECTS = {
+    "demote": lambda client, bp, ctx: steps.demote(client, bp, ctx),
+    "fence": lambda client, bp, ctx: steps.fence(client, bp, ctx, time.time()),
+    "prepare": lambda client, bp, ctx: steps.prepare(client, bp, ctx),
+    "promote": lambda client, bp, ctx: steps.promote(client, bp, ctx),
+    "repoint": lambda client, bp, ctx: steps.repoint(client, bp, ctx, time.time()),
+    "verify": lambda client, bp, ctx: steps.verify(client, bp, ctx),
+    "record": lambda client, bp, ctx: steps.record(client, bp, ctx, time.time()),
+}
+
+
+def _execute(task: Any, step: str, raw: Any, client: Any, bp: Blueprint) -> dict[str, Any]:
+    ctx = FailoverContext.from_dict(raw, bp)  # a message naming anything outside the blueprint stops here
     _progress(task, ctx, step)
-    where = ctx["old_primary"] if step == "demote" else (ctx["candidate"] if STEP_TARGET[step] == "candidate"
-                                                           else _node())
-    effects = {
-        "demote": lambda: steps.demote(client, bp, ctx),
-        "fence": lambda: steps.fence(client, bp, ctx, time.time()),
-        "prepare": lambda: steps.prepare(client, bp, ctx),
-        "promote": lambda: steps.promote(client, bp, ctx),
-        "repoint": lambda: steps.repoint(client, bp, ctx, time.time()),
-        "verify": lambda: steps.verify(client, bp, ctx),
-        "record": lambda: steps.record(client, bp, ctx, time.time()),
-    }
+    where = ctx.old_primary if step == "demote" else (ctx.candidate if STEP_TARGET[step] == "candidate"
+                                                      else _node())
     try:
-        detail = steps.run_step(client, ctx, step, where, effects[step], self_marking=(step == "fence"))
+        detail = steps.run_step(client, ctx, step, where, lambda: EFFECTS[step](client, bp, ctx),
+                                self_marking=(step == "fence"))
     except steps.NotYet as exc:
         raise task.retry(countdown=max(0.05, min(exc.wait, 10.0)), max_retries=MAX_FENCE_RETRIES) from None
     except steps.Superseded as exc:
-        records.finish(client, ctx["record_id"], "superseded", time.time(), {"reason": str(exc), "step": step},
-                       service=ctx["service"])
-        task.update_state(state="SUPERSEDED", meta={"service": ctx["service"], "step": step, "reason": str(exc)})
+        records.finish(client, ctx.record_id, "superseded", time.time(), {"reason": str(exc), "step": step},
+                       service=ctx.service)
+        task.update_state(state="SUPERSEDED", meta={"service": ctx.service, "step": step, "reason": str(exc)})
         raise Ignore() from None
     except steps.AlreadyHandled as exc:
-        task.update_state(state="DUPLICATE", meta={"service": ctx["service"], "step": step, "reason": str(exc)})
+        task.update_state(state="DUPLICATE", meta={"service": ctx.service, "step": step, "reason": str(exc)})
         raise Ignore() from None
     except steps.StepFailed as exc:
         _after_failure(client, bp, ctx, step, str(exc))
         raise
     if step == "record":
         steps.close_record(client, ctx, time.time())
-    return {"service": ctx["service"], "epoch": ctx.get("epoch"), "step": step, "node": where, "detail": detail}
+    return {"service": ctx.service, "epoch": ctx.epoch, "step": step, "node": where, "detail": detail}
 
 
 def _task(step: str, time_limit: int) -> Any:
-    @app.task(name=f"continuity.failover.{step}", bind=True, acks_late=True, reject_on_worker_lost=True,
-              time_limit=time_limit, soft_time_limit=time_limit - 5, max_retries=MAX_FENCE_RETRIES)
-    def run(self: Any, ctx: dict[str, Any]) -> dict[str, Any]:
-        return _execute(self, step, ctx)
+    @continuity_task(f"continuity.failover.{step}", bind=True, time_limit=time_limit,
+                     max_retries=MAX_FENCE_RETRIES)
+    def run(self: Any, ctx: dict[str, Any], *, client: Any, bp: Blueprint) -> dict[str, Any]:
+        return _execute(self, step, ctx, client, bp)
 
     run.__doc__ = f"Failover step {step!r} for one (service, epoch); a redelivery is a no-op."
     return run
@@ -133,27 +126,29 @@ TASKS = {"demote": demote, "fence": fence, "prepare": prepare, "promote": promot
 # Read per chain from $CONTINUITY_FAILOVER_CONTROL_STEPS (settings.FAILOVER_CONTROL_STEPS).
 
 
-def _queue_for(bp: Blueprint, step: str, ctx: dict[str, Any]) -> str:
+def _queue_for(bp: Blueprint, step: str, ctx: FailoverContext) -> str:
     target = STEP_TARGET[step]
     if target == "candidate" or (target == "control" and settings.FAILOVER_CONTROL_STEPS.get() == "candidate"):
-        return bp.queue(ctx["candidate"])
+        return bp.queue(ctx.candidate)
     if target == "old":
-        return bp.queue(ctx["old_primary"])
+        return bp.queue(ctx.old_primary)
     return CONTROL_QUEUE
 
 
-def build_chain(bp: Blueprint, ctx: dict[str, Any], now: float) -> Any:
-    sigs = [TASKS[step].si(ctx).set(queue=_queue_for(bp, step, ctx)) for step in ctx["steps"]]
-    wait = float(ctx.get("not_before") or 0) - now
-    if wait > 0 and ctx["steps"][0] == "fence":
+def build_chain(bp: Blueprint, ctx: FailoverContext, now: float) -> Any:
+    wire = ctx.to_dict()
+    sigs = [TASKS[step].si(wire).set(queue=_queue_for(bp, step, ctx)) for step in ctx.steps]
+    wait = float(ctx.not_before or 0) - now
+    if wait > 0 and ctx.steps[0] == "fence":
         sigs[0] = sigs[0].set(countdown=round(wait, 3))
     return chain(*sigs)
 
 
-def _context(plan: FailoverPlan, rid: str, expected: int, attempt: int = 0) -> dict[str, Any]:
-    return {"record_id": rid, "service": plan.service, "kind": plan.kind, "candidate": plan.candidate,
-            "fallbacks": list(plan.fallbacks), "old_primary": plan.old_primary, "expected_epoch": expected,
-            "epoch": expected + 1, "attempt": attempt, "not_before": plan.not_before, "steps": list(plan.steps)}
+def _context(plan: FailoverPlan, rid: str, expected: int, attempt: int = 0) -> FailoverContext:
+    assert plan.candidate is not None
+    return FailoverContext(record_id=rid, service=plan.service, kind=plan.kind, candidate=plan.candidate,
+                           fallbacks=tuple(plan.fallbacks), old_primary=plan.old_primary, expected_epoch=expected,
+                           epoch=expected + 1, attempt=attempt, not_before=plan.not_before, steps=tuple(plan.steps))
 
 
 def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[str, Any], *,
@@ -182,7 +177,7 @@ def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[s
             _escalate(client, plan.service, rid, plan.reason or "no usable candidate", who)
             continue
         ctx = _context(plan, rid, expected)
-        records.set_attempt(client, rid, 0, plan.candidate, expected, ctx)
+        records.set_attempt(client, rid, 0, ctx.candidate, expected, ctx.to_dict())
         chains.append(build_chain(bp, ctx, now))
     if chains:
         group(chains).apply_async()
@@ -195,91 +190,84 @@ def _escalate(client: Any, service: str, rid: str, reason: str, who: str = "dete
     records.finish(client, rid, "escalated", now, {"reason": reason}, service=service)
 
 
-def _after_failure(client: Any, bp: Blueprint, ctx: dict[str, Any], step: str, error: str,
+def _after_failure(client: Any, bp: Blueprint, ctx: FailoverContext, step: str, error: str,
                    local: bool = True) -> None:
-    """A candidate step failed: clean up after the candidate, then the next live candidate, or a human.
+    """A candidate step failed: clean up after the candidate, then the next live candidate, or a human
+    (the choice is :mod:`continuity.failover.retry`'s).
 
     ``local`` is False when called by the watchdog on another node: the stop hook then is not ours to run
     (the epoch already fences whatever the candidate started).
     """
-    if local and step in ("promote", "verify"):
+    if retry.undo_promote(step, local):
         steps.undo_promote(client, bp, ctx)
-    if step in ("demote", "fence", "repoint", "record"):
-        # not the candidate's fault: retrying elsewhere would not help
-        _escalate(client, ctx["service"], ctx["record_id"], f"{step} failed: {error}")
-        return
-    states = control.read_node_states(client, bp)
-    fallbacks = [n for n in ctx.get("fallbacks", []) if node_state_name(states.get(n)) == "alive"]
-    if not fallbacks:
-        _escalate(client, ctx["service"], ctx["record_id"],
-                  f"{step} failed on {ctx['candidate']} ({error}) and no other candidate is alive")
+    states = {} if step in retry.NOT_THE_CANDIDATES_FAULT else control.read_node_states(client, bp)
+    choice = retry.next_candidate(ctx, step, error, states)
+    if isinstance(choice, retry.Escalate):
+        _escalate(client, ctx.service, ctx.record_id, choice.reason)
         return
     now = time.time()
-    expected = epochs.current_epoch(client, ctx["service"])
-    attempt = int(ctx.get("attempt", 0)) + 1
-    nxt = dict(ctx, candidate=fallbacks[0], fallbacks=fallbacks[1:], attempt=attempt, expected_epoch=expected,
-               epoch=expected + 1, not_before=now, old_primary=ctx.get("old_primary"),
-               steps=[s for s in ctx["steps"] if s != "demote"])
-    records.set_attempt(client, ctx["record_id"], attempt, fallbacks[0], expected, nxt)
-    records.pulse_for(client).emit(FAILOVER_RETRY, service=ctx["service"], epoch=expected,
-                                   data={"record": ctx["record_id"], "failed": ctx["candidate"], "step": step,
-                                         "error": error, "next": fallbacks[0], "attempt": attempt})
+    expected = epochs.current_epoch(client, ctx.service)
+    nxt = ctx.next_attempt(choice.candidate, choice.fallbacks, expected, now)
+    records.set_attempt(client, ctx.record_id, nxt.attempt, nxt.candidate, expected, nxt.to_dict())
+    records.pulse_for(client).emit(FAILOVER_RETRY, service=ctx.service, epoch=expected,
+                                   data={"record": ctx.record_id, "failed": ctx.candidate, "step": step,
+                                         "error": error, "next": nxt.candidate, "attempt": nxt.attempt})
     build_chain(bp, nxt, now).apply_async()
 
 
 # --- watchdog: chains whose worker died mid-step -------------------------------------------------------------------
 WATCHDOG_TASK = "continuity.failover.watchdog"
 WATCHDOG_INTERVAL = 2.0
-STALL_AFTER = 5.0  # no progress and no live step lock this long: send the pending step again
-GIVE_UP_AFTER = 45.0  # still nothing: the step's node is gone; treat the step as failed (next candidate)
 
 
 def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
-    """Resume or fail over chains that stopped moving.
+    """Resume or fail over chains that stopped moving (the decision is :mod:`continuity.failover.watchdog`'s).
 
-    The broker hands a dead worker's unacked task out again only after its
-    visibility timeout (minutes), far beyond any recovery objective. Steps are
-    idempotent per (service, epoch) and serialised by a step lock, so sending
-    the pending step again is always safe: if the original is alive, the copy
-    waits for it and then does nothing.
+    Sending a step again is safe: steps are idempotent per (service, epoch) and serialised by a step lock,
+    so if the original is alive, the copy waits for it and then does nothing.
     """
-    resumed: list[str] = []
-    failed: list[str] = []
+    out: dict[str, list[str]] = {"resumed": [], "failed": []}
     for rid in failover_records.recent_ids(client, now - 3600):
         rec = failover_records.read(client, rid)
-        if rec is None or not rec.is_open:
+        try:
+            pending = None if rec is None else pending_step(rec, bp)
+        except InvalidContext as exc:
+            log.warning("watchdog: failover record %s: %s; left alone", rid, exc)
             continue
-        latest = rec.latest_attempt()
-        if latest is None:
+        if rec is None or pending is None:
             continue
-        attempt, ctx = latest
-        pending = next((i for i, st in enumerate(ctx["steps"]) if not rec.step_ok(attempt, st)), None)
-        if pending is None:
-            continue
-        step = ctx["steps"][pending]
-        key = steps.marker(ctx, step)
-        if rec.step_end(attempt, step) is not None or client.exists(key + ":lock") or client.exists(key + ":failed"):
-            continue  # failed and handled, or running right now
-        last = max(rec.meta["started"], float(ctx.get("not_before") or 0), rec.last_progress(attempt))
-        if step == "fence" and rec.step_start(attempt, "fence") is not None:
-            # it ran and waits for the old lease (steps.fence)
-            last = max(last, float(ctx.get("not_before") or 0) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin)
-        idle = now - last
-        if idle >= GIVE_UP_AFTER:
-            client.set(key + ":failed", f"no progress for {idle:.0f}s")
-            records.step_finished(client, rid, attempt, step, False, now,
-                                  {"error": f"no progress for {idle:.0f}s (its worker is gone)"},
-                                  service=ctx["service"], epoch=ctx.get("epoch"))
-            _after_failure(client, bp, ctx, step, f"no progress for {idle:.0f}s", local=False)
-            failed.append(rid)
-        elif idle >= STALL_AFTER and client.set(key + ":resent", f"{now:.3f}", nx=True,
-                                                px=int(STALL_AFTER * 1000)):
-            build_chain(bp, dict(ctx, steps=ctx["steps"][pending:]), now).apply_async()
-            records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=ctx["service"], epoch=ctx.get("epoch"),
-                                           data={"record": rid, "attempt": attempt, "step": step,
-                                                 "idle": round(idle, 3)})
-            resumed.append(rid)
-    return {"resumed": resumed, "failed": failed}
+        key = steps.marker(pending.ctx, pending.step)
+        busy = rec.step_end(pending.attempt, pending.step) is None and bool(client.exists(key + ":lock",
+                                                                                           key + ":failed"))
+        verdict = decide(rec, pending, busy=busy, lease_ttl=bp.policy.lease_ttl,
+                         lease_margin=bp.policy.lease_margin, now=now)
+        if verdict.action == "give_up":
+            _give_up(client, bp, rid, pending, verdict, now)
+            out["failed"].append(rid)
+        elif verdict.action == "resend" and _resend(client, bp, rid, pending, verdict, now):
+            out["resumed"].append(rid)
+    return out
+
+
+def _give_up(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> None:
+    """The step's worker is gone: mark the step failed (so a late copy does nothing) and move on."""
+    ctx, step = pending.ctx, pending.step
+    client.set(steps.marker(ctx, step) + ":failed", verdict.reason)
+    records.step_finished(client, rid, pending.attempt, step, False, now,
+                          {"error": f"{verdict.reason} (its worker is gone)"}, service=ctx.service, epoch=ctx.epoch)
+    _after_failure(client, bp, ctx, step, verdict.reason, local=False)
+
+
+def _resend(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> bool:
+    """Send the chain again from the pending step, once per stall window (SET NX: one watchdog wins)."""
+    key = steps.marker(pending.ctx, pending.step)
+    if verdict.resume is None or not client.set(key + ":resent", f"{now:.3f}", nx=True, px=int(STALL_AFTER * 1000)):
+        return False
+    build_chain(bp, verdict.resume, now).apply_async()
+    records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=pending.ctx.service, epoch=pending.ctx.epoch,
+                                   data={"record": rid, "attempt": pending.attempt, "step": pending.step,
+                                         "idle": round(verdict.idle, 3)})
+    return True
 
 
 def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
@@ -302,17 +290,15 @@ def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
     return published
 
 
-@app.task(name=WATCHDOG_TASK, time_limit=20, soft_time_limit=15, acks_late=False, ignore_result=True)
-def watchdog() -> dict[str, list[str]]:
+@continuity_task(WATCHDOG_TASK, time_limit=20, acks_late=False, ignore_result=True)
+def watchdog(*, client: Any, bp: Blueprint) -> dict[str, list[str]]:
     """Every few seconds on the control queue: resume stalled chains, publish missing routes."""
-    client, bp, now = _redis(), _blueprint(), time.time()
+    now = time.time()
     return {**supervise(client, bp, now), "routes": reconcile_routes(client, bp, now)}
 
 
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
     """The watchdog's beat entry (collected by beat_schedule.build_schedule)."""
-    from datetime import timedelta
-
     return {WATCHDOG_TASK: {"task": WATCHDOG_TASK, "schedule": timedelta(seconds=WATCHDOG_INTERVAL),
                             "options": {"queue": CONTROL_QUEUE, "routing_key": CONTROL_QUEUE,
                                         "expires": WATCHDOG_INTERVAL}}}

@@ -15,9 +15,8 @@ from celery import signals
 
 from continuity import pulse, settings
 from continuity.events import NODE_PING, NODE_REGISTERED
-from continuity.redisd import connect
 from continuity.state import nodes
-from workers.app import app
+from workers.task import continuity_task, redis_client
 
 
 def node_id() -> str | None:
@@ -36,7 +35,7 @@ def register_node(sender: Any = None, **_: Any) -> None:
     node = node_id()
     if not node:
         return
-    client = connect()
+    client = redis_client()
     now = time.time()
     info = {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "started": now,
             "queue": _queue(node),
@@ -46,12 +45,11 @@ def register_node(sender: Any = None, **_: Any) -> None:
     pulse.emit(NODE_REGISTERED, node=node, data=info)
 
 
-@app.task(name="continuity.node.ping", bind=True, time_limit=30, soft_time_limit=25, acks_late=True)
-def ping(self: Any, target: str, due: float | None = None) -> dict[str, Any]:
+@continuity_task("continuity.node.ping", bind=True, time_limit=30)
+def ping(self: Any, target: str, due: float | None = None, *, client: Any) -> dict[str, Any]:
     """Scheduled liveness job: record which node ran it; complain if it ran on the wrong node."""
     node = node_id()
     now = time.time()
-    client = connect()
     nodes.mark_seen(client, node or "?", now)
     correct = node == target
     pulse.emit(NODE_PING, node=node, data={"target": target, "correct": correct, "due": due,

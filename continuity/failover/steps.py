@@ -1,6 +1,7 @@
 """The failover steps as plain functions: fence, demote, prepare, promote, repoint, verify, record.
 
-Each step takes the chain context (a JSON dict travelling with the tasks) and
+Each step takes the chain context (a :class:`~continuity.failover.context.FailoverContext`, checked
+against the blueprint when the task received it; its JSON form travels with the tasks) and
 does its effect exactly once per (service, new epoch): a ``step_done`` marker is
 set after the effect, checked before it, and the effects themselves are
 idempotent for the window in between (the fence bump and its marker are one
@@ -32,11 +33,12 @@ from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.events import FAILOVER_DEMOTED, FAILOVER_FENCED, FAILOVER_PROMOTED
 from continuity.failover import hooks, records
+from continuity.failover.context import FailoverContext
 from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.failover.prepare import DataState, decide
 from continuity.state import backups, epochs, keys, locks, routes
 
-Ctx = dict[str, Any]
+Ctx = FailoverContext  # the chain context, typed; its JSON form is FailoverContext.to_dict()
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
 
 
@@ -57,7 +59,7 @@ class Superseded(ContinuityError):
 
 
 def marker(ctx: Ctx, step: str) -> str:
-    return keys.step_done(ctx["service"], int(ctx["epoch"]), step)
+    return keys.step_done(ctx.service, ctx.epoch, step)
 
 
 class AlreadyHandled(ContinuityError):
@@ -81,34 +83,34 @@ def step_lock(client: Any, key: str, ttl: float = 3.0, wait: float = 120.0) -> I
 def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
              now: Callable[[], float] = time.time, self_marking: bool = False) -> dict[str, Any]:
     """Run ``effect`` once per (service, epoch, step), recording start/end in the failover record."""
-    rid, attempt = ctx["record_id"], int(ctx.get("attempt", 0))
+    rid, attempt = ctx.record_id, ctx.attempt
     key = marker(ctx, step)
-    records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.get("epoch"))
+    records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.epoch)
     with step_lock(client, key + ":lock"):
         done = client.get(key)
         if done is not None:
             return {"skipped": "already done for this epoch", **_loads(done)}
         if client.exists(key + ":failed"):
-            raise AlreadyHandled(f"{step} of {ctx['service']} epoch {ctx['epoch']} already failed and was handled")
+            raise AlreadyHandled(f"{step} of {ctx.service} epoch {ctx.epoch} already failed and was handled")
         try:
             detail = effect()
         except NotYet:
             raise
         except Superseded as exc:
             records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)},
-                                  service=ctx["service"], epoch=ctx.get("epoch"))
+                                  service=ctx.service, epoch=ctx.epoch)
             raise
         except Exception as exc:
             client.set(key + ":failed", str(exc)[:500])
             records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)[:500]},
-                                  service=ctx["service"], epoch=ctx.get("epoch"))
+                                  service=ctx.service, epoch=ctx.epoch)
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(f"{step} on {node}: {exc}") from exc
         if not self_marking:
             client.set(key, json.dumps(detail, default=str))
-    records.step_finished(client, rid, attempt, step, True, now(), detail, service=ctx["service"],
-                          epoch=ctx.get("epoch"))
+    records.step_finished(client, rid, attempt, step, True, now(), detail, service=ctx.service,
+                          epoch=ctx.epoch)
     return detail
 
 
@@ -125,8 +127,8 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
     """Stop acting as primary *before* anyone else starts: stop hook, then give the lease back."""
     from continuity.state import leases
 
-    service, node = ctx["service"], ctx["old_primary"]
-    result = hooks.run_service_hook(bp, service, node, "demote", ctx.get("expected_epoch"))
+    service, node = ctx.service, ctx.old_primary
+    result = hooks.run_service_hook(bp, service, node, "demote", ctx.expected_epoch)
     if result is not None and not result.ok:
         raise StepFailed(f"demote hook on {node} exited {result.returncode}: {result.output.strip()[-300:]}")
     lease = leases.read(client, service)
@@ -134,8 +136,8 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
     if lease is not None and lease.node == node:
         released = bool(leases.release(client, service, node, lease.epoch))
     records.pulse_for(client).emit(FAILOVER_DEMOTED, node=node, service=service,
-                                   epoch=ctx.get("expected_epoch"),
-                                   data={"record": ctx["record_id"], "released": released, "how": "switchover"})
+                                   epoch=ctx.expected_epoch,
+                                   data={"record": ctx.record_id, "released": released, "how": "switchover"})
     return {"node": node, "released": released, "hook_rc": None if result is None else result.returncode}
 
 
@@ -144,31 +146,33 @@ def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     """Wait out the old lease (+ margin), then move the epoch forward; stale writers are refused from here on."""
     from continuity.state import leases
 
-    service, candidate = ctx["service"], ctx["candidate"]
+    service, candidate = ctx.service, ctx.candidate
     if client.get(marker(ctx, "fence")) is None:
         lease = leases.read(client, service)
         if lease is not None and lease.node != candidate:
-            if lease.node != ctx.get("old_primary"):
+            if lease.node != ctx.old_primary:
                 raise Superseded(f"{service}: {lease.node} holds the role now (epoch {lease.epoch})")
-            give_up = float(ctx.get("not_before") or now) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin
+            give_up = float(ctx.not_before or now) + 2 * bp.policy.lease_ttl + bp.policy.lease_margin
             if now > give_up:
                 raise Superseded(f"{service}: {lease.node} keeps renewing its lease, so it is alive;"
                                  " failover abandoned")
             raise NotYet(f"{service}: {lease.node} still holds the lease for {lease.ttl:.1f}s",
                          wait=float(lease.ttl) + bp.policy.lease_margin)
-        not_before = float(ctx.get("not_before") or 0)
+        not_before = float(ctx.not_before or 0)
         if now < not_before:
             raise NotYet(f"{service}: waiting {not_before - now:.1f}s (lease margin)", wait=not_before - now)
+    if ctx.expected_epoch is None:
+        raise StepFailed(f"{service}: the chain context has no expected epoch to fence from")
     try:
-        new = epochs.bump_epoch(client, service, int(ctx["expected_epoch"]), marker=marker(ctx, "fence"),
+        new = epochs.bump_epoch(client, service, ctx.expected_epoch, marker=marker(ctx, "fence"),
                                  candidate=candidate)
     except epochs.StaleEpoch as exc:
         raise Superseded(str(exc)) from None
     except epochs.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
         raise NotYet(f"{service}: the lease was taken again just now", wait=bp.policy.lease_margin) from None
     records.pulse_for(client).emit(FAILOVER_FENCED, service=service, epoch=new,
-                                   data={"record": ctx["record_id"], "from_epoch": ctx["expected_epoch"],
-                                         "old_primary": ctx.get("old_primary")})
+                                   data={"record": ctx.record_id, "from_epoch": ctx.expected_epoch,
+                                         "old_primary": ctx.old_primary})
     return {"epoch": new}
 
 
@@ -238,10 +242,10 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
     achieved RPO. Copies go through a temp name, fsync and rename, so a crash
     mid-copy leaves either the old or the new file, never half of one.
     """
-    service, node, old = ctx["service"], ctx["candidate"], ctx.get("old_primary")
+    service, node, old = ctx.service, ctx.candidate, ctx.old_primary
     dest = service_dir(node, service)
     dest.mkdir(parents=True, exist_ok=True)
-    force = ctx.get("prepare") or settings.FAILOVER_PREPARE.get()
+    force = ctx.prepare or settings.FAILOVER_PREPARE.get()
     local = _data_state(bp, service, dest)
     replica = _data_state(bp, service, service_dir(old, service)) if old and old != node else None
     backup: DataState | None = None
@@ -311,7 +315,7 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
     """Claim the role (lease with the new epoch), then start the service with that epoch."""
     from continuity.state import leases
 
-    service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
+    service, node, epoch = ctx.service, ctx.candidate, ctx.epoch
     if epochs.current_epoch(client, service) != epoch:
         raise Superseded(f"{service}: epoch is no longer {epoch}")
     lease = leases.read(client, service)
@@ -321,7 +325,7 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
             raise StepFailed(f"could not acquire the lease of {service} on {node}"
                              f" (held by {getattr(holder, 'node', None)})")
     records.pulse_for(client).emit(FAILOVER_PROMOTED, node=node, service=service, epoch=epoch,
-                                   data={"record": ctx["record_id"], "lease_ttl": bp.policy.lease_ttl})
+                                   data={"record": ctx.record_id, "lease_ttl": bp.policy.lease_ttl})
     result = hooks.run_service_hook(bp, service, node, "start", epoch, timeout=hook_timeout)
     if result is not None and not result.ok:
         raise StepFailed(f"start hook on {node} exited {result.returncode}: {result.output.strip()[-300:]}")
@@ -333,9 +337,9 @@ def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
     """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway)."""
     from continuity.state import leases
 
-    service, node = ctx["service"], ctx["candidate"]
+    service, node = ctx.service, ctx.candidate
     try:
-        hooks.run_service_hook(bp, service, node, "stop", int(ctx["epoch"]), timeout=15)
+        hooks.run_service_hook(bp, service, node, "stop", ctx.epoch, timeout=15)
         lease = leases.read(client, service)
         if lease is not None and lease.node == node:
             leases.release(client, service, node, lease.epoch)
@@ -362,9 +366,9 @@ def publish_route(client: Any, bp: Blueprint, service: str, node: str, epoch: in
 
 def repoint(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     """Point clients at the new primary."""
-    route = publish_route(client, bp, ctx["service"], ctx["candidate"], int(ctx["epoch"]), now, ctx["record_id"])
+    route = publish_route(client, bp, ctx.service, ctx.candidate, ctx.epoch, now, ctx.record_id)
     if route is None:
-        raise Superseded(f"{ctx['service']}: the route already points at a newer epoch")
+        raise Superseded(f"{ctx.service}: the route already points at a newer epoch")
     return {"route": route}
 
 
@@ -415,13 +419,13 @@ def verify(client: Any, bp: Blueprint, ctx: Ctx, timeout: float = 10.0) -> dict[
     from continuity.state import leases
 
     out = _verify(bp, ctx, timeout)
-    if leases.clear_failed(client, ctx["service"], int(ctx["epoch"])):
+    if leases.clear_failed(client, ctx.service, ctx.epoch):
         out["service_failed_cleared"] = True
     return out
 
 
 def _verify(bp: Blueprint, ctx: Ctx, timeout: float) -> dict[str, Any]:
-    service, node, epoch = ctx["service"], ctx["candidate"], int(ctx["epoch"])
+    service, node, epoch = ctx.service, ctx.candidate, ctx.epoch
     probe = bp.services[service].spec.probe
     if probe is None:
         return {"probe": None, "note": "no probe declared; promotion is the last evidence"}
@@ -468,11 +472,11 @@ def record(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     Closing the record (:func:`close_record`) happens after this step's timing is written, so a reader that
     sees the outcome also sees every step's duration.
     """
-    return {"incident_closed": records.close_incident(client, ctx["service"])}
+    return {"incident_closed": records.close_incident(client, ctx.service)}
 
 
 def close_record(client: Any, ctx: Ctx, now: float) -> bool:
     """Mark the record succeeded (once; a redelivered record step changes nothing)."""
-    return records.finish(client, ctx["record_id"], "succeeded", now,
-                          {"node": ctx["candidate"], "epoch": ctx["epoch"], "attempt": ctx.get("attempt", 0)},
-                          service=ctx["service"], epoch=int(ctx["epoch"]))
+    return records.finish(client, ctx.record_id, "succeeded", now,
+                          {"node": ctx.candidate, "epoch": ctx.epoch, "attempt": ctx.attempt},
+                          service=ctx.service, epoch=ctx.epoch)

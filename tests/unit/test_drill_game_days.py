@@ -84,3 +84,18 @@ def test_shipped_calendar_schedules_something(monkeypatch) -> None:
     entries = beat_entries(bp, sc)
     assert entries and all(e["options"]["expires"] for e in entries.values())
     assert yaml.safe_load(yaml.safe_dump(sorted(entries)))  # names are plain strings
+
+
+def test_the_allocation_is_decided_in_the_core(files) -> None:
+    import datetime as dt
+
+    from continuity.drills import gamedays
+
+    bp, sc = files
+    plan = gamedays.allocate(bp, sc)
+    assert [(g.scenario, g.at) for g in plan.slots] == [("core", dt.time(22, 0)), ("sat", dt.time(22, 20))]
+    assert plan.slots[0].days == ("mon", "wed") and plan.slots[0].expires == (dt.timedelta(hours=1, minutes=59)
+                                                                              .total_seconds())
+    assert plan.skipped == ()
+    assert gamedays.in_game_day(sc, "core", dt.datetime(2024, 1, 1, 22, 30, tzinfo=dt.UTC))  # a Monday
+    assert not gamedays.in_game_day(sc, "core", dt.datetime(2024, 1, 2, 22, 30, tzinfo=dt.UTC))  # a Tuesday

@@ -15,6 +15,7 @@ from continuity.backup.restore import walk
 from continuity.blueprint import load_blueprint
 from continuity.errors import ConfigError
 from continuity.failover import steps
+from continuity.failover.context import FailoverContext
 from continuity.failover.layout import service_dir
 from continuity.failover.prepare import DataState, at_least_as_fresh, decide
 from continuity.state import keys
@@ -181,7 +182,8 @@ def test_prepare_restores_the_verified_snapshot_and_records_its_age(env: Path,
     write_ledger(service_dir("core-a", "ledger"), range(1, 8))
     snap = api.run_backup_set("ledger-live", cfg, node="core-a")
     write_ledger(service_dir("core-a", "ledger"), range(8, 12))
-    ctx = {"service": "ledger", "candidate": "core-b", "old_primary": "core-a", "epoch": 2, "record_id": "r1"}
+    ctx = FailoverContext.from_dict({"service": "ledger", "candidate": "core-b", "old_primary": "core-a", "epoch": 2,
+                                     "record_id": "r1"}, bp)
     # no verified snapshot yet: the forced path has nothing to restore and keeps the (empty) local copy
     monkeypatch.setenv("CONTINUITY_FAILOVER_PREPARE", "backup")
     assert steps.prepare(client, bp, ctx)["source"] == "local"

@@ -31,7 +31,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         def apply_async(self) -> None:
             sent.append(self.ctx)
 
-    monkeypatch.setattr(wf, "build_chain", lambda bp, ctx, now: Captured(ctx))
+    monkeypatch.setattr(wf, "build_chain", lambda bp, ctx, now: Captured(ctx.to_dict()))
     return wf, sent
 
 
@@ -106,3 +106,11 @@ def test_bootstrapped_services_get_a_route(env, client, bp) -> None:
     assert json.loads(client.get(keys.route("ledger")))["node"] == "core-a"
     assert client.get(keys.route("keystore")) is None
     assert wf.reconcile_routes(client, bp, NOW) == []
+
+
+def test_a_record_whose_context_names_a_node_outside_the_blueprint_is_left_alone(env, client, bp) -> None:
+    wf, sent = env
+    rid, ctx = _running(client, NOW - 20, ["fence", "prepare"], pending_started=NOW - 10)
+    records.set_attempt(client, rid, 0, "core-b", 1, dict(ctx, candidate="../../etc"))
+    assert wf.supervise(client, bp, NOW) == {"resumed": [], "failed": []}
+    assert sent == [] and records.get_record(client, rid)["outcome"] == "running"

@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from continuity.failover import records, steps
+from continuity.failover.context import FailoverContext
 from continuity.failover.layout import service_dir
 from continuity.state import epochs, keys
 
@@ -80,9 +81,10 @@ def test_writes_with_an_older_epoch_are_rejected(client) -> None:
     assert not epochs.is_current(client, "ledger", 3)
 
 
-def _ctx(rid: str, epoch: int = 1) -> dict:
-    return {"record_id": rid, "service": "ledger", "candidate": "core-b", "old_primary": "core-a",
-            "expected_epoch": epoch - 1, "epoch": epoch, "attempt": 0}
+def _ctx(rid: str, epoch: int = 1) -> FailoverContext:
+    return FailoverContext.from_dict({"record_id": rid, "service": "ledger", "candidate": "core-b",
+                                      "old_primary": "core-a", "expected_epoch": epoch - 1, "epoch": epoch,
+                                      "attempt": 0})
 
 
 def test_run_step_does_the_effect_once_per_epoch(client, state) -> None:

@@ -278,12 +278,14 @@ def test_workers_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
     bp_path = ROOT / "ops" / "blueprint.yml"
     from continuity.blueprint import load_blueprint
+    from continuity.failover.context import FailoverContext
 
     bp = load_blueprint(bp_path)
-    ctx = {"candidate": sorted(bp.nodes)[0], "old_primary": sorted(bp.nodes)[-1]}
+    ctx = FailoverContext(record_id="r1", service=sorted(bp.services)[0], candidate=sorted(bp.nodes)[0],
+                          old_primary=sorted(bp.nodes)[-1], epoch=1)
     control_step = next(s for s, t in failover.STEP_TARGET.items() if t == "control")
     monkeypatch.delenv("CONTINUITY_FAILOVER_CONTROL_STEPS", raising=False)
-    assert failover._queue_for(bp, control_step, ctx) == bp.queue(ctx["candidate"])
+    assert failover._queue_for(bp, control_step, ctx) == bp.queue(ctx.candidate)
     monkeypatch.setenv("CONTINUITY_FAILOVER_CONTROL_STEPS", "control")
     assert failover._queue_for(bp, control_step, ctx) == app_module.CONTROL_QUEUE
 

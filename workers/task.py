@@ -1,0 +1,136 @@
+"""One decorator for every Celery task of the shell: :func:`continuity_task`.
+
+Every task in ``workers/`` is declared the same way, so the properties the layer depends on hold for all of
+them and are read in one place:
+
+* **Delivery.** ``acks_late`` (default on: a killed worker's task is redelivered; effects are keyed, so a
+  redelivery is a no-op) always comes with ``reject_on_worker_lost``; a task that must not be redelivered
+  (a sweep replaced by the next one, a drill whose rollbacks the next run finishes) says ``acks_late=False``.
+* **Time limits** on every task: ``time_limit`` is required, the soft limit defaults to 5 s before it.
+* **Injection.** A task asks for what it needs with keyword-only parameters: ``client`` (this process's Redis
+  client, cached per URL and connection options) and ``bp`` (the fleet blueprint, re-read when the file
+  changes). They are not part of the task's signature on the wire: Celery checks and beat, the CLI and other
+  tasks send only the remaining arguments.
+* **Failure → pulse.** An exception the task does not expect (anything but a
+  :class:`~continuity.errors.ContinuityError`, which tasks report themselves, and Celery's own control flow:
+  retry, ignore, reject) writes a ``task.crashed`` pulse event, then is re-raised unchanged, so the task
+  fails exactly as it would have. At most one event per (task, exception type) a minute in each process.
+* ``bind``: the task's first parameter is the Celery task itself (``self.request``, ``update_state``,
+  ``retry``), as with ``app.task(bind=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from celery.exceptions import Ignore, Reject, Retry
+
+from continuity import paths, pulse, settings
+from continuity.blueprint import Blueprint, load_blueprint
+from continuity.errors import ContinuityError
+from continuity.events import TASK_CRASHED
+from continuity.redisd import connect
+from workers.app import app
+
+log = logging.getLogger("continuity.tasks")
+
+INJECTED = ("client", "bp")
+# raised on purpose: reported by the task itself (ContinuityError) or Celery's control flow
+EXPECTED: tuple[type[BaseException], ...] = (ContinuityError, Retry, Ignore, Reject)
+REPORT_EVERY = 60.0
+SOFT_MARGIN = 5
+
+_clients: dict[tuple[Any, ...], Any] = {}
+_blueprints: dict[str, tuple[float, Blueprint]] = {}
+_reported: dict[tuple[str, str], float] = {}
+
+
+def redis_client(**options: Any) -> Any:
+    """This process's client for the configured Redis with ``options`` (created on first use, then reused)."""
+    key = (settings.REDIS_URL.get(), tuple(sorted(options.items())))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = connect(**options)
+    return client
+
+
+def blueprint() -> Blueprint:
+    """The fleet blueprint, cached per file and mtime: a task does not pay for validation, an edit is seen."""
+    path = paths.blueprint_path()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return load_blueprint(path)  # says clearly what is wrong with the path
+    hit = _blueprints.get(str(path))
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    bp = load_blueprint(path)
+    _blueprints[str(path)] = (mtime, bp)
+    return bp
+
+
+def report_crash(name: str, task: Any, exc: BaseException, now: Callable[[], float] = time.monotonic) -> bool:
+    """Write a ``task.crashed`` event (throttled); never raises: the task's own exception is what matters."""
+    key = (name, type(exc).__name__)
+    at = now()
+    last = _reported.get(key)
+    if last is not None and at - last < REPORT_EVERY:
+        return False
+    _reported[key] = at
+    request = getattr(task, "request", None)
+    try:
+        pulse.emit(TASK_CRASHED, node=settings.NODE.get(),
+                   data={"task": name, "task_id": getattr(request, "id", None), "error": str(exc)[:500],
+                         "type": type(exc).__name__, "retries": int(getattr(request, "retries", 0) or 0)})
+    except Exception:  # noqa: BLE001 - bookkeeping must not replace the task's exception
+        log.exception("could not write the task.crashed event of %s", name)
+        return False
+    return True
+
+
+def continuity_task(name: str, *, time_limit: int, soft_time_limit: int | None = None, acks_late: bool = True,
+                    bind: bool = False, redis: Mapping[str, Any] | None = None,
+                    **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Register ``fun`` as the Celery task ``name`` (see the module docstring for what every task gets).
+
+    ``redis``: connection options of the injected client (e.g. shorter timeouts for the sweep).
+    ``options``: passed to ``app.task`` (``ignore_result``, ``max_retries``, ...).
+    """
+    client_options = dict(redis or {})
+
+    def register(fun: Callable[..., Any]) -> Any:
+        sig = inspect.signature(fun)
+        params = list(sig.parameters.values())
+        wants = [p.name for p in params if p.name in INJECTED and p.kind is inspect.Parameter.KEYWORD_ONLY]
+        wire = [p for p in params if p.name not in wants]
+        if bind and not wire:
+            raise TypeError(f"task {name}: bind=True needs the task as first parameter")
+        self_param = [] if bind else [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+        @functools.wraps(fun)
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                if "client" in wants:
+                    kwargs["client"] = redis_client(**client_options)
+                if "bp" in wants:
+                    kwargs["bp"] = blueprint()
+                return fun(self, *args, **kwargs) if bind else fun(*args, **kwargs)
+            except EXPECTED:
+                raise
+            except Exception as exc:
+                report_crash(name, self, exc)
+                raise
+
+        # what Celery checks calls against: the wire arguments only (plus the bound task)
+        run.__signature__ = sig.replace(parameters=self_param + wire)  # type: ignore[attr-defined]
+        return app.task(name=name, bind=True, acks_late=acks_late, reject_on_worker_lost=acks_late,
+                        time_limit=time_limit,
+                        soft_time_limit=time_limit - SOFT_MARGIN if soft_time_limit is None else soft_time_limit,
+                        **options)(run)
+
+    return register
