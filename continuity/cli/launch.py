@@ -2,22 +2,21 @@
 
 The CLI is an imperative shell like ``workers/``, but most commands (backup,
 status, history, drills) never touch Celery, and importing it (with kombu and
-every ``workers`` task module) would add about a second to each of them and
-make a broken broker setting break ``continuity backup list``. So no other CLI
-module imports ``workers``, ``beat_schedule`` or celery (``tests/unit/
-test_layering.py`` enforces it), and every function here imports what it needs
-when it is called. That is the only place in ``continuity/cli/`` where imports
-sit inside functions.
+the ``workers`` task modules) would add a few hundred milliseconds to each of
+them and tie them to the Celery app's configuration. So no other CLI module
+imports ``workers``, ``beat_schedule`` or celery (``tests/unit/test_layering.py``
+enforces it), and every function here imports what it needs when it is called.
+Apart from :mod:`continuity.cli.output` deferring rich, these are the only
+imports inside functions in ``continuity/cli/``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from continuity.blueprint import Blueprint
+from continuity.blueprint import Blueprint  # every caller has loaded it already: no start-up cost
 
 CELERY_APP = "workers.app"  # what ``celery -A`` loads in the processes started below
 BEAT_SCHEDULER = "workers.beat:ContinuityScheduler"  # beat's scheduler class, loaded by ``celery beat -S``
