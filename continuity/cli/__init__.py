@@ -1,43 +1,41 @@
-"""The ``continuity`` command: one file per command group, mounted here lazily.
+"""The ``continuity`` command: one module (or package) per command group, mounted here lazily.
 
 Every command raises :class:`continuity.errors.ContinuityError` for failures a
 user should read; :func:`main` turns those into one line on stderr and the
 restic-style exit code, so no user mistake ever ends in a traceback.
 
-Command modules are imported only when their command runs: importing all of
-them pulls in the blueprint's pydantic models, Celery-facing helpers and rich
-tables, which roughly doubled the start-up of a ``continuity backup list``
-that scripts call in loops. The short help of each command is written in
-:data:`COMMANDS` so ``continuity --help`` lists everything without importing
-anything (``tests/unit/test_cli_lazy.py`` keeps those strings honest).
+A command's module is imported only when that command runs (see
+:mod:`continuity.cli.lazy`): importing all of them pulls in the blueprint's
+pydantic models, redis-py and rich tables, which roughly doubled the start-up
+of a ``continuity backup list`` that scripts call in loops. Groups with
+subcommands (``backup``, ``failover``, ``drill``, ``pulse``) are lazy the same
+way, one level down, so each small module imports what it needs at its top.
+Celery and ``workers/`` are reached only through :mod:`continuity.cli.launch`.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from difflib import get_close_matches
-from typing import Any, NamedTuple
+from typing import Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
 
+from continuity.cli.lazy import LazyCommand, LazyGroup
 from continuity.errors import ContinuityError, ExitCode
 
-
-class LazyCommand(NamedTuple):
-    module: str  # continuity.cli.<module>: a Typer ``app`` (a group) or a ``register(app)`` adding this command
-    help: str  # shown by ``continuity --help`` without importing ``module``
-
+try:  # newer typer releases vendor their own copy of click: usage errors come from there
+    from typer._click.exceptions import ClickException as _VendoredClickException
+except ImportError:  # older typer uses click itself, handled in _click_errors
+    _VendoredClickException = None  # type: ignore[assignment,misc]
 
 COMMANDS: dict[str, LazyCommand] = {
-    "worker": LazyCommand("runtime", "Run a Celery worker for one node's queue (hostname NODE@%h) that registers the "
-                                     "node in Redis."),
-    "beat": LazyCommand("runtime", "Run celery beat with the Redis lock: a second beat is a hot standby."),
-    "status": LazyCommand("runtime", "Nodes (last seen, queue depth), services (tier, primary, standbys) and the "
-                                     "continuity mode."),
-    "up": LazyCommand("runtime", "Start the embedded fleet: redis-server, one worker per node, beat and Flower. "
-                                 "Ctrl-C stops it all."),
+    "worker": LazyCommand("processes", "Run a Celery worker for one node's queue (hostname NODE@%h) that registers "
+                                       "the node in Redis."),
+    "beat": LazyCommand("processes", "Run celery beat with the Redis lock: a second beat is a hot standby."),
+    "status": LazyCommand("status", "Nodes (last seen, queue depth), services (tier, primary, standbys) and the "
+                                    "continuity mode."),
+    "up": LazyCommand("up", "Start the embedded fleet: redis-server, one worker per node, beat and Flower. "
+                            "Ctrl-C stops it all."),
     "report": LazyCommand("report", "Per domain and tier: declared vs measured RTO/RPO, backup freshness, last "
                                     "verified restore, verdict."),
     "blueprint": LazyCommand("blueprint", "Validate the blueprint and render what it implies."),
@@ -49,56 +47,20 @@ COMMANDS: dict[str, LazyCommand] = {
 
 
 def load_command(name: str) -> Any:
-    """Import the module behind ``name`` and build its click command (a group for ``app`` modules)."""
-    module = importlib.import_module(f"continuity.cli.{COMMANDS[name].module}")
-    if hasattr(module, "register"):
-        holder = typer.Typer()
-        module.register(holder)
-        return typer.main.get_group(holder).commands[name]
-    cmd = typer.main.get_group(module.app)
-    cmd.name = name
-    return cmd
+    """Import the module behind the top-level command ``name`` and build its click command."""
+    return COMMANDS[name].load(name)
 
 
-class LazyGroup(TyperGroup):
-    """The top-level group: lists every command from :data:`COMMANDS`, imports one only when it is used."""
+class RootGroup(LazyGroup):
+    """The top-level group: every command of :data:`COMMANDS`, imported only when used."""
 
-    _help_only = False
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        return [*COMMANDS, *(n for n in self.commands if n not in COMMANDS)]
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name in self.commands or cmd_name not in COMMANDS:
-            return self.commands.get(cmd_name)
-        if self._help_only:  # listing for --help: the registry's text is enough
-            return TyperCommand(cmd_name, help=COMMANDS[cmd_name].help)
-        cmd = load_command(cmd_name)
-        self.commands[cmd_name] = cmd
-        return cmd
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._help_only = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._help_only = False
-
-    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        """As typer's, but "did you mean" also offers commands not imported yet."""
-        try:
-            return self._click_resolve_command(ctx, args)
-        except Exception as exc:
-            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
-            if matches and isinstance(getattr(exc, "message", None), str):
-                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, matches))}?"  # type: ignore[attr-defined]
-            raise
+    registry = COMMANDS
 
 
 app = typer.Typer(
     name="continuity",
     help="Continuity & resilience layer: backups, failure detection, failover, chaos drills.",
-    cls=LazyGroup,
+    cls=RootGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -133,14 +95,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _click_errors() -> tuple[type[Exception], ...]:
-    """Usage errors may come from click or from the copy of click that newer typer releases vendor."""
-    import click
+    """Usage errors may come from typer's vendored click, or from click itself.
 
-    found: list[type[Exception]] = [click.ClickException]
-    try:
-        from typer._click.exceptions import ClickException as VendoredClickException
-    except ImportError:
-        pass
-    else:
-        found.append(VendoredClickException)
+    click is looked up, not imported: a ``click.ClickException`` can only have
+    been raised if something already imported click, and importing it for the
+    check would add its start-up to every failing command.
+    """
+    found: list[type[Exception]] = []
+    if _VendoredClickException is not None:
+        found.append(_VendoredClickException)
+    click = sys.modules.get("click")
+    if click is not None:
+        found.append(click.ClickException)
     return tuple(found)

@@ -8,9 +8,15 @@ from pathlib import Path
 import typer
 
 from continuity import paths
+from continuity import report as scorecard
+from continuity.blueprint import load_blueprint
 from continuity.cli.output import console, emit_json
+from continuity.redisd import connect
+
+commands = typer.Typer()
 
 
+@commands.command("report")
 def report(
     as_json: bool = typer.Option(False, "--json", help="The scorecard as JSON."),
     markdown: bool = typer.Option(True, "--markdown", help="The scorecard as Markdown (the default)."),
@@ -18,10 +24,6 @@ def report(
     last: int = typer.Option(5, "--last", help="Worst-of window: how many recent drills per service."),
 ) -> None:
     """Per domain and tier: declared vs measured RTO/RPO, backup freshness, last verified restore, verdict."""
-    from continuity import report as scorecard
-    from continuity.blueprint import load_blueprint
-    from continuity.redisd import connect
-
     bp = load_blueprint(paths.blueprint_path())
     card = scorecard.build(connect(), bp, time.time(), last)
     text = scorecard.scorecard_markdown(card)
@@ -32,7 +34,3 @@ def report(
     else:  # Markdown is the human form too: it pastes into tickets as is
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
-    app.command("report")(report)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from continuity.blueprint import Blueprint, load_blueprint
-from continuity.cli.failover import build_status
+from continuity.cli.failover.status import build_status
 from continuity.drills import probes, runner
 from continuity.failover.planner import decide
 from continuity.sample.client import LedgerClient

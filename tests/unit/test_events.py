@@ -252,8 +252,12 @@ def test_no_kind_is_spelled_as_a_string() -> None:
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                       if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                       and n.body and isinstance(n.body[0], ast.Expr)}
+        # the CLI's lazy registry names modules ("backup.snapshot" is continuity/cli/backup/snapshot.py)
+        modules = {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+                   and isinstance(n.func, ast.Name) and n.func.id == "LazyCommand"}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and node.value in spelled and id(node) not in docstrings:
+            if (isinstance(node, ast.Constant) and node.value in spelled and id(node) not in docstrings
+                    and id(node) not in modules):
                 found.append(f"{path}:{node.lineno}: {node.value!r}")
     assert not found, "use the continuity.events constant instead of:\n" + "\n".join(found)
 
