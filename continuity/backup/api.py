@@ -68,7 +68,7 @@ from continuity.backup.storage import open_backend
 from continuity.backup.storage.local import fsync_dir
 from continuity.backup.verify import check, restore_drill
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError
-from continuity.failover.layout import RUNTIME_FILES, service_dir  # import-light: where a service's files live
+from continuity.services.layout import RUNTIME_FILES, service_dir  # import-light: where a service's files live
 
 Progress = Callable[[int, int], None]
 

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 
 from continuity import paths, settings
 from continuity.events import FAILOVER_SERVICE_DEMOTED
-from continuity.failover.layout import service_dir
+from continuity.services.layout import service_dir
 
 LEDGER = "ledger.jsonl"
 DATABASE = "ledger.db"

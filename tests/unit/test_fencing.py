@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from continuity.failover import records, steps
-from continuity.failover.layout import service_dir
+from continuity.services.layout import service_dir
 from continuity.state import epochs, keys
 
 
