@@ -16,9 +16,11 @@ from celery.schedules import crontab
 
 from continuity import paths, settings
 from continuity.blueprint import WEEKDAYS, Blueprint, ContactWindow, load_blueprint
+from continuity.drills.runner import Runner
 from continuity.drills.scenarios import Scenarios, load_scenarios
 from continuity.drills.targets import resolve_static
 from continuity.errors import ContinuityError
+from continuity.redisd import connect
 from workers.app import CONTROL_QUEUE, app
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,6 @@ def run(self: Any, name: str, dry_run: bool = False, game_day: bool = False) -> 
 
     A game-day run (sent by beat) re-checks the calendar itself: a scheduler catching up on a missed
     slot, or a message delivered late, must not start a drill outside the agreed window."""
-    from continuity.drills.runner import Runner
-    from continuity.redisd import connect
-
     bp = load_blueprint(paths.blueprint_path())
     scenarios = load_scenarios(paths.scenarios_path(), bp)
     if game_day and not (game_days_enabled() and in_game_day(scenarios, name, dt.datetime.now(dt.UTC))):

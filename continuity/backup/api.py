@@ -260,8 +260,6 @@ def restore_service_data(set_name: str, cfg: LoadedConfig, target_dir: str | Pat
     runs first. ``verified`` is the id the verify task recorded (the shell
     reads it from Redis) and is what ``snapshot="latest-verified"`` means.
     """
-    from continuity.backup.verify import restore_drill
-
     started = time.time()
     s = _set(cfg, set_name)
     target = Path(target_dir)
