@@ -26,6 +26,10 @@ A role lost while this node looked away (its lease is now someone else's, or
 gone) is demoted at once. A role this node self-demoted but which nobody took
 over (Redis came back before a failover fenced it) is reclaimed with the same
 epoch: the epoch check in :func:`leases.acquire` makes that safe.
+
+I/O shell: threads, hooks, probes and Redis. The restart-or-give-up choice is the
+pure decider :mod:`continuity.detect.recovery`'s; hooks and probes come from
+:mod:`continuity.services`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ task — a worker killed mid-step — yields exactly-once effects.
 Steps raise :class:`NotYet` when they must wait (the old lease is still
 running) and :class:`StepFailed` when the candidate cannot take the role; the
 Celery shell turns those into a retry or into the next candidate.
+
+I/O shell: the effects. The choices they follow are made by the pure deciders
+:mod:`continuity.failover.planner` (which candidate, not before when) and
+:mod:`continuity.failover.prepare` (where the candidate's data comes from).
 """
 
 from __future__ import annotations
