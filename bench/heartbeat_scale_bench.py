@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from continuity.blueprint import Blueprint, BlueprintModel  # noqa: E402
 from continuity.detect import detector  # noqa: E402
 from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep  # noqa: E402
+from continuity.failover.planner import plan_failovers  # noqa: E402
 from continuity.redisd import RedisServer, connect  # noqa: E402
 from continuity.state import heartbeats, keys  # noqa: E402
 from continuity.state.heartbeats import BEAT, beat_keys  # noqa: E402
@@ -131,7 +132,7 @@ def main() -> int:
             ing0 = (0.0, 0, 0)
             sweeps = 0
             while time.monotonic() - start < args.seconds + args.warmup:
-                res = run_sweep(client, bp, cache=cache)
+                res = run_sweep(client, bp, cache=cache, plan=plan_failovers)  # as the Celery task does
                 sweeps += 1
                 elapsed = time.monotonic() - start
                 if elapsed >= args.warmup:

@@ -369,7 +369,7 @@ def default() -> Pulse:
     if _default is None:
         client = None
         if settings.REDIS_URL.get():
-            from continuity.redisd import connect
+            from continuity.redisd import connect  # redis-py (~0.4 s): the sample service imports pulse without it
 
             client = connect(socket_timeout=2)
         _default = Pulse(client=client, node=settings.NODE.get())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from continuity import settings
+from continuity import paths, settings
 from continuity.errors import ContinuityError
 
 
@@ -133,8 +133,6 @@ def redis_url() -> str | None:
 
 def embedded_url() -> str | None:
     """The URL of the server a running `continuity up` started (it writes it under .continuity/)."""
-    from continuity import paths
-
     try:
         return (paths.state_dir() / "redis.url").read_text().strip() or None
     except OSError:

@@ -19,7 +19,9 @@ from typing import Any
 
 from continuity import paths
 from continuity.blueprint import Blueprint
-from continuity.durations import format_duration
+from continuity.config import load_document
+from continuity.durations import format_duration, parse_duration
+from continuity.errors import ContinuityError
 from continuity.events import NODE_PING, short
 from continuity.state import backups
 from continuity.state import drills as drill_state
@@ -337,10 +339,6 @@ def write_postmortem(record: Mapping[str, Any], events: Iterable[Mapping[str, An
 # --- readers (shell) ------------------------------------------------------------------------------------------
 def read_backup_sets(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """Set id -> {paths, rpo} from ops/backup/continuity.yml, read defensively (a broken file = no sets)."""
-    from continuity.config import load_document
-    from continuity.durations import parse_duration
-    from continuity.errors import ContinuityError
-
     try:
         doc = load_document(path or paths.backup_config_path())
     except ContinuityError:

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from continuity import paths, settings
+from continuity.backup import api
+from continuity.backup.config import load_fleet_backup_config
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.redisd import RedisServer, free_port, redis_url
+from continuity.sample import ledger_service
+from continuity.state.heartbeats import ensure_node_key
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -145,10 +149,6 @@ class Runtime:
 
 def _prepare_node_keys(bp: Blueprint, env: dict[str, str]) -> None:
     """Give every simulated node its own heartbeat signing key (kept on disk, never in Redis)."""
-    try:
-        from continuity.state.heartbeats import ensure_node_key
-    except ImportError:
-        return
     old = dict(os.environ)
     os.environ.update(env)
     try:
@@ -177,11 +177,6 @@ def _prepare_backups(env: dict[str, str]) -> None:
                 fh.write(secrets.token_urlsafe(32) + "\n")
         env[settings.PASSWORD.name] = pw_file.read_text().strip()
     try:
-        from continuity.backup import api
-        from continuity.backup.config import load_fleet_backup_config
-    except ImportError:
-        return
-    try:
         cfg = load_fleet_backup_config(paths.backup_config_path(), root=paths.root())
     except ContinuityError as exc:
         print(f"continuity: backups not scheduled: {exc}", file=sys.stderr)
@@ -202,10 +197,6 @@ def _prepare_backups(env: dict[str, str]) -> None:
 
 def _stop_services(env: dict[str, str]) -> None:
     """Stop sample services the hooks started (they run in their own sessions, outliving workers)."""
-    try:
-        from continuity.sample import ledger_service
-    except ImportError:
-        return
     stop_all = getattr(ledger_service, "stop_all", None)
     if stop_all is None:
         return

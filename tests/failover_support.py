@@ -144,7 +144,7 @@ class Fleet:
         return self.beat
 
     def port(self, service: str, node: str) -> int:
-        from continuity.failover.hooks import service_port
+        from continuity.services.hooks import service_port
 
         port = service_port(self.bp, service, node)
         assert port is not None

@@ -5,7 +5,8 @@ which every core node consumes, so detection survives the loss of any one node.
 It expires after one interval (a sweep that waited is worthless: the next one
 is already due) and is not late-acked (a lost sweep is replaced, not retried).
 The whole sweep is :func:`continuity.detect.sweep.run_sweep`; this module only
-caches what a process can keep between sweeps and injects the failover launcher.
+caches what a process can keep between sweeps and injects the failover planner and launcher
+(``continuity.detect`` never imports ``continuity.failover``: this shell wires them together).
 
 A process that sweeps also runs the ingest loop (:class:`continuity.detect.sweep.IngestLoop`) on a
 thread: it verifies arriving beats between sweeps so the sweep itself only decides. Several prefork
@@ -23,8 +24,10 @@ from typing import Any
 from continuity import pulse
 from continuity.blueprint import Blueprint
 from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep
+from continuity.failover.planner import plan_failovers
 from continuity.redisd import connect
 from workers.app import CONTROL_QUEUE
+from workers.failover import launch_failovers
 from workers.task import blueprint, continuity_task
 
 log = logging.getLogger("continuity.sweep")
@@ -39,22 +42,14 @@ def current_blueprint() -> Blueprint:
     return blueprint()
 
 
-def _launcher() -> Any:
-    try:
-        from workers.failover import launch_failovers
-    except ImportError:
-        log.warning("sweep: workers.failover is not available; dead nodes are reported but not failed over")
-        return None
-    return launch_failovers
-
-
 @continuity_task(SWEEP_TASK, time_limit=10, soft_time_limit=8, acks_late=False, ignore_result=True,
                  redis=SWEEP_REDIS)
 def sweep(*, client: Any, bp: Blueprint) -> dict[str, Any]:
     """One detector step: classify nodes, publish states and mode, hand newly dead nodes to failover."""
     cache = _state.setdefault("cache", SweepCache())
     _ensure_ingest(cache, bp)
-    return run_sweep(client, bp, cache=cache, pulse=pulse.default(), launch=_launcher()).summary()
+    return run_sweep(client, bp, cache=cache, pulse=pulse.default(), launch=launch_failovers,
+                     plan=plan_failovers).summary()
 
 
 def _ensure_ingest(cache: SweepCache, bp: Blueprint) -> None:

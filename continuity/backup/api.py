@@ -68,7 +68,7 @@ from continuity.backup.storage import open_backend
 from continuity.backup.storage.local import fsync_dir
 from continuity.backup.verify import check, restore_drill
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError
-from continuity.failover.layout import RUNTIME_FILES, service_dir  # import-light: where a service's files live
+from continuity.services.layout import RUNTIME_FILES, service_dir  # import-light: where a service's files live
 
 Progress = Callable[[int, int], None]
 
@@ -260,8 +260,6 @@ def restore_service_data(set_name: str, cfg: LoadedConfig, target_dir: str | Pat
     runs first. ``verified`` is the id the verify task recorded (the shell
     reads it from Redis) and is what ``snapshot="latest-verified"`` means.
     """
-    from continuity.backup.verify import restore_drill
-
     started = time.time()
     s = _set(cfg, set_name)
     target = Path(target_dir)

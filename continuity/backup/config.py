@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from continuity import settings
+from continuity import paths, settings
 from continuity.backup.retention import Policy
 from continuity.config import Duration, Strict, load_document, validate
 from continuity.durations import parse_duration
@@ -173,8 +173,6 @@ class LoadedConfig:
         if "://" in path:
             return path
         if "{state}" in path:
-            from continuity import paths
-
             path = path.replace("{state}", str(paths.state_dir()))
         p = Path(os.path.expanduser(path))
         return str(p if p.is_absolute() else (self.root / p))
@@ -223,7 +221,7 @@ def service_data_files(services: Mapping[str, object]) -> dict[str, list[tuple[s
     """Service id -> [(kind, file name)] from a blueprint's ``services`` (each with ``spec.data``).
 
     The blueprint's data paths name the files a service keeps; on a node they live
-    by that file name inside the node's service directory (``failover/layout.py``).
+    by that file name inside the node's service directory (``services/layout.py``).
     """
     out: dict[str, list[tuple[str, str]]] = {}
     for sid, svc in services.items():

@@ -8,6 +8,9 @@ a snapshot; ``keep_within`` keeps everything younger than the duration
 applied per group (backup set, or host + paths for ad-hoc snapshots), so
 one node's churn never evicts another node's history. An empty policy keeps
 everything: forgetting everything must never be a default.
+
+Pure decider: no repository, no disk, no clock of its own (``now`` is passed in).
+Its I/O shell is :mod:`continuity.backup.prune` (``forget``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ A role lost while this node looked away (its lease is now someone else's, or
 gone) is demoted at once. A role this node self-demoted but which nobody took
 over (Redis came back before a failover fenced it) is reclaimed with the same
 epoch: the epoch check in :func:`leases.acquire` makes that safe.
+
+I/O shell: threads, hooks, probes and Redis. The restart-or-give-up choice is the
+pure decider :mod:`continuity.detect.recovery`'s; hooks and probes come from
+:mod:`continuity.services`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from continuity.blueprint import Blueprint
-from continuity.detect.probes import ProbeResult, probe_service
 from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
 from continuity.events import (
     DETECT_LEASE_RETAKEN,
@@ -51,6 +54,8 @@ from continuity.events import (
     FAILOVER_SERVICE_RESTARTED,
     EventKind,
 )
+from continuity.services.hooks import run_service_hook
+from continuity.services.probes import ProbeResult, probe_service
 from continuity.state import heartbeats, leases
 
 log = logging.getLogger("continuity.agent")
@@ -77,8 +82,6 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  run_hook: HookRunner | None = None, prober: Prober = probe_service,
                  safety: float | None = None, hook_timeout: float = 10.0) -> None:
-        if run_hook is None:
-            from continuity.failover.hooks import run_service_hook as run_hook
         self.bp = bp
         self.node = node
         self.client = client
@@ -86,7 +89,7 @@ class Agent:
         self.pulse = pulse
         self.clock = clock
         self.wall = wall
-        self.run_hook = run_hook
+        self.run_hook = run_service_hook if run_hook is None else run_hook
         self.prober = prober
         self.safety = default_safety(bp) if safety is None else safety
         self.hook_timeout = hook_timeout

@@ -23,6 +23,9 @@ Rules, each from a failure seen in the field:
   ``storm_fraction`` of the fleet is dead at once, the likelier story is that
   *we* are cut off: automatic failover halts and an incident is raised. Dead
   nodes that were held back become eligible once the storm clears, if still dead.
+
+Pure decider: no Redis, no disk, no clock of its own. Its I/O shell is
+:mod:`continuity.detect.sweep` (reads the beats, writes the states back).
 """
 
 from __future__ import annotations

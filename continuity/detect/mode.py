@@ -12,6 +12,9 @@ healthy where their lease says they run:
 
 A satellite's service inside its planned blackout is *dormant*, not down: a
 daily blackout must not put the fleet into degraded mode every day.
+
+Pure decider: no Redis, no disk, no clock of its own. Its I/O shell is
+:mod:`continuity.detect.sweep`, which stores the result through :mod:`continuity.state.mode`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ This module only decides, from a stream of probe results and a clock passed in;
 the node agent (:mod:`continuity.detect.agent`) runs the hooks and writes Redis.
 One :class:`Tracker` per (service, epoch) held on this node: a new role starts
 with a clean slate, so a restart budget spent under epoch 3 never blocks epoch 4.
+
+Pure decider: no Redis, no disk, no clock of its own. Its I/O shell is
+:mod:`continuity.detect.agent`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 This is the imperative shell around :mod:`detector` and :mod:`mode`: the Celery
 task ``continuity.control.sweep`` calls :func:`run_sweep` every second and
-injects the failover launcher, so nothing in here imports Celery.
+injects the failover planner and launcher, so nothing in here imports Celery
+or :mod:`continuity.failover` (the layering test holds ``detect`` and
+``failover`` apart; what both need lives in :mod:`continuity.state` and
+:mod:`continuity.services`).
 
 Shape of a sweep, chosen for 10,000 nodes in well under 50 ms:
 
@@ -59,6 +62,7 @@ from continuity.events import (
     DETECT_TILT_ENDED,
     EventKind,
 )
+from continuity.state import controls as state_controls
 from continuity.state import detection, heartbeats, incidents, leases, routes
 from continuity.state import mode as state_mode
 from continuity.state.detection import Snapshot
@@ -66,6 +70,10 @@ from continuity.state.detection import Snapshot
 log = logging.getLogger("continuity.sweep")
 
 Launcher = Callable[[list[Any], dict[str, Any]], list[str]]
+# ``continuity.failover.planner.plan_failovers``, injected by the Celery shell (workers/control.py): called as
+# plan(bp, dead_nodes, node_states, leases, now, paused, global_pause, cooldowns, routes=..., [failed_services=...])
+# and returns plans (objects with a ``service``) for the launcher. Without one the sweep classifies and publishes
+# but requests no failover.
 Planner = Callable[..., list[Any]]
 Controls = Callable[[Any, Blueprint], tuple[set[str], bool, dict[str, float]]]
 
@@ -438,7 +446,12 @@ class IngestLoop:
 def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: Any = None,
               launch: Launcher | None = None, plan: Planner | None = None, controls: Controls | None = None,
               lock_ttl: float = 2.0) -> SweepResult:
-    """Run one sweep; returns what it saw and did (the task's result, the bench's measurement)."""
+    """Run one sweep; returns what it saw and did (the task's result, the bench's measurement).
+
+    ``plan`` (the failover planner) and ``launch`` come from the shell; without ``plan`` dead nodes are
+    classified and published but no failover is requested. ``controls`` defaults to the pauses and
+    cool-downs in :mod:`continuity.state.controls`.
+    """
     cache = cache or SweepCache()
     t0 = time.perf_counter()
     token = detection.lock(client, lock_ttl)
@@ -611,24 +624,23 @@ def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, h
                                                   "shed_tiers": mode.shed_tiers})
 
 
-def _planning(client: Any, bp: Blueprint, plan: Planner | None, controls: Controls | None,
-              ) -> tuple[Planner, dict[str, Any], tuple[set[str], bool, dict[str, float]]]:
-    """The planner (failover's, unless a test injected one), its extra kwargs, and the pause/cool-down state."""
-    extra: dict[str, Any] = {}
-    if plan is None:
-        from continuity.failover.planner import plan_failovers as plan
-
-        # who is primary once the dead node's lease has already expired
-        extra["routes"] = routes.read_many(client, sorted(bp.services))
+def _planning(client: Any, bp: Blueprint, controls: Controls | None,
+              ) -> tuple[dict[str, Any], tuple[set[str], bool, dict[str, float]]]:
+    """The planner's extra kwargs and the pause/cool-down state (read from :mod:`continuity.state.controls`
+    unless a test injected ``controls``)."""
+    # who is primary once the dead node's lease has already expired
+    extra: dict[str, Any] = {"routes": routes.read_many(client, sorted(bp.services))}
     if controls is None:
-        from continuity.failover.control import read_controls as controls
-    return plan, extra, controls(client, bp)
+        return extra, state_controls.read(client, bp.services).as_tuple()
+    return extra, controls(client, bp)
 
 
 def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
                pulse: Any, launch: Launcher | None, plan: Planner | None, controls: Controls | None) -> list[str]:
-    """Hand the newly dead nodes to the planner and the launcher (failover's code, injected)."""
-    plan, extra, (paused, global_pause, cooldowns) = _planning(client, bp, plan, controls)
+    """Hand the newly dead nodes to the planner and the launcher (failover's code, injected by the shell)."""
+    if plan is None:
+        return []
+    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
     plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns, **extra)
     trigger = {"by": "detector", "reason": "node dead", "dead": outcome.eligible, "detected_at": now,
@@ -663,9 +675,9 @@ def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome,
             leases.clear_failed(client, svc, lease.epoch)
             continue
         failed[svc] = marker
-    if not failed:
+    if not failed or plan is None:
         return []
-    plan, extra, (paused, global_pause, cooldowns) = _planning(client, bp, plan, controls)
+    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
     live = {s: lease for s, lease in snap.leases.items()}
     launched: list[str] = []

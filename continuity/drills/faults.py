@@ -28,7 +28,9 @@ from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.probes import current_primary, http_get, service_port, worker_pid
 from continuity.drills.targets import TargetPlan
+from continuity.durations import parse_duration
 from continuity.errors import ContinuityError
+from continuity.services.hooks import run_service_hook
 from continuity.state import epochs, links
 
 
@@ -191,8 +193,6 @@ def _link_fault(ctx: FaultContext, plan: TargetPlan, fault: dict[str, Any], what
 
 
 def link_latency(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]) -> Prepared:
-    from continuity.durations import parse_duration
-
     delay = parse_duration(params.get("delay", "200ms")) * 1000
     jitter = parse_duration(params.get("jitter", 0)) * 1000
     return _link_fault(ctx, plan, {"delay_ms": delay, "jitter_ms": jitter, "drop": False},
@@ -450,10 +450,8 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
         hooks = ctx.bp.services[service].spec.hooks
         if hooks.start is None:
             raise FaultError(f"service {service!r} is down on {node!r} and has no start hook")
-        from continuity.failover import hooks as fo_hooks
-
         epoch = epochs.current_epoch(ctx.client, service)
-        res = fo_hooks.run_service_hook(ctx.bp, service, node, "start", epoch or None)
+        res = run_service_hook(ctx.bp, service, node, "start", epoch or None)
         if res is not None and not res.ok:
             raise FaultError(f"start hook of {service!r} on {node!r} failed: {res.output[-200:]}")
 

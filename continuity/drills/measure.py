@@ -7,6 +7,9 @@ step by step, to be back in steady state, and which acknowledged writes it
 lost — then hold each number against the declared objective. Pure: every
 input is data, every time comes from the observation, so a journal replayed
 later gives the same verdict.
+
+Pure decider: no Redis, no disk, no clock of its own. Its I/O shell is
+:mod:`continuity.drills.runner`.
 """
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from continuity import paths, settings
+from continuity import paths, report, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import faults, load, measure, probes, procs, targets
-from continuity.drills.rollbacks import RollbackRegistry
+from continuity.drills.rollbacks import RollbackOutcome, RollbackRegistry
 from continuity.drills.scenarios import ProbeSpec, Scenario, Scenarios
 from continuity.errors import ContinuityError, UsageError
 from continuity.events import (
@@ -45,7 +45,7 @@ from continuity.events import (
     DRILL_STARTED,
     EventKind,
 )
-from continuity.pulse import Pulse
+from continuity.pulse import Pulse, read_events
 from continuity.state import backups, incidents, pulse_stream, routes
 from continuity.state import drills as drill_state
 from continuity.state import mode as modes
@@ -408,8 +408,6 @@ class Runner:
                                               "detection": m.detection_time, "data_lost": m.data_lost,
                                               "achieved_rpo": m.achieved_rpo, "failovers": m.failover_count})
         try:
-            from continuity import report
-
             record["postmortem"] = str(report.write_postmortem(record, events))
             self._save(record)
         except Exception as exc:  # noqa: BLE001 - a missing draft must not hide the drill's result
@@ -417,8 +415,6 @@ class Runner:
         return record
 
     def _finish_rollback(self, drill_id: str, registered: bool) -> Any:
-        from continuity.drills.rollbacks import RollbackOutcome
-
         if not registered:
             return RollbackOutcome(drill_id)
         outcome = self.registry.run(drill_id)
@@ -457,8 +453,6 @@ class Runner:
         except Exception:  # noqa: BLE001
             out = []
         if not out:
-            from continuity.pulse import read_events
-
             out = [e for e in read_events(self.pulse.path) if since - 1 <= float(e.get("ts", 0)) <= until + 1]
         seen: set[str] = set()
         unique = []

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from continuity.blueprint import WEEKDAYS, Blueprint, ContactWindow
 from continuity.config import Argv, Document, Duration, Strict, load_document, validate
+from continuity.errors import UsageError
 
 FAULT_TYPES = (
     "node-kill",          # kill -9 of the node's worker process group and the services it runs
@@ -229,8 +230,6 @@ class Scenarios:
         return list(self.model.scenarios)
 
     def get(self, name: str) -> Scenario:
-        from continuity.errors import UsageError
-
         try:
             return self.model.scenarios[name]
         except KeyError:
@@ -247,7 +246,7 @@ class Scenarios:
 
 def _check_refs(doc: Document, model: ScenarioFile, bp: Blueprint) -> None:
     """References to nodes/services must exist and every target must select something."""
-    from continuity.drills.targets import resolve_static
+    from continuity.drills.targets import resolve_static  # targets imports this module's Target: a cycle
 
     for name, sc in model.scenarios.items():
         base: tuple[str | int, ...] = ("scenarios", name)

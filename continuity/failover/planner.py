@@ -19,6 +19,10 @@ unit-tested with plain data:
 * a service its (live) primary gave up on after failed local restarts (``failed_services``, from the
   node agent's ``keys.service_failed`` marker) moves like one whose primary died, to another node when
   there is one; its lease was released on purpose, so there is no lease to wait out.
+
+Pure decider: no Redis, no disk, no clock of its own. Its I/O shells are the
+sweep (:mod:`continuity.detect.sweep`, which gets it injected by ``workers/control.py``), the
+Celery chains in ``workers/failover.py`` and the steps in :mod:`continuity.failover.steps`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ it is the fast path, labelled ``replica``. A verified snapshot is the
 fallback when the local copy is stale and the old primary is unreachable.
 ``force="backup"`` treats the old primary as unreachable, so the backup path
 can be exercised on one host.
+
+Pure decider: no Redis, no disk, no clock of its own (``FORCE_ENV`` is only the
+variable's name). Its I/O shell is ``prepare`` in :mod:`continuity.failover.steps`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ task — a worker killed mid-step — yields exactly-once effects.
 Steps raise :class:`NotYet` when they must wait (the old lease is still
 running) and :class:`StepFailed` when the candidate cannot take the role; the
 Celery shell turns those into a retry or into the next candidate.
+
+I/O shell: the effects. The choices they follow are made by the pure deciders
+:mod:`continuity.failover.planner` (which candidate, not before when) and
+:mod:`continuity.failover.prepare` (where the candidate's data comes from).
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from continuity import settings
+from continuity import paths, settings
+from continuity.backup import api
+from continuity.backup.sources import inspect_ledger
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.events import FAILOVER_DEMOTED, FAILOVER_FENCED, FAILOVER_PROMOTED
-from continuity.failover import hooks, records
+from continuity.failover import records
 from continuity.failover.context import FailoverContext
-from continuity.failover.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.failover.prepare import DataState, decide
-from continuity.state import backups, epochs, keys, locks, routes
+from continuity.services import hooks
+from continuity.services.layout import RUNTIME_FILES, routes_file, service_dir
+from continuity.services.probes import probe_service
+from continuity.state import backups, epochs, keys, leases, locks, routes
 
 Ctx = FailoverContext  # the chain context, typed; its JSON form is FailoverContext.to_dict()
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -125,8 +133,6 @@ def _loads(raw: str) -> dict[str, Any]:
 # --- demote (switchover only: on the old primary's own queue) ---------------------------------------------------
 def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
     """Stop acting as primary *before* anyone else starts: stop hook, then give the lease back."""
-    from continuity.state import leases
-
     service, node = ctx.service, ctx.old_primary
     result = hooks.run_service_hook(bp, service, node, "demote", ctx.expected_epoch)
     if result is not None and not result.ok:
@@ -144,8 +150,6 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
 # --- fence (control) -----------------------------------------------------------------------------------------------
 def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     """Wait out the old lease (+ margin), then move the epoch forward; stale writers are refused from here on."""
-    from continuity.state import leases
-
     service, candidate = ctx.service, ctx.candidate
     if client.get(marker(ctx, "fence")) is None:
         lease = leases.read(client, service)
@@ -190,8 +194,6 @@ def _data_state(bp: Blueprint, service: str, d: Path) -> DataState | None:
     None when there is no data there, or it cannot be read (a gone or unreadable
     directory is what an unreachable old primary looks like on this host).
     """
-    from continuity.backup.sources import inspect_ledger
-
     try:
         files = _data_files(d)
         if not files:
@@ -212,9 +214,6 @@ def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, dict[str, A
     ``last_verified`` is written by the verify task only after a restore drill passed, so what prepare
     restores has already been restored once and proven.
     """
-    from continuity import paths
-    from continuity.backup import api
-
     cfg_path = paths.backup_config_path()
     if not cfg_path.exists():
         return None
@@ -265,8 +264,6 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
         out["note"] = note
     if decision.source == "backup":
         assert found is not None
-        from continuity.backup import api
-
         cfg, set_name, info = found
         res = api.restore_service_data(set_name, cfg, dest, snapshot=info["snapshot"])
         at = now()
@@ -313,8 +310,6 @@ def _fsync_dir(d: Path) -> None:
 # --- promote (candidate) -------------------------------------------------------------------------------------------
 def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) -> dict[str, Any]:
     """Claim the role (lease with the new epoch), then start the service with that epoch."""
-    from continuity.state import leases
-
     service, node, epoch = ctx.service, ctx.candidate, ctx.epoch
     if epochs.current_epoch(client, service) != epoch:
         raise Superseded(f"{service}: epoch is no longer {epoch}")
@@ -335,8 +330,6 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
 
 def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
     """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway)."""
-    from continuity.state import leases
-
     service, node = ctx.service, ctx.candidate
     try:
         hooks.run_service_hook(bp, service, node, "stop", ctx.epoch, timeout=15)
@@ -416,8 +409,6 @@ def verify(client: Any, bp: Blueprint, ctx: Ctx, timeout: float = 10.0) -> dict[
     A verified primary also ends a ``service-failed`` episode: the marker an old primary left when it
     gave the service up is cleared here (only if older than this epoch), so the sweep stops acting on it.
     """
-    from continuity.state import leases
-
     out = _verify(bp, ctx, timeout)
     if leases.clear_failed(client, ctx.service, ctx.epoch):
         out["service_failed_cleared"] = True
@@ -459,8 +450,6 @@ def _probe_once(bp: Blueprint, service: str, node: str, epoch: int, timeout: flo
         if isinstance(doc, dict) and doc.get("epoch") is not None and int(doc["epoch"]) != epoch:
             return False, f"answers with epoch {doc['epoch']}, expected {epoch}"
         return True, body[:200]
-    from continuity.detect.probes import probe_service
-
     res = probe_service(bp, service, node, epoch)
     return res.healthy, res.detail
 

@@ -35,7 +35,9 @@ from urllib.parse import parse_qs, urlparse
 
 from continuity import paths, settings
 from continuity.events import FAILOVER_SERVICE_DEMOTED
-from continuity.failover.layout import service_dir
+from continuity.pulse import Pulse
+from continuity.services.layout import service_dir
+from continuity.state import epochs, leases
 
 LEDGER = "ledger.jsonl"
 DATABASE = "ledger.db"
@@ -121,8 +123,6 @@ class EpochGuard:
         """(HTTP status to answer if refusing or 0 when allowed, current epoch, message)."""
         if self.client is None:
             return 0, None, "no Redis configured: unguarded"
-        from continuity.state import epochs
-
         try:
             epochs.check_epoch(self.client, self.service, self.epoch)
             return 0, self.epoch, "current"
@@ -135,8 +135,6 @@ class EpochGuard:
         """Why we must stop now, or None while the lease is ours (or unconfirmed for less than most of a TTL)."""
         if self.client is None:
             return None
-        from continuity.state import leases
-
         try:
             lease = leases.read(self.client, self.service)
         except Exception as exc:  # noqa: BLE001 - unreachable Redis: we cannot renew either
@@ -338,7 +336,7 @@ def stop_all() -> list[str]:
 
 def _lease_ttl() -> float:
     try:
-        from continuity.blueprint import load_blueprint
+        from continuity.blueprint import load_blueprint  # pydantic (~0.5 s): after serving, see watch_lease
 
         return float(load_blueprint(paths.blueprint_path()).policy.lease_ttl)
     except Exception:  # noqa: BLE001 - the blueprint's default
@@ -366,8 +364,7 @@ def watch_lease(app: App, httpd: ThreadingHTTPServer, stop: threading.Event) -> 
 
 def _emit_demoted(app: App, why: str) -> None:
     try:
-        from continuity.pulse import Pulse
-        from continuity.redisd import connect
+        from continuity.redisd import connect  # imports redis-py (~0.4 s): only when demoting with Redis set
 
         client = connect(socket_timeout=1) if settings.REDIS_URL.get() else None
         Pulse(client=client, path=paths.pulse_file(), node=app.node).emit(

@@ -54,7 +54,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> api.LoadedConfig
     monkeypatch.setenv("CONTINUITY_PASSWORD", "drill-password")
     monkeypatch.setenv("CONTINUITY_STATE", str(root / ".continuity"))  # repositories are "{state}/repos/..."
     from continuity.blueprint import load_blueprint
-    from continuity.failover.layout import service_dir
+    from continuity.services.layout import service_dir
 
     bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
     cfg = load_backup_config(root / "ops" / "backup" / "continuity.yml", root=root, blueprint_nodes=bp.nodes,

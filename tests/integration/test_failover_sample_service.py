@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from continuity.failover.layout import service_dir
 from continuity.redisd import free_port
 from continuity.sample.client import LedgerClient
+from continuity.services.layout import service_dir
 from continuity.state import keys
 from tests.failover_support import kill_services
 from tests.helpers import ROOT, project_env

@@ -15,7 +15,7 @@ import pytest
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
 from continuity.detect.agent import Agent
-from continuity.detect.probes import ProbeResult
+from continuity.services.probes import ProbeResult
 from continuity.state import keys, leases
 
 FLEET = """\

@@ -10,8 +10,9 @@ import pytest
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
 from continuity.detect.agent import Agent
-from continuity.detect.probes import ProbeResult
 from continuity.detect.sweep import SweepCache, run_ingest, run_sweep
+from continuity.failover.planner import plan_failovers
+from continuity.services.probes import ProbeResult
 from continuity.state import heartbeats, keys, leases
 from tests.helpers import wait_for
 
@@ -81,7 +82,7 @@ def sweep(rds, bp, cache, events, launched=None, **kw):
         return [f"rec-{p.service}" for p in plans]
 
     return run_sweep(rds, bp, cache=cache, pulse=events, launch=launch if launched is not None else None,
-                     controls=lambda c, b: (set(), False, {}), **kw)
+                     plan=plan_failovers, controls=lambda c, b: (set(), False, {}), **kw)
 
 
 def states(rds) -> dict[str, str]:

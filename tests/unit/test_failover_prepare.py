@@ -16,8 +16,8 @@ from continuity.blueprint import load_blueprint
 from continuity.errors import ConfigError
 from continuity.failover import steps
 from continuity.failover.context import FailoverContext
-from continuity.failover.layout import service_dir
 from continuity.failover.prepare import DataState, at_least_as_fresh, decide
+from continuity.services.layout import service_dir
 from continuity.state import keys
 
 ROOT = Path(__file__).resolve().parents[2]

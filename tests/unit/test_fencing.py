@@ -11,7 +11,7 @@ import pytest
 
 from continuity.failover import records, steps
 from continuity.failover.context import FailoverContext
-from continuity.failover.layout import service_dir
+from continuity.services.layout import service_dir
 from continuity.state import epochs, keys
 
 

@@ -15,8 +15,8 @@ import redis
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
 from continuity.detect.agent import Agent, AgentRunner
-from continuity.detect.probes import ProbeResult
 from continuity.redisd import free_port
+from continuity.services.probes import ProbeResult
 from continuity.state import heartbeats, keys, leases
 from tests.helpers import wait_for
 

@@ -1,12 +1,26 @@
-"""The functional core stays free of Celery: decisions are testable without a broker.
+"""The layers of the house, enforced: who may import whom.
 
-Only the command line (an imperative shell like ``workers/``) may hand work to
-Celery, and only lazily inside the commands that send tasks.
+* The functional core stays free of Celery: decisions are testable without a broker.
+  Only the command line (an imperative shell like ``workers/``) may hand work to
+  Celery, and only lazily inside the commands that send tasks.
+* ``detect`` and ``failover`` never import each other (what both need lives in ``state``
+  and ``services``; the Celery shell wires the planner into the sweep); ``backup`` never
+  imports ``failover`` (failover may use backup: prepare restores a snapshot); ``services``
+  sits below all three; ``state`` imports only ``state``, ``paths``, ``errors``, ``settings``.
+* The pure deciders import without Redis, Celery or kombu, and say so in their docstring.
+
+Every import counts, at module level or inside a function (ast.walk sees both).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -98,3 +112,124 @@ def test_cli_imports_at_module_level_except_lazy_ones_with_a_reason() -> None:
             if not any("# why" in line for line in lines[max(node.lineno - 3, 0):node.lineno]):
                 offenders.append(f"{where}: a deferred import needs a `# why` comment")
     assert not offenders, "\n".join(offenders)
+
+
+# --- package rules ---------------------------------------------------------------------------------------------
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    base = ROOT.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def _targets(path: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports, anywhere in it: ``from a import b`` counts as ``a.b`` when b is a module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = _module_of(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                out.append((node.lineno, sub if _is_module(sub) else base))
+    return out
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _offenders(package: str, allowed: Callable[[str], bool]) -> list[str]:
+    root = ROOT.joinpath(*package.split("."))
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for line, name in _targets(path):
+            if _within(name, "continuity") and not allowed(name):
+                out.append(f"{path.relative_to(ROOT)}:{line}: imports {name}")
+    return out
+
+
+NEVER = {
+    "continuity.detect": ("continuity.failover",),
+    "continuity.failover": ("continuity.detect",),
+    "continuity.backup": ("continuity.failover",),
+    "continuity.services": ("continuity.detect", "continuity.failover", "continuity.backup", "continuity.drills"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(NEVER))
+def test_package_does_not_import_the_packages_above_or_beside_it(package: str) -> None:
+    forbidden = NEVER[package]
+    offenders = _offenders(package, lambda name: not any(_within(name, f) for f in forbidden))
+    assert not offenders, f"{package} must not import {', '.join(forbidden)}:\n" + "\n".join(offenders)
+
+
+STATE_MAY_IMPORT = ("continuity.state", "continuity.paths", "continuity.errors", "continuity.settings")
+
+
+def test_state_imports_only_state_paths_errors_settings() -> None:
+    offenders = _offenders("continuity.state", lambda name: any(_within(name, a) for a in STATE_MAY_IMPORT))
+    assert not offenders, "continuity.state is the bottom layer:\n" + "\n".join(offenders)
+
+
+# --- the pure deciders -----------------------------------------------------------------------------------------
+DECIDERS = (
+    "continuity.detect.detector",
+    "continuity.detect.mode",
+    "continuity.detect.recovery",
+    "continuity.failover.planner",
+    "continuity.failover.prepare",
+    "continuity.drills.measure",
+    "continuity.backup.retention",
+)
+BLOCKED = ("redis", "celery", "kombu", "redbeat", "fakeredis", "workers")
+
+# imports the module with every Redis / Celery client made unimportable, then checks none slipped in
+NO_REDIS = """
+import importlib, sys
+BLOCKED = {blocked!r}
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not available in this test")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+importlib.import_module(sys.argv[1])
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not leaked, leaked
+"""
+
+
+@pytest.mark.parametrize("module", DECIDERS)
+def test_pure_decider_imports_without_redis_or_celery(module: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", NO_REDIS.format(blocked=BLOCKED), module], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{module} needs Redis or Celery to import:\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("module", DECIDERS)
+def test_pure_decider_says_so(module: str) -> None:
+    """A reader opening the file learns it decides and does no I/O, and where its I/O shell is."""
+    path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert "Pure decider" in doc, f"{module}: the docstring must say 'Pure decider' (and name its shell)"
+
+
+def test_the_refusal_works() -> None:
+    """The no-Redis import above really refuses Redis (else every decider would pass by accident)."""
+    proc = subprocess.run([sys.executable, "-c", NO_REDIS.format(blocked=BLOCKED), "continuity.redisd"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "redis is not available" in proc.stderr

@@ -10,19 +10,17 @@ being atomic (all or nothing under the final name) and, after
 from __future__ import annotations
 
 from continuity.backup.storage.base import Backend, NotFound
+from continuity.backup.storage.local import LocalBackend
+from continuity.backup.storage.s3 import S3Backend  # light: boto3 is imported when an S3Backend is made
 from continuity.errors import UsageError
 
 
 def open_backend(url: str) -> Backend:
     """``s3://bucket/prefix`` (endpoint from ``AWS_ENDPOINT_URL``) or a local path."""
     if url.startswith("s3:"):
-        from continuity.backup.storage.s3 import S3Backend
-
         return S3Backend.from_url(url)
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported repository URL {url!r}: use a path or s3://bucket/prefix")
-    from continuity.backup.storage.local import LocalBackend
-
     return LocalBackend(url.removeprefix("file://"))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from continuity.blueprint import load_blueprint
-from continuity.failover import hooks
+from continuity.services import hooks
 
 ROOT = Path(__file__).resolve().parents[2]
 

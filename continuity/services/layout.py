@@ -1,4 +1,4 @@
-"""Where a service's node-local files live, shared by the failover steps and the sample service.
+"""Where a service's node-local files live, shared by the failover steps, the backup engine and the sample service.
 
 Kept import-light on purpose: the sample service imports it at start-up, and
 its start time is part of every failover's recovery time.

@@ -21,7 +21,7 @@ from typing import Any
 
 from continuity import paths
 from continuity.blueprint import Blueprint, Probe
-from continuity.failover.hooks import HookError, placeholder_values, render, render_text
+from continuity.services.hooks import HookError, placeholder_values, render, render_text
 
 
 @dataclass(frozen=True)
