@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +391,15 @@ TASK_CRASHED = _kind(
     "workers/task.py (continuity_task)",
     _f("task", "str", "task name"), _f("task_id", "str | None", "Celery task id"), ERROR,
     _f("type", "str", "exception class"), _f("retries", "int", "retries of this task before this run"))
+
+
+
+class EventSink(Protocol):
+    """What the detector and the agent need of a pulse writer: one ``emit`` (a :class:`continuity.pulse.Pulse`,
+    or a test's recorder), so they never depend on where history is kept."""
+
+    def emit(self, kind: EventKind | str, *, node: str | None = None, service: str | None = None,
+             epoch: int | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 
 def short(kind: str) -> str:

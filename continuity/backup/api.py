@@ -28,10 +28,12 @@ set's key *reference* on the node that runs the task.
     restore into a temp directory beside it, prove it (hashes, SQLite
     ``integrity_check``, ledger counts), then swap. Result: ``{snapshot,
     snapshot_time, snapshot_ts, source_node, files, bytes, ledger_last_seq,
-    ledger_records, target, duration}``. A damaged snapshot raises
+    ledger_records, target, duration}`` as a :class:`~continuity.backup.records.ServiceRestore`. A damaged
+    snapshot raises
     :class:`RestoreRefused` naming the damage; the target is left untouched.
-``snapshot_info(set_name, cfg, snapshot) -> dict``
-    ``{snapshot, snapshot_time, snapshot_ts, source_node, ledger_last_seq}`` from the record alone (no data read).
+``snapshot_info(set_name, cfg, snapshot) -> SnapshotInfo``
+    ``{snapshot, snapshot_time, snapshot_ts, source_node, ledger_last_seq, ledger_records}`` from the record alone
+    (no data read).
 
 A set with a ``kind: service`` source snapshots that service's live data on the
 node passed as ``node=`` (the service's current primary, which the Celery shell
@@ -61,6 +63,7 @@ from continuity.backup.config import (
     read_password,
 )
 from continuity.backup.prune import forget, prune
+from continuity.backup.records import ServiceRestore, SnapshotInfo
 from continuity.backup.replicate import copy
 from continuity.backup.repository import DamagedError, Repository
 from continuity.backup.snapshot import Source, take_snapshot
@@ -196,13 +199,6 @@ def copy_set(set_name: str, cfg: LoadedConfig, *, progress: Progress | None = No
     return {"set": set_name, "targets": out, "ok": all("error" not in t for t in out)}
 
 
-def _snap_ts(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 def _pick(repo: Repository, set_name: str, snapshot: str, verified: str | None) -> dict[str, Any]:
     if snapshot == "latest-verified":
         if not verified:
@@ -216,22 +212,11 @@ def _pick(repo: Repository, set_name: str, snapshot: str, verified: str | None) 
     return repo.find_snapshot(snapshot)
 
 
-def _ledger_manifest(snap: dict[str, Any]) -> dict[str, Any]:
-    for src in snap.get("sources", []):
-        if src.get("kind") == "ledger" and src.get("manifest"):
-            return dict(src["manifest"])
-    return {}
-
-
 def snapshot_info(set_name: str, cfg: LoadedConfig, snapshot: str = "latest",
-                  verified: str | None = None) -> dict[str, Any]:
+                  verified: str | None = None) -> SnapshotInfo:
     """What a snapshot holds, from its record: time and last ledger seq (what prepare compares freshness by)."""
     s = _set(cfg, set_name)
-    snap = _pick(_repo(cfg, s), set_name, snapshot, verified)
-    man = _ledger_manifest(snap)
-    return {"snapshot": snap["id"], "snapshot_time": snap["time"], "snapshot_ts": _snap_ts(snap["time"]),
-            "source_node": snap.get("hostname"), "ledger_last_seq": man.get("last_seq"),
-            "ledger_records": man.get("records")}
+    return SnapshotInfo.of(_pick(_repo(cfg, s), set_name, snapshot, verified))
 
 
 def recover_interrupted_swap(target: Path) -> bool:
@@ -247,7 +232,7 @@ def recover_interrupted_swap(target: Path) -> bool:
 
 def restore_service_data(set_name: str, cfg: LoadedConfig, target_dir: str | Path, *,
                          snapshot: str = "latest-verified", verified: str | None = None,
-                         progress: Progress | None = None) -> dict[str, Any]:
+                         progress: Progress | None = None) -> ServiceRestore:
     """Replace a service directory's data with a proven snapshot, all or nothing.
 
     Why staged: a failover candidate must never start on half a restore. The
@@ -299,8 +284,5 @@ def restore_service_data(set_name: str, cfg: LoadedConfig, target_dir: str | Pat
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    man = _ledger_manifest(snap)
-    return {"snapshot": snap["id"], "snapshot_time": snap["time"], "snapshot_ts": _snap_ts(snap["time"]),
-            "source_node": snap.get("hostname"), "files": drill["files"], "bytes": drill["bytes"],
-            "ledger_last_seq": man.get("last_seq"), "ledger_records": man.get("records"), "target": str(target),
-            "duration": round(time.time() - started, 3)}
+    return ServiceRestore(**SnapshotInfo.of(snap).as_dict(), files=int(drill["files"]), bytes=int(drill["bytes"]),
+                          target=str(target), duration=round(time.time() - started, 3))

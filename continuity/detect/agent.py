@@ -53,6 +53,7 @@ from continuity.events import (
     FAILOVER_SERVICE_FAILED,
     FAILOVER_SERVICE_RESTARTED,
     EventKind,
+    EventSink,
 )
 from continuity.services.hooks import run_service_hook
 from continuity.services.probes import ProbeResult, probe_service
@@ -78,7 +79,7 @@ def default_safety(bp: Blueprint) -> float:
 class Agent:
     """One node's agent state and steps; the threads in :class:`AgentRunner` just call these."""
 
-    def __init__(self, bp: Blueprint, node: str, client: Any, key: bytes, *, pulse: Any = None,
+    def __init__(self, bp: Blueprint, node: str, client: Any, key: bytes, *, pulse: EventSink | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  run_hook: HookRunner | None = None, prober: Prober = probe_service,
                  safety: float | None = None, hook_timeout: float = 10.0) -> None:

@@ -61,6 +61,7 @@ from continuity.events import (
     DETECT_TILT,
     DETECT_TILT_ENDED,
     EventKind,
+    EventSink,
 )
 from continuity.state import controls as state_controls
 from continuity.state import detection, heartbeats, incidents, leases, routes
@@ -443,7 +444,7 @@ class IngestLoop:
                 self.rejected += len(res.rejected)
 
 
-def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: Any = None,
+def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: EventSink | None = None,
               launch: Launcher | None = None, plan: Planner | None = None, controls: Controls | None = None,
               lock_ttl: float = 2.0) -> SweepResult:
     """Run one sweep; returns what it saw and did (the task's result, the bench's measurement).
@@ -474,7 +475,7 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
         detection.unlock(client, token)
 
 
-def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: Any, launch: Launcher | None,
+def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: EventSink | None, launch: Launcher | None,
                   plan: Planner | None, controls: Controls | None, t0: float, token: str) -> SweepResult:
     services = sorted(bp.services)
     snap = _read(client, bp, services, cache)
@@ -586,7 +587,7 @@ def _storm_incident(outcome: detector.Outcome, now: float) -> dict[str, Any]:
             "reason": "more nodes dead at once than the storm brake allows: automatic failover halted"}
 
 
-def _emit(pulse: Any, kind: EventKind, **kwargs: Any) -> None:
+def _emit(pulse: EventSink | None, kind: EventKind, **kwargs: Any) -> None:
     if pulse is None:
         return
     try:
@@ -599,7 +600,7 @@ EVENT_FOR = {detector.SUSPECT: DETECT_NODE_SUSPECT, detector.DEAD: DETECT_NODE_D
              detector.ALIVE: DETECT_NODE_ALIVE, detector.EXPECTED_OFFLINE: DETECT_NODE_EXPECTED_OFFLINE}
 
 
-def _emit_events(pulse: Any, outcome: detector.Outcome, rejected: Mapping[str, heartbeats.Rejected],
+def _emit_events(pulse: EventSink | None, outcome: detector.Outcome, rejected: Mapping[str, heartbeats.Rejected],
                  prev_mode: Any, mode: modes.Mode, now: float) -> None:
     for node, exc in rejected.items():
         log.warning("sweep: rejected heartbeat stored as %r: %s", node, exc)
@@ -636,7 +637,8 @@ def _planning(client: Any, bp: Blueprint, controls: Controls | None,
 
 
 def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
-               pulse: Any, launch: Launcher | None, plan: Planner | None, controls: Controls | None) -> list[str]:
+               pulse: EventSink | None, launch: Launcher | None, plan: Planner | None,
+               controls: Controls | None) -> list[str]:
     """Hand the newly dead nodes to the planner and the launcher (failover's code, injected by the shell)."""
     if plan is None:
         return []
@@ -658,7 +660,7 @@ def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map:
 
 
 def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome, snap: Snapshot, now: float,
-                          pulse: Any, launch: Launcher | None, plan: Planner | None,
+                          pulse: EventSink | None, launch: Launcher | None, plan: Planner | None,
                           controls: Controls | None) -> list[str]:
     """Fail over each service a live node gave up on, one launch (and one record) per service.
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from continuity import paths, settings
 from continuity.backup import api
+from continuity.backup.records import SnapshotInfo
 from continuity.backup.sources import inspect_ledger
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
@@ -208,7 +209,7 @@ def _data_state(bp: Blueprint, service: str, d: Path) -> DataState | None:
         return None
 
 
-def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, dict[str, Any]] | None:
+def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, SnapshotInfo] | None:
     """(backup config, set, snapshot info) of the latest verified snapshot of ``service``'s live data, or None.
 
     ``last_verified`` is written by the verify task only after a restore drill passed, so what prepare
@@ -257,7 +258,7 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
             note = f"backup unavailable: {exc}"
         if found is not None:
             info = found[2]
-            backup = DataState(info.get("ledger_last_seq"), info.get("snapshot_ts"))
+            backup = DataState(info.ledger_last_seq, info.snapshot_ts)
     decision = decide(local, replica, backup, force)
     out: dict[str, Any] = {"source": decision.source, "reason": decision.reason}
     if note:
@@ -265,14 +266,14 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
     if decision.source == "backup":
         assert found is not None
         cfg, set_name, info = found
-        res = api.restore_service_data(set_name, cfg, dest, snapshot=info["snapshot"])
+        res = api.restore_service_data(set_name, cfg, dest, snapshot=info.snapshot)
         at = now()
-        age = round(at - res["snapshot_ts"], 3) if res.get("snapshot_ts") is not None else None
-        out.update({"mode": "restore", "set": set_name, "snapshot": res["snapshot"],
-                    "snapshot_time": res["snapshot_time"], "snapshot_node": res["source_node"],
-                    "rpo_achieved": age, "files": res["files"], "bytes": res["bytes"],
-                    "ledger_last_seq": res["ledger_last_seq"], "ledger_records": res["ledger_records"],
-                    "restore_seconds": res["duration"]})
+        age = round(at - res.snapshot_ts, 3) if res.snapshot_ts is not None else None
+        out.update({"mode": "restore", "set": set_name, "snapshot": res.snapshot,
+                    "snapshot_time": res.snapshot_time, "snapshot_node": res.source_node,
+                    "rpo_achieved": age, "files": res.files, "bytes": res.bytes,
+                    "ledger_last_seq": res.ledger_last_seq, "ledger_records": res.ledger_records,
+                    "restore_seconds": res.duration})
         return out
     if decision.source == "local":
         out.update({"mode": "up-to-date" if replica is not None else "local",

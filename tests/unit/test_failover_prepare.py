@@ -9,7 +9,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from continuity.backup import api
+from continuity.backup import api, records
 from continuity.backup.config import load_backup_config
 from continuity.backup.restore import walk
 from continuity.blueprint import load_blueprint
@@ -133,8 +133,8 @@ def test_restore_service_data_swaps_in_a_proven_snapshot(env: Path) -> None:
     (target / "service.log").write_text("kept: describes the instance, not its data\n")
     (target / "stale.tmp").write_text("not in the snapshot")
     res = api.restore_service_data("ledger-live", cfg, target, snapshot="latest-verified", verified=snap["id"])
-    assert res["snapshot"] == snap["id"] and res["ledger_last_seq"] == 10 and res["ledger_records"] == 10
-    assert res["snapshot_ts"] is not None and res["files"] == 2
+    assert res.snapshot == snap["id"] and res.ledger_last_seq == 10 and res.ledger_records == 10
+    assert res.snapshot_ts is not None and res.files == 2
     assert sorted(p.name for p in target.iterdir()) == ["ledger.db", "ledger.jsonl", "service.log"]
     lines = (target / "ledger.jsonl").read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, 11))
@@ -188,7 +188,7 @@ def test_prepare_restores_the_verified_snapshot_and_records_its_age(env: Path,
     monkeypatch.setenv("CONTINUITY_FAILOVER_PREPARE", "backup")
     assert steps.prepare(client, bp, ctx)["source"] == "local"
     client.hset(keys.backup_status("ledger-live"), mapping={"last_verified": snap["id"]})
-    out = steps.prepare(client, bp, ctx, now=lambda: api._snap_ts(snap["time"]) + 42.0)
+    out = steps.prepare(client, bp, ctx, now=lambda: records.timestamp(snap["time"]) + 42.0)
     assert out["source"] == "backup" and out["mode"] == "restore" and out["snapshot"] == snap["id"]
     assert out["rpo_achieved"] == pytest.approx(42.0, abs=0.01) and out["ledger_last_seq"] == 7
     lines = (service_dir("core-b", "ledger") / "ledger.jsonl").read_text().splitlines()
