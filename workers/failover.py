@@ -35,7 +35,7 @@ from continuity.failover.planner import (
     plan_switchover,
 )
 from continuity.failover.watchdog import STALL_AFTER, Pending, Verdict, decide, pending_step
-from continuity.state import controls, epochs, failover_records, leases, routes
+from continuity.state import controls, epochs, failover_records, leases, routes, step_markers
 from workers.app import CONTROL_QUEUE
 from workers.task import blueprint as _blueprint
 from workers.task import continuity_task, redis_client
@@ -236,9 +236,8 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
             continue
         if rec is None or pending is None:
             continue
-        key = steps.marker(pending.ctx, pending.step)
-        busy = rec.step_end(pending.attempt, pending.step) is None and bool(client.exists(key + ":lock",
-                                                                                           key + ":failed"))
+        busy = rec.step_end(pending.attempt, pending.step) is None and step_markers.busy(
+            client, pending.ctx.service, pending.ctx.epoch, pending.step)
         verdict = decide(rec, pending, busy=busy, lease_ttl=bp.policy.lease_ttl,
                          lease_margin=bp.policy.lease_margin, now=now)
         if verdict.action == "give_up":
@@ -252,7 +251,7 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
 def _give_up(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> None:
     """The step's worker is gone: mark the step failed (so a late copy does nothing) and move on."""
     ctx, step = pending.ctx, pending.step
-    client.set(steps.marker(ctx, step) + ":failed", verdict.reason)
+    step_markers.mark_failed(client, ctx.service, ctx.epoch, step, verdict.reason)
     records.step_finished(client, rid, pending.attempt, step, False, now,
                           {"error": f"{verdict.reason} (its worker is gone)"}, service=ctx.service, epoch=ctx.epoch)
     _after_failure(client, bp, ctx, step, verdict.reason, local=False)
@@ -260,8 +259,8 @@ def _give_up(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Ve
 
 def _resend(client: Any, bp: Blueprint, rid: str, pending: Pending, verdict: Verdict, now: float) -> bool:
     """Send the chain again from the pending step, once per stall window (SET NX: one watchdog wins)."""
-    key = steps.marker(pending.ctx, pending.step)
-    if verdict.resume is None or not client.set(key + ":resent", f"{now:.3f}", nx=True, px=int(STALL_AFTER * 1000)):
+    if verdict.resume is None or not step_markers.claim_resend(client, pending.ctx.service, pending.ctx.epoch,
+                                                               pending.step, now, STALL_AFTER):
         return False
     build_chain(bp, verdict.resume, now).apply_async()
     records.pulse_for(client).emit(FAILOVER_CHAIN_RESUMED, service=pending.ctx.service, epoch=pending.ctx.epoch,

@@ -45,7 +45,7 @@ from continuity.failover.prepare import DataState, decide
 from continuity.services import hooks
 from continuity.services.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.services.probes import probe_service
-from continuity.state import backups, epochs, keys, leases, locks, routes
+from continuity.state import backups, epochs, leases, locks, routes, step_markers
 
 Ctx = FailoverContext  # the chain context, typed; its JSON form is FailoverContext.to_dict()
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -68,7 +68,7 @@ class Superseded(ContinuityError):
 
 
 def marker(ctx: Ctx, step: str) -> str:
-    return keys.step_done(ctx.service, ctx.epoch, step)
+    return step_markers.key(ctx.service, ctx.epoch, step)
 
 
 class AlreadyHandled(ContinuityError):
@@ -76,30 +76,29 @@ class AlreadyHandled(ContinuityError):
 
 
 @contextlib.contextmanager
-def step_lock(client: Any, key: str, ttl: float = 3.0, wait: float = 120.0) -> Iterator[None]:
+def step_lock(client: Any, ctx: Ctx, step: str, ttl: float = 3.0, wait: float = 120.0) -> Iterator[None]:
     """One copy of a step at a time: a duplicate delivery waits for the running copy instead of racing it.
 
     The lock is short-lived and kept alive while held, so a copy killed with its worker frees it within
-    ``ttl`` for the redelivery (:func:`continuity.state.locks.held`).
+    ``ttl`` for the redelivery (:func:`continuity.state.step_markers.held`).
     """
     try:
-        with locks.held(client, key, ttl=ttl, wait=wait):
+        with step_markers.held(client, ctx.service, ctx.epoch, step, ttl=ttl, wait=wait):
             yield
     except locks.LockTimeout as exc:
-        raise StepFailed(f"another copy of this step held {key} for {wait:.0f}s") from exc
+        raise StepFailed(f"another copy of {step} of {ctx.service} epoch {ctx.epoch} ran for {wait:.0f}s") from exc
 
 
 def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
              now: Callable[[], float] = time.time, self_marking: bool = False) -> dict[str, Any]:
     """Run ``effect`` once per (service, epoch, step), recording start/end in the failover record."""
     rid, attempt = ctx.record_id, ctx.attempt
-    key = marker(ctx, step)
     records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.epoch)
-    with step_lock(client, key + ":lock"):
-        done = client.get(key)
+    with step_lock(client, ctx, step):
+        done = step_markers.done(client, ctx.service, ctx.epoch, step)
         if done is not None:
-            return {"skipped": "already done for this epoch", **_loads(done)}
-        if client.exists(key + ":failed"):
+            return {"skipped": "already done for this epoch", **done}
+        if step_markers.failed(client, ctx.service, ctx.epoch, step):
             raise AlreadyHandled(f"{step} of {ctx.service} epoch {ctx.epoch} already failed and was handled")
         try:
             detail = effect()
@@ -110,25 +109,17 @@ def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callabl
                                   service=ctx.service, epoch=ctx.epoch)
             raise
         except Exception as exc:
-            client.set(key + ":failed", str(exc)[:500])
+            step_markers.mark_failed(client, ctx.service, ctx.epoch, step, str(exc))
             records.step_finished(client, rid, attempt, step, False, now(), {"error": str(exc)[:500]},
                                   service=ctx.service, epoch=ctx.epoch)
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(f"{step} on {node}: {exc}") from exc
         if not self_marking:
-            client.set(key, json.dumps(detail, default=str))
+            step_markers.mark_done(client, ctx.service, ctx.epoch, step, detail)
     records.step_finished(client, rid, attempt, step, True, now(), detail, service=ctx.service,
                           epoch=ctx.epoch)
     return detail
-
-
-def _loads(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-        return value if isinstance(value, dict) else {}
-    except ValueError:
-        return {}
 
 
 # --- demote (switchover only: on the old primary's own queue) ---------------------------------------------------
@@ -152,7 +143,7 @@ def demote(client: Any, bp: Blueprint, ctx: Ctx) -> dict[str, Any]:
 def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
     """Wait out the old lease (+ margin), then move the epoch forward; stale writers are refused from here on."""
     service, candidate = ctx.service, ctx.candidate
-    if client.get(marker(ctx, "fence")) is None:
+    if step_markers.done(client, service, ctx.epoch, "fence") is None:
         lease = leases.read(client, service)
         if lease is not None and lease.node != candidate:
             if lease.node != ctx.old_primary:

@@ -15,6 +15,7 @@ Every import counts, at module level or inside a function (ast.walk sees both).
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -233,3 +234,23 @@ def test_the_refusal_works() -> None:
     proc = subprocess.run([sys.executable, "-c", NO_REDIS.format(blocked=BLOCKED), "continuity.redisd"], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "redis is not available" in proc.stderr
+
+
+# --- one owner of shared state ----------------------------------------------------------------------------------
+KEY_CALL = re.compile(r"\bkeys\.[a-z_]+\(")
+
+
+def test_no_redis_key_is_built_outside_state() -> None:
+    """Every key is built, read and written by its owner in continuity/state (one place per concept), so a key's
+    name, value type and parser cannot drift apart between modules."""
+    offenders = []
+    for base in ("continuity", "workers"):
+        for path in sorted((ROOT / base).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if rel.parts[:2] == ("continuity", "state"):
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if KEY_CALL.search(code) and "``" not in code:
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
