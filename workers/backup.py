@@ -18,6 +18,7 @@ from celery.schedules import crontab
 from continuity import paths, pulse
 from continuity.backup import api, forwarding
 from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
+from continuity.backup.records import timestamp
 from continuity.backup.scheduling import backup_jobs
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
@@ -122,7 +123,7 @@ def snapshot(self: Any, set_name: str, hops: int = 0, *, client: Any) -> dict[st
 
 def verified_status(res: dict[str, Any], rpo: float | None, node: str | None, now: float) -> dict[str, Any]:
     """The status fields a restore drill's result writes for its set (age of the verified snapshot vs the RPO)."""
-    snap_ts = _ts(res.get("snapshot_time"))
+    snap_ts = timestamp(res.get("snapshot_time"))
     fields: dict[str, Any] = {"last_verify_time": now, "last_verify_ok": int(bool(res.get("ok"))),
                               "last_verify_node": node}
     if res.get("ok"):
@@ -170,19 +171,6 @@ def copy(self: Any, set_name: str, *, client: Any) -> dict[str, Any]:
     pulse.emit(BACKUP_COPY, node=node_id(), data={"set": set_name, "ok": res.get("ok"),
                                                     "targets": res.get("targets")})
     return res
-
-
-def _ts(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
 
 
 def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:

@@ -22,8 +22,18 @@ module             concept
                    orphan detection in one call) and the pending batch the sweep drains
 ``detection``      the detector's own state and its one-call snapshot / ingest scripts
 ``nodes``          node registry, last-seen times, the detector's classifications
-``controls``       maintenance pauses and cool-downs
+``controls``       maintenance pauses and cool-downs (claimed ``NX`` so one launcher wins)
 ``locks``          short token locks (sweep, failover steps) that a dead holder frees by itself
+``failover_records`` failover records: the ``meta``/``a:``/``c:``/``s:``/``e:``/``r:`` fields and their one parser
+``step_markers``   a failover step's done / failed / lock / resent markers (exactly-once effects)
+``incidents``      open incidents (drills refuse while any is open)
+``mode``           the continuity mode the sweep writes
+``fleet``          the one pipelined read behind ``continuity status``
+``drills``         drill records, the one-drill lock, registered rollbacks
+``links``          drill link faults and the link proxy's status
+``backups``        per backup set freshness (last snapshot, last verified restore)
+``pulse_stream``   the pulse history's Redis Stream (exactly-once delivery script, reads)
+``values``         decoding JSON read from Redis without raising
 =================  ==========================================================================================
 
 Why a package and not a client class: Patroni's HA loop talks to one abstract store whose every operation states

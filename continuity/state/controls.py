@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from continuity.state import keys
+from continuity.state.values import object_or_raw
 
 GLOBAL = "*"
 
@@ -80,11 +81,7 @@ def read_pauses(client: Any, services: Iterable[str]) -> dict[str, dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for (scope, _), raw in zip(scopes, res, strict=True):
         if raw:
-            try:
-                value = json.loads(raw)
-                out[scope] = value if isinstance(value, dict) else {"raw": raw}
-            except ValueError:
-                out[scope] = {"raw": raw}
+            out[scope] = object_or_raw(raw)
     return out
 
 

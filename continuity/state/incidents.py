@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from continuity.state import keys
+from continuity.state.values import object_or_raw
 
 
 def open_(client: Any, iid: str, body: Mapping[str, Any], pipe: Any = None) -> None:
@@ -31,11 +32,4 @@ def ids(client: Any) -> list[str]:
 
 
 def read_all(client: Any) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for iid, raw in client.hgetall(keys.incidents()).items():
-        try:
-            value = json.loads(raw)
-            out[iid] = value if isinstance(value, dict) else {"raw": raw}
-        except ValueError:
-            out[iid] = {"raw": raw}
-    return out
+    return {iid: object_or_raw(raw) for iid, raw in client.hgetall(keys.incidents()).items()}
