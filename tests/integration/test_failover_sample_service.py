@@ -82,7 +82,10 @@ def test_writes_are_fenced_durable_and_idempotent(env, rds, state_dir: Path) -> 
     from tests.helpers import ROOT
 
     bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
-    prepare(rds, bp, {"service": "ledger", "candidate": "core-b", "old_primary": "core-a"})
+    from continuity.failover.context import FailoverContext
+
+    prepare(rds, bp, FailoverContext.from_dict({"service": "ledger", "candidate": "core-b", "old_primary": "core-a",
+                                                "epoch": 2, "record_id": "r1"}, bp))
     hold(rds, "core-b", 2)
     start(env, "core-b", PORTS["core-b"], 2)
     files_client = LedgerClient(state_dir / "routes.json", timeout=5)
