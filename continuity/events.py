@@ -392,6 +392,17 @@ TASK_CRASHED = _kind(
     _f("task", "str", "task name"), _f("task_id", "str | None", "Celery task id"), ERROR,
     _f("type", "str", "exception class"), _f("retries", "int", "retries of this task before this run"))
 
+# --- configuration edited under a running fleet (workers/task.py) -------------------------------------------------
+CONFIG_INVALID = _kind(
+    "config.invalid", "A configuration file changed on disk and no longer loads; this process keeps using the "
+    "last good content (detection and failover go on) until the file is fixed. Once per broken edit per process.",
+    "workers/task.py (blueprint)",
+    _f("file", "str", "the file that does not load"), ERROR, _f("since", "float", "unix time it was first seen"))
+CONFIG_RECOVERED = _kind(
+    "config.recovered", "A configuration file that was broken loads again; its new content is in force.",
+    "workers/task.py (blueprint)",
+    _f("file", "str", "the file"))
+
 
 
 class EventSink(Protocol):

@@ -22,6 +22,11 @@ def state_dir() -> Path:
     return Path(settings.STATE.get() or root() / ".continuity")
 
 
+def last_good(name: str) -> Path:
+    """Where the last copy of a config file that loaded is kept (see :mod:`continuity.config_watch`)."""
+    return state_dir() / "last-good" / name
+
+
 def blueprint_path() -> Path:
     return Path(settings.BLUEPRINT.get() or root() / "ops" / "blueprint.yml")
 

@@ -16,6 +16,7 @@ from continuity.blueprint import Blueprint
 from continuity.state import fleet, leases, routes
 from continuity.state import mode as state_mode
 from continuity.state.fleet import RedisSnapshot
+from continuity.state.values import object_or_raw
 
 SEEN_FRESH = 30.0
 
@@ -62,8 +63,9 @@ def build_report(bp: Blueprint, snap: RedisSnapshot, now: float | None = None) -
             "route": route.as_dict() if route else None,
         })
     mode = state_mode.parse(snap.mode) or {"mode": "unknown"}
+    config = [object_or_raw(raw) for _, raw in sorted(snap.config_errors.items())]
     return {"fleet": bp.model.fleet, "time": now, "mode": mode, "nodes": nodes, "services": services,
-            "minimal_continuity_set": bp.minimal_continuity_set()}
+            "minimal_continuity_set": bp.minimal_continuity_set(), "config_errors": config}
 
 
 def read_snapshot(client: Any, bp: Blueprint) -> RedisSnapshot:

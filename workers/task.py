@@ -32,9 +32,11 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from continuity import paths, pulse, settings
 from continuity.blueprint import Blueprint, load_blueprint
+from continuity.config_watch import ConfigError, LastGood
 from continuity.errors import ContinuityError
-from continuity.events import TASK_CRASHED
+from continuity.events import CONFIG_INVALID, CONFIG_RECOVERED, TASK_CRASHED
 from continuity.redisd import connect
+from continuity.state import config_errors
 from workers.app import app
 
 log = logging.getLogger("continuity.tasks")
@@ -46,7 +48,7 @@ REPORT_EVERY = 60.0
 SOFT_MARGIN = 5
 
 _clients: dict[tuple[Any, ...], Any] = {}
-_blueprints: dict[str, tuple[float, Blueprint]] = {}
+_blueprints: dict[str, LastGood[Blueprint]] = {}
 _reported: dict[tuple[str, str], float] = {}
 
 
@@ -60,18 +62,37 @@ def redis_client(**options: Any) -> Any:
 
 
 def blueprint() -> Blueprint:
-    """The fleet blueprint, cached per file and mtime: a task does not pay for validation, an edit is seen."""
+    """The fleet blueprint, re-read when the file changes; while an edit leaves it broken, the last good one.
+
+    A typo saved under a running fleet must not switch failure detection off: the error is reported once
+    (``config.invalid`` pulse event, and ``config:errors`` in Redis for ``continuity status``) and cleared
+    when the file loads again (:mod:`continuity.config_watch`).
+    """
     path = paths.blueprint_path()
+    watch = _blueprints.get(str(path))
+    if watch is None:
+        watch = _blueprints[str(path)] = LastGood(load_blueprint, keep_copy=paths.last_good("blueprint.yml"))
+    loaded = watch.get(path)
+    if loaded.news is not None:
+        _tell(loaded.news, str(path), loaded.error)
+    return loaded.value
+
+
+def _tell(news: str, path: str, error: ConfigError | None) -> None:
+    """Say that a config file broke or healed: one pulse event and the status entry; never raises."""
+    node = settings.NODE.get() or "control"
     try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return load_blueprint(path)  # says clearly what is wrong with the path
-    hit = _blueprints.get(str(path))
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
-    bp = load_blueprint(path)
-    _blueprints[str(path)] = (mtime, bp)
-    return bp
+        if news == "invalid" and error is not None:
+            log.error("%s no longer loads; keeping the last good content: %s", path, error.error)
+            pulse.emit(CONFIG_INVALID, node=settings.NODE.get(),
+                       data={"file": path, "error": error.error, "since": error.since})
+            config_errors.report(redis_client(), node, path, error.error, error.since)
+        else:
+            log.warning("%s loads again", path)
+            pulse.emit(CONFIG_RECOVERED, node=settings.NODE.get(), data={"file": path})
+            config_errors.clear(redis_client(), node, path)
+    except Exception as exc:  # noqa: BLE001 - reporting must not take the task down with it
+        log.warning("could not report the state of %s: %s", path, exc)
 
 
 def report_crash(name: str, task: Any, exc: BaseException, now: Callable[[], float] = time.monotonic) -> bool:

@@ -47,6 +47,13 @@ def group(*renderables: Any) -> Any:
     return Group(*renderables)
 
 
+def warning(text: str) -> Any:
+    """A line a human must not miss, printed as is (no markup is read from it: it may quote a user's file)."""
+    from rich.text import Text  # why: only human output draws (module docstring)
+
+    return Text(text, style="bold red")
+
+
 @contextmanager
 def progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A rich progress bar on stderr, only for humans at a terminal; yields ``update(done, total)`` or None."""

@@ -15,6 +15,7 @@ import typer
 from continuity import paths
 from continuity.blueprint import load_blueprint
 from continuity.cli import output
+from continuity.config_watch import load_or_last_good
 from continuity.durations import format_duration
 from continuity.errors import ContinuityError
 from continuity.redisd import connect
@@ -38,15 +39,27 @@ def status_table(report: dict[str, Any]) -> Any:
     for s in report["services"]:
         svcs.add_row(s["id"], s["domain"], str(s["tier"]), format_duration(s["rto"]), format_duration(s["rpo"]),
                      s["primary"], ", ".join(s["standbys"]) or "-", str(s["epoch"]))
-    return output.group(nodes, svcs)
+    problems = [f"config: {e.get('file')} does not load ({e.get('node')}): {e.get('error')}; the last good "
+                f"content stays in force" for e in report.get("config_errors") or []]
+    return output.group(*map(output.warning, problems), nodes, svcs)
 
 
 def read_report() -> dict[str, Any]:
-    """The status report from Redis; an unreachable Redis is one clear line (exit 1), not a traceback."""
-    bp = load_blueprint(paths.blueprint_path())
+    """The status report from Redis; an unreachable Redis is one clear line (exit 1), not a traceback.
+
+    A blueprint broken by an edit is reported, and the last copy that loaded is used to show the fleet (which
+    keeps running on it, see :mod:`continuity.config_watch`); with no such copy the error stands (exit 2).
+    """
+    loaded = load_or_last_good(load_blueprint, paths.blueprint_path(), paths.last_good("blueprint.yml"))
+    bp = loaded.value
     client = connect()
     try:
-        return build_report(bp, read_snapshot(client, bp))
+        report = build_report(bp, read_snapshot(client, bp))
+        if loaded.error is not None:
+            report["config_errors"] = [{"file": loaded.error.path, "node": "this command",
+                                        "error": loaded.error.error, "since": loaded.error.since},
+                                       *report["config_errors"]]
+        return report
     except redis.RedisError as exc:
         raise ContinuityError(f"cannot read status from Redis: {exc}") from None
     finally:

@@ -8,7 +8,7 @@ the status report says so by showing ages, never by claiming a consistent cut.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from continuity.state import keys
@@ -24,6 +24,7 @@ class RedisSnapshot:
     routes: dict[str, str | None]
     epochs: dict[str, str | None]
     leases: dict[str, str | None]
+    config_errors: dict[str, str] = field(default_factory=dict)  # ``config:errors`` as read
 
 
 def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str]) -> RedisSnapshot:
@@ -42,6 +43,7 @@ def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str
             pipe.get(keys.epoch(s))
         for s in services:
             pipe.get(keys.lease(s))
+        pipe.hgetall(keys.config_errors())
         res = pipe.execute()
     n = len(queues)
     m = len(services)
@@ -51,4 +53,4 @@ def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str
     routes = dict(zip(services, rest[1:1 + m], strict=True))
     epochs = dict(zip(services, rest[1 + m:1 + 2 * m], strict=True))
     leases = dict(zip(services, rest[1 + 2 * m:1 + 3 * m], strict=True))
-    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases)
+    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases, dict(rest[1 + 3 * m]))

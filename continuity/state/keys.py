@@ -153,6 +153,11 @@ def incidents() -> str:
     return k("incidents")
 
 
+def config_errors() -> str:
+    """Hash ``<node>|<file>`` -> JSON of a config file a running process cannot load (it keeps the last good one)."""
+    return k("config", "errors")
+
+
 # --- backups -----------------------------------------------------------------
 def backup_status(set_id: str) -> str:
     """Hash: last snapshot, last verified-restorable snapshot, their times and RPO age."""
