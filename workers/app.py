@@ -71,7 +71,9 @@ def make_app() -> Celery:
         task_track_started=True,
         task_time_limit=600,
         task_soft_time_limit=540,
-        result_expires=7 * 24 * 3600,
+        # results are read by whoever sent the task, within its timeout; the history is the failover/drill
+        # records and the pulse, so a result kept for days is only a celery-task-meta key growing Redis
+        result_expires=3600,
         result_extended=True,
         task_default_queue=CONTROL_QUEUE,
         task_queues=build_queues(bp),
