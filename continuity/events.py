@@ -281,6 +281,10 @@ DETECT_LEASE_RETAKEN = _kind(
 DETECT_ROLE_BOOTSTRAPPED = _kind(
     "detect.role_bootstrapped", "First start of the fleet: the blueprint's primary took epoch 1 of a service.",
     "continuity/detect/agent.py (_bootstrap)", HOOK_RC)
+DETECT_HOOK_TIMED_OUT = _kind(
+    "detect.hook_timed_out", "A service hook run by a node's agent outlived its timeout; its lane went on without "
+    "it (the hook was reported failed).", "continuity/detect/agent.py (_hook_timed_out)",
+    _f("hook", "str", "start | demote"), _f("timeout", "float", "seconds the hook was allowed"), AT)
 DETECT_HEARTBEAT_REJECTED = _kind(
     "detect.heartbeat_rejected", "A heartbeat failed authentication or parsing and was ignored.",
     "continuity/detect/sweep.py", _f("reason", "str", "short code (unsigned, bad-mac, unknown-node, ...)"),

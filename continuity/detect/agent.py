@@ -9,7 +9,7 @@ small threads, so that no single blocking call can silence the others:
 * **probe** — runs the local health probes of held services concurrently, each
   with its own timeout; the beat carries the latest results;
 * **watchdog** — if a held lease has not been renewed for ``lease_ttl - safety``
-  on this node's *monotonic* clock, runs the service's demote hook locally.
+  on this node's *monotonic* clock, demotes the service locally.
   The renewal that counts is timed from when it was *sent*, so the lease at
   Redis (timed from when it *arrived*) always outlives our decision to stop:
   we are demoted before anyone may be promoted. This is the case that matters
@@ -26,6 +26,16 @@ A role lost while this node looked away (its lease is now someone else's, or
 gone) is demoted at once. A role this node self-demoted but which nobody took
 over (Redis came back before a failover fenced it) is reclaimed with the same
 epoch: the epoch check in :func:`leases.acquire` makes that safe.
+
+None of these threads runs a service hook: start, demote and stop hooks go to the
+service's lane (:mod:`continuity.detect.lanes`), one serial queue per service with a
+deadline per hook. A start taking seconds therefore never delays a beat or a renewal
+(before, it did, and the watchdog demoted the very role being started), and two hooks
+of one service never overlap (a local restart and a demote 0.3 s apart once left two
+instances of one service on one node). The threads decide and change the role state
+(``held``, ``demoting``, ``started``) under :attr:`Agent.lock`; the lane runs the hook,
+then finishes the bookkeeping. A start is re-checked when its lane reaches it and
+dropped if a demote made it obsolete meanwhile.
 
 I/O shell: threads, hooks, probes and Redis. The restart-or-give-up choice is the
 pure decider :mod:`continuity.detect.recovery`'s; hooks and probes come from
@@ -44,8 +54,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from continuity.blueprint import Blueprint
+from continuity.detect.lanes import TIMED_OUT, HookLanes, Job
 from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
 from continuity.events import (
+    DETECT_HOOK_TIMED_OUT,
     DETECT_LEASE_RETAKEN,
     DETECT_ROLE_BOOTSTRAPPED,
     FAILOVER_SELF_DEMOTED,
@@ -82,7 +94,7 @@ class Agent:
     def __init__(self, bp: Blueprint, node: str, client: Any, key: bytes, *, pulse: EventSink | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  run_hook: HookRunner | None = None, prober: Prober = probe_service,
-                 safety: float | None = None, hook_timeout: float = 10.0) -> None:
+                 safety: float | None = None, hook_timeout: float = 10.0, hook_grace: float = 5.0) -> None:
         self.bp = bp
         self.node = node
         self.client = client
@@ -97,7 +109,7 @@ class Agent:
         self.services = sorted(s for s, v in bp.services.items() if node == v.primary or node in v.standbys)
         self.held: dict[str, Held] = {}
         self.demoted: dict[str, int] = {}  # self-demoted service -> epoch we may reclaim
-        self.demoting: set[str] = set()  # stop hook running: not reclaimed until it finished
+        self.demoting: set[str] = set()  # stop hook queued or running: not reclaimed until it finished
         self.started: dict[str, int] = {}  # service -> epoch its start hook last ran for (until a demote)
         self.health: dict[str, ProbeResult] = {}
         self.recovery = RecoveryPolicy.from_blueprint(bp)
@@ -106,6 +118,7 @@ class Agent:
         self.bootstrapped = False
         self.redis_ok = True
         self.lock = threading.RLock()
+        self.lanes = HookLanes(on_timeout=self._hook_timed_out, grace=hook_grace)
         self._beat = heartbeats.BEAT.load(client)
 
     # --- heartbeat ---------------------------------------------------------------------------
@@ -238,9 +251,7 @@ class Agent:
                     with self.lock:
                         self.held[svc] = Held(1, self.clock())
                         self.started[svc] = 1
-                    result = self.run_hook(self.bp, svc, self.node, "start", 1, timeout=self.hook_timeout)
-                    self._emit(DETECT_ROLE_BOOTSTRAPPED, service=svc, epoch=1,
-                               data={"hook_rc": None if result is None else result.returncode})
+                    self._start(svc, 1, self._bootstrapped(svc))
             self.bootstrapped = True
         except Exception as exc:  # noqa: BLE001 - retried on the next beat
             log.warning("agent %s: bootstrap deferred: %s", self.node, exc)
@@ -263,9 +274,11 @@ class Agent:
             if self.started.get(svc) == epoch:
                 return  # another path reclaimed it a moment ago: one start hook per reclaim
             self.started[svc] = epoch
-        result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
-        self._emit(FAILOVER_SELF_REPROMOTED, service=svc, epoch=epoch,
-                   data={"hook_rc": None if result is None else result.returncode})
+
+        def then(result: Any) -> None:
+            self._emit(FAILOVER_SELF_REPROMOTED, service=svc, epoch=epoch, data={"hook_rc": _rc(result)})
+
+        self._start(svc, epoch, then)
 
     def check_fence(self) -> list[str]:
         """Demote every held service whose lease we could not renew in time; returns their ids."""
@@ -285,26 +298,66 @@ class Agent:
         return [svc for svc, _ in due]
 
     def demote_all(self, reason: str) -> list[str]:
-        """Stop every held role (worker shutdown): a primary nobody watches must not keep running."""
+        """Stop every held role (worker shutdown): a primary nobody watches must not keep running.
+
+        Waits for the demote hooks (and any hook queued before them): the worker exits next.
+        """
         with self.lock:
             held, self.held = self.held, {}
+            self.demoting.update(held)
         for svc, h in held.items():
             self._demote(svc, h.epoch, reason)
+        if not self.wait_idle(self.hook_timeout + self.lanes.grace):
+            log.error("agent %s: hooks still running at shutdown", self.node)
         return sorted(held)
 
     def _demote(self, svc: str, epoch: int, reason: str) -> None:
+        """Queue the demote hook; the caller has already taken the role away and marked it ``demoting``."""
         log.warning("agent %s: demoting %s (epoch %s): %s", self.node, svc, epoch, reason)
         with self.lock:
             self.health.pop(svc, None)
             self.started.pop(svc, None)
-        try:
-            result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
-        finally:
+
+        def then(result: Any) -> None:
             with self.lock:
-                self.demoting.discard(svc)
-        self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
-                   data={"reason": reason, "hook_rc": None if result is None else result.returncode,
-                         "at": self.wall()})
+                self.demoting.discard(svc)  # stopped: a reclaim may start it again from now on
+            self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
+                       data={"reason": reason, "hook_rc": _rc(result), "at": self.wall()})
+
+        self._submit(svc, "demote", epoch, then)
+
+    # --- hook lanes ----------------------------------------------------------------------------
+    def _submit(self, svc: str, which: str, epoch: int, then: Callable[[Any], None],
+                ready: Callable[[], bool] = lambda: True) -> None:
+        """Queue one hook of ``svc`` on its lane: it runs after every hook of ``svc`` decided before it."""
+        def call() -> Any:
+            return self.run_hook(self.bp, svc, self.node, which, epoch, timeout=self.hook_timeout)
+
+        self.lanes.submit(Job(svc, which, call, self.hook_timeout, then, ready, epoch))
+
+    def _start(self, svc: str, epoch: int, then: Callable[[Any], None]) -> None:
+        """Queue a start hook, run only if ``svc`` is still ours at ``epoch`` when its lane gets to it."""
+        self._submit(svc, "start", epoch, then, ready=lambda: self._still_primary(svc, epoch))
+
+    def _still_primary(self, svc: str, epoch: int) -> bool:
+        """A start decided before a demote (or a new epoch) made it obsolete must not run after that demote."""
+        with self.lock:
+            held = self.held.get(svc)
+            return held is not None and held.epoch == epoch and svc not in self.demoting
+
+    def _bootstrapped(self, svc: str) -> Callable[[Any], None]:
+        def then(result: Any) -> None:
+            self._emit(DETECT_ROLE_BOOTSTRAPPED, service=svc, epoch=1, data={"hook_rc": _rc(result)})
+
+        return then
+
+    def _hook_timed_out(self, job: Job) -> None:
+        self._emit(DETECT_HOOK_TIMED_OUT, service=job.service, epoch=job.epoch,
+                   data={"hook": job.what, "timeout": job.timeout, "at": self.wall()})
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no hook is queued or running (tests, shutdown); False if ``timeout`` ran out first."""
+        return self.lanes.wait_idle(timeout)
 
     # --- probes --------------------------------------------------------------------------------
     def probe_once(self, pool: ThreadPoolExecutor | None = None) -> dict[str, ProbeResult]:
@@ -333,8 +386,10 @@ class Agent:
     def recover_once(self, results: dict[str, ProbeResult]) -> list[tuple[str, str]]:
         """Feed probe results to each held service's tracker and act on its decision; returns (service, action).
 
-        Runs on the probe thread, never the beat thread: a start hook takes up to ``hook_timeout`` and
+        Runs on the probe thread and only queues hooks: a start hook takes up to ``hook_timeout`` and
         the heartbeat and lease renewal must go on meanwhile (a restart is not a reason to be failed over).
+        A service with a hook queued or running is not judged: a probe failing while its own start or
+        stop hook runs says nothing about a crash, and would queue a second restart behind the first.
         """
         now = self.clock()
         due: list[tuple[str, int, Decision, float | None]] = []
@@ -343,7 +398,7 @@ class Agent:
                 del self.trackers[svc]  # role gone: a new role starts with a clean slate
             for svc, res in results.items():
                 held = self.held.get(svc)
-                if held is None or svc in self.demoting:
+                if held is None or svc in self.demoting or self.lanes.busy(svc):
                     continue
                 entry = self.trackers.get(svc)
                 if entry is None or entry[0] != held.epoch:
@@ -371,18 +426,15 @@ class Agent:
                 return  # demoted meanwhile: starting now would race the stop hook
             self.started[svc] = epoch
         log.warning("agent %s: restarting %s in place (epoch %s): %s", self.node, svc, epoch, decision.reason)
-        result = self.run_hook(self.bp, svc, self.node, "start", epoch, timeout=self.hook_timeout)
-        self._emit(FAILOVER_SERVICE_RESTARTED, service=svc, epoch=epoch,
-                   data={"reason": decision.reason, "failures": decision.failures, "restarts": decision.restarts,
-                         "max_local_restarts": self.recovery.max_local_restarts, "since": since, "at": self.wall(),
-                         "hook_rc": None if result is None else result.returncode})
-        with self.lock:
-            still = self.held.get(svc)
-            lost = (still is None or still.epoch != epoch) and svc not in self.demoting
-        if lost:
-            # self-fencing demoted the role while the start hook ran (it never waits for us, by design):
-            # our start may have landed after its stop, so stop again
-            self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
+
+        def then(result: Any) -> None:
+            # a demote decided while this start ran is queued behind it on the lane and stops what it started
+            self._emit(FAILOVER_SERVICE_RESTARTED, service=svc, epoch=epoch,
+                       data={"reason": decision.reason, "failures": decision.failures, "restarts": decision.restarts,
+                             "max_local_restarts": self.recovery.max_local_restarts, "since": since,
+                             "at": self.wall(), "hook_rc": _rc(result)})
+
+        self._start(svc, epoch, then)
 
     def _give_up(self, svc: str, epoch: int, decision: Decision, since: float | None) -> None:
         """Stop the service, release its lease and mark it failed here, so the detector moves it elsewhere.
@@ -400,13 +452,16 @@ class Agent:
             self.health.pop(svc, None)
             self.started.pop(svc, None)
         log.warning("agent %s: giving %s up (epoch %s): %s", self.node, svc, epoch, decision.reason)
+        self._submit(svc, "demote", epoch, lambda result: self._gave_up(svc, epoch, decision, since, result))
+
+    def _gave_up(self, svc: str, epoch: int, decision: Decision, since: float | None, result: Any) -> None:
+        """After the stop hook of a given-up service (on its lane): record it, release the lease, mark it failed."""
         given: bool | None = None
         try:
-            result = self.run_hook(self.bp, svc, self.node, "demote", epoch, timeout=self.hook_timeout)
             # stopped: our hold on the role ends here, before anyone may be promoted (the release is next)
             self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
                        data={"reason": f"service failed: {decision.reason}", "at": self.wall(),
-                             "hook_rc": None if result is None else result.returncode})
+                             "hook_rc": _rc(result)})
             info = {"at": self.wall(), "since": since, "reason": decision.reason, "restarts": decision.restarts}
             try:
                 given = leases.give_up(self.client, svc, self.node, epoch, info)
@@ -427,6 +482,13 @@ class Agent:
             self.pulse.emit(kind, node=self.node, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the history must never stop the agent
             log.warning("agent %s: could not record %s: %s", self.node, kind, exc)
+
+
+def _rc(result: Any) -> int | None:
+    """The hook's exit code for events: None when no hook is declared, 124 (as a killed hook) on a lane timeout."""
+    if result is TIMED_OUT:
+        return 124
+    return None if result is None else result.returncode
 
 
 def _text(v: Any) -> str:

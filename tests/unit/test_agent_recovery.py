@@ -74,6 +74,7 @@ def world(rds) -> tuple[Agent, World]:
     agent = Agent(bp, "core-a", rds, KEY, pulse=w, clock=lambda: w.t, wall=lambda: 1_000_000 + w.t,
                   run_hook=w.run_hook, prober=w.prober)
     agent.beat_once()  # bootstrap: core-a holds ledger and bare at epoch 1
+    agent.wait_idle()  # hooks run on the agent's lanes: drain them before looking
     w.hooks.clear()
     return agent, w
 
@@ -83,6 +84,7 @@ def rounds(agent: Agent, w: World, n: int) -> None:
     for _ in range(n):
         agent.beat_once()
         agent.tend()
+        agent.wait_idle()
         w.t += 1.0
 
 
@@ -162,4 +164,5 @@ def test_no_restart_while_the_role_is_being_demoted(world, rds) -> None:
     agent.demoting.add("ledger")  # self-fencing is running the stop hook right now
     agent.beat_once()
     agent.recover_once({"ledger": ProbeResult(False, "down")})
+    agent.wait_idle()
     assert w.hooks == []

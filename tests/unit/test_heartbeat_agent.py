@@ -2,6 +2,9 @@
 
 Self-fencing is the invariant here: a primary that cannot renew its lease runs
 its demote hook *before* the lease could have expired at Redis.
+
+Hooks run on the agent's per-service lanes, not inside ``beat_once``: each step is
+followed by ``wait_idle()`` before the recorded hooks are looked at.
 """
 
 from __future__ import annotations
@@ -91,15 +94,18 @@ def dead_client() -> redis.Redis:
 def test_bootstrap_takes_epoch_one_and_starts_declared_primaries(bp, rds) -> None:
     agent, rec, _ = make(bp, rds)
     assert agent.beat_once()
+    agent.wait_idle()
     assert sorted(rec.hooks) == [("ledger", "core-a", "start", 1), ("reports", "core-a", "start", 1)]
     assert leases.read(rds, "ledger").node == "core-a"
     assert leases.read(rds, "keystore") is None, "core-b's service is core-b's to bootstrap"
     other, rec_b, _ = make(bp, rds, "core-b")
     other.beat_once()
+    other.wait_idle()
     assert rec_b.hooks == [("keystore", "core-b", "start", 1)]
     # a second agent start (worker restart) does not bootstrap again
     again, rec2, _ = make(bp, rds)
     again.beat_once()
+    again.wait_idle()
     assert rec2.hooks == []
     assert set(again.held) == {"ledger", "reports"}, "it adopts the roles its lease says it holds"
 
@@ -107,9 +113,11 @@ def test_bootstrap_takes_epoch_one_and_starts_declared_primaries(bp, rds) -> Non
 def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
     agent, _, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     agent.probe_once()
     rds.pexpire(keys.lease("ledger"), 500)
     agent.beat_once()
+    agent.wait_idle()
     assert leases.read(rds, "ledger").ttl > 2.5, "the beat renewed the lease"
     raw = rds.hget(keys.heartbeats(), "core-a")
     arrival = float(rds.hget(keys.heartbeat_arrivals(), "core-a"))
@@ -120,6 +128,7 @@ def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
     assert rds.hexists(keys.nodes_seen(), "core-a")
     first_seq = hb.seq
     agent.beat_once()
+    agent.wait_idle()
     hb2 = heartbeats.verify(rds.hget(keys.heartbeats(), "core-a"), "core-a", heartbeats.KeyRing({"core-a": KEY}),
                            last_seq=first_seq, arrival=None, max_age=10)
     assert hb2.seq > first_seq
@@ -128,6 +137,7 @@ def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
 def test_self_fences_before_the_lease_can_expire_when_redis_is_unreachable(bp, rds) -> None:
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rec.hooks.clear()
     agent.client = dead_client()
     limit = bp.policy.lease_ttl - agent.safety
@@ -135,13 +145,17 @@ def test_self_fences_before_the_lease_can_expire_when_redis_is_unreachable(bp, r
     for _ in range(2):
         clock.t += 1.0
         assert agent.beat_once() is False
+        agent.wait_idle()
         assert agent.check_fence() == []
+        agent.wait_idle()
     clock.t += limit - 2.0 + 0.01
     demoted = agent.check_fence()
+    agent.wait_idle()
     assert sorted(demoted) == ["ledger", "reports"]
     assert sorted(rec.hooks) == [("ledger", "core-a", "demote", 1), ("reports", "core-a", "demote", 1)]
     assert rec.kinds().count("failover.self_demoted") == 2
     assert agent.check_fence() == [], "demoted once"
+    agent.wait_idle()
     # nothing is reported as primary any more
     assert all(v["role"] == "standby" for v in agent._report().values())
 
@@ -149,14 +163,17 @@ def test_self_fences_before_the_lease_can_expire_when_redis_is_unreachable(bp, r
 def test_reclaims_its_own_lease_when_redis_returns_before_anyone_took_over(bp, rds) -> None:
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     real = agent.client
     agent.client = dead_client()
     clock.t += 3.0
     agent.check_fence()
+    agent.wait_idle()
     rec.hooks.clear()
     rds.delete(keys.lease("reports"))  # this one expired meanwhile; ledger's survived
     agent.client = real
     agent.beat_once()
+    agent.wait_idle()
     assert sorted(rec.hooks) == [("ledger", "core-a", "start", 1), ("reports", "core-a", "start", 1)]
     assert rec.kinds().count("failover.self_repromoted") == 2
     assert leases.read(rds, "reports").node == "core-a"
@@ -165,30 +182,36 @@ def test_reclaims_its_own_lease_when_redis_returns_before_anyone_took_over(bp, r
 def test_no_reclaim_after_a_failover_fenced_the_old_epoch(bp, rds) -> None:
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     real = agent.client
     agent.client = dead_client()
     clock.t += 3.0
     agent.check_fence()
+    agent.wait_idle()
     rec.hooks.clear()
     rds.delete(keys.lease("ledger"))
     rds.set(keys.epoch("ledger"), 2)       # a failover fenced ...
     agent.client = real
     agent.beat_once()
+    agent.wait_idle()
     assert ("ledger", "core-a", "start", 1) not in rec.hooks
     assert leases.read(rds, "ledger") is None
     assert leases.acquire(rds, "ledger", "core-b", 2, ttl=3)   # ... and promoted core-b
     agent.beat_once()
+    agent.wait_idle()
     assert "ledger" not in agent.held and "ledger" not in agent.demoted
 
 
 def test_a_role_taken_by_another_node_is_demoted_at_once(bp, rds) -> None:
     agent, rec, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rec.hooks.clear()
     rds.delete(keys.lease("ledger"))
     rds.set(keys.epoch("ledger"), 2)
     leases.acquire(rds, "ledger", "core-b", 2, ttl=3)
     agent.beat_once()
+    agent.wait_idle()
     assert rec.hooks == [("ledger", "core-a", "demote", 1)]
     assert "ledger" not in agent.held
     ev = [kw for k, kw in rec.events if k == "failover.self_demoted"][0]
@@ -198,16 +221,19 @@ def test_a_role_taken_by_another_node_is_demoted_at_once(bp, rds) -> None:
 def test_promotion_by_a_chain_is_adopted_without_running_hooks(bp, rds) -> None:
     agent, rec, _ = make(bp, rds, "core-b")
     agent.beat_once()
+    agent.wait_idle()
     rec.hooks.clear()
     rds.set(keys.epoch("ledger"), 2)
     assert leases.acquire(rds, "ledger", "core-b", 2, ttl=3)
     agent.beat_once()
+    agent.wait_idle()
     assert agent.held["ledger"].epoch == 2 and rec.hooks == []
 
 
 def test_demote_all_on_shutdown(bp, rds) -> None:
     agent, rec, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rec.hooks.clear()
     assert agent.demote_all("worker shutting down") == ["ledger", "reports"]
     assert {h[2] for h in rec.hooks} == {"demote"}
@@ -234,27 +260,34 @@ def test_a_vanished_lease_is_taken_back_by_its_running_holder(bp, rds) -> None:
     """Redis lost the lease key (restart without it, operator DEL): the primary keeps its role, no second holder."""
     agent, rec, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     standby, _, _ = make(bp, rds, "core-b")
     standby.beat_once()
+    standby.wait_idle()
     rds.delete(keys.lease("ledger"))
     standby.beat_once()  # the standby sees the orphan, but it is not its own: it takes nothing
+    standby.wait_idle()
     assert _holders(rds, "ledger") == []
     agent.beat_once()
+    agent.wait_idle()
     lease = leases.read(rds, "ledger")
     assert (lease.node, lease.epoch) == ("core-a", 1)
     assert "ledger" in agent.held and ("ledger", "core-a", "demote", 1) not in rec.hooks, "kept running"
     assert "detect.lease_retaken" in rec.kinds()
     standby.beat_once()
+    standby.wait_idle()
     assert "ledger" not in standby.held
 
 
 def test_a_restarted_worker_reclaims_its_role_at_the_same_epoch(bp, rds) -> None:
     agent, _, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     agent.demote_all("worker shutting down")
     rds.delete(keys.lease("ledger"), keys.lease("reports"))  # the lease ran out while the worker restarted
     again, rec, _ = make(bp, rds)  # a new process: no memory of what it held
     again.beat_once()
+    again.wait_idle()
     assert ("ledger", "core-a", "start", 1) in rec.hooks and leases.read(rds, "ledger").epoch == 1
     assert "failover.self_repromoted" in rec.kinds()
 
@@ -262,24 +295,29 @@ def test_a_restarted_worker_reclaims_its_role_at_the_same_epoch(bp, rds) -> None
 def test_no_reclaim_after_a_fence_or_a_release(bp, rds) -> None:
     agent, _, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rds.delete(keys.lease("ledger"))
     rds.incr(keys.epoch("ledger"))  # a failover fenced epoch 2 for another node
     agent.beat_once()
+    agent.wait_idle()
     assert leases.read(rds, "ledger") is None and "ledger" not in agent.held, "stale epoch: demoted, not retaken"
     # a deliberate release (switchover) clears the record: the old primary does not take the role back
     assert leases.release(rds, "reports", "core-a", 1)
     assert leases.holder_of_record(rds, "reports") is None
     fresh, rec, _ = make(bp, rds)
     fresh.beat_once()
+    fresh.wait_idle()
     assert leases.read(rds, "reports") is None and not rec.hooks
 
 
 def test_racing_retake_and_promotion_never_make_two_holders(bp, rds) -> None:
     agent, _, _ = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rds.delete(keys.lease("ledger"))
     assert leases.acquire(rds, "ledger", "core-b", 1, ttl=3)  # someone else got there first at the same epoch
     agent.beat_once()
+    agent.wait_idle()
     assert _holders(rds, "ledger") == ["core-b"] and "ledger" not in agent.held
 
 
@@ -287,6 +325,7 @@ def test_no_start_hook_while_the_stop_hook_still_runs(bp, rds) -> None:
     """A demotion in progress and a lease that outlived it: the reclaim waits for the stop to finish."""
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     clock.t += 3.0
     with agent.lock:  # the watchdog took the role away and its stop hook is still running
         held = agent.held.pop("ledger")
@@ -296,11 +335,14 @@ def test_no_start_hook_while_the_stop_hook_still_runs(bp, rds) -> None:
     rec.hooks.clear()
     clock.t -= 3.0  # a fresh answer from Redis: our lease is still there
     agent.beat_once()
+    agent.wait_idle()
     assert ("ledger", "core-a", "start", 1) not in rec.hooks
     agent.demoting.discard("ledger")  # the stop hook finished
     agent.beat_once()
+    agent.wait_idle()
     assert rec.hooks.count(("ledger", "core-a", "start", 1)) == 1
     agent.beat_once()
+    agent.wait_idle()
     assert rec.hooks.count(("ledger", "core-a", "start", 1)) == 1, "one start per reclaim"
 
 
@@ -308,6 +350,7 @@ def test_an_answer_older_than_the_renewal_limit_demotes_instead_of_renewing(bp, 
     """A beat frozen in flight (SIGSTOP between send and reply) must not count as a renewal."""
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
+    agent.wait_idle()
     rec.hooks.clear()
     real_beat = agent._beat
 
@@ -318,5 +361,6 @@ def test_an_answer_older_than_the_renewal_limit_demotes_instead_of_renewing(bp, 
 
     agent._beat = frozen
     agent.beat_once()
+    agent.wait_idle()
     assert ("ledger", "core-a", "demote", 1) in rec.hooks
     assert "failover.self_demoted" in rec.kinds()
