@@ -341,6 +341,7 @@ def _fail_ledger(bp, rds, fleet) -> Agent:
     for _ in range(bp.policy.restart_after_failures):
         sick.beat_once()
         sick.tend()
+        sick.wait_idle()  # the give-up (stop hook, lease release) runs on the agent's hook lane
     return sick
 
 
