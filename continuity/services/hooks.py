@@ -5,15 +5,27 @@ in on the node that runs them (the port depends on the node's ``port_offset``,
 the epoch on the failover in progress) and are executed without a shell, so a
 service id or a label can never be interpreted as shell syntax. Every run has a
 timeout: a hook that hangs must fail the step, not wedge the chain.
+
+Hooks of one service on one node never overlap, whoever runs them: the node's
+agent (its per-service lane), a failover step in a worker's pool process, a
+drill. Each run holds an exclusive ``flock`` on the node's
+``.hook-locks/<service>.lock`` (:func:`hook_lock`); a start that overlapped a stop of
+the same service once left two instances serving one service on one node. A
+start that cannot get the lock within its timeout fails (it is retried, or the
+chain moves on); a stop or demote runs anyway after that wait, because a
+primary that can never be stopped is the worse outcome.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from continuity import paths
@@ -21,6 +33,10 @@ from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 
 PLACEHOLDERS = ("python", "root", "node", "service", "port", "epoch")
+LOCK_POLL = 0.05  # seconds between tries for a hook lock another process holds
+LOCK_BUSY = 75  # exit code of a start refused because another hook of the service still runs (EX_TEMPFAIL)
+
+log = logging.getLogger(__name__)
 
 
 class HookError(ContinuityError):
@@ -105,7 +121,44 @@ def run_service_hook(bp: Blueprint, service: str, node: str, which: str, epoch: 
         argv = hooks.stop  # a service without a dedicated demote hook is demoted by stopping it
     if argv is None:
         return None
-    return run(render(argv, placeholder_values(bp, service, node, epoch)), timeout=timeout)
+    rendered = render(argv, placeholder_values(bp, service, node, epoch))
+    started = time.monotonic()
+    with hook_lock(service, node, timeout) as locked:
+        if not locked and which == "start":
+            return HookResult(rendered, LOCK_BUSY, time.monotonic() - started,
+                              f"another hook of {service} on {node} still runs after {timeout:g}s: not started")
+        if not locked:
+            log.warning("%s hook of %s on %s runs without the hook lock: another hook still holds it after %gs",
+                        which, service, node, timeout)
+        return run(rendered, timeout=timeout)
+
+
+@contextmanager
+def hook_lock(service: str, node: str, timeout: float) -> Iterator[bool]:
+    """Hold the exclusive lock of ``service``'s hooks on ``node``; yields False if not had within ``timeout``.
+
+    ``flock`` on a file of the node's own directory: it serializes hook runs across the agent's
+    threads, worker pool processes and the CLI alike, and the kernel drops it when its holder dies,
+    so a killed worker never leaves a stale lock behind. The hook's child does not inherit it.
+    """
+    path = paths.node_dir(node) / ".hook-locks" / f"{service}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        yield _flock(fd, time.monotonic() + timeout)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _flock(fd: int, deadline: float) -> bool:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL)
 
 
 def probe_url(bp: Blueprint, service: str, node: str, epoch: int | None = None) -> str | None:

@@ -49,3 +49,57 @@ def test_a_hanging_hook_times_out_and_a_missing_program_fails_cleanly() -> None:
 def test_demote_falls_back_to_stop_and_missing_hooks_are_none(bp) -> None:
     assert hooks.run_service_hook(bp, "reports", "core-b", "start", 2) is None
     assert bp.services["ledger"].spec.hooks.demote is None and bp.services["ledger"].spec.hooks.stop
+
+
+LOCKED_FLEET = """\
+version: 1
+fleet: hook-lock
+nodes:
+  core-a: {kind: core}
+domains:
+  d:
+    rto: 10s
+    rpo: 5s
+    services:
+      ledger:
+        tier: 3
+        placement: {primary: core-a}
+        hooks:
+          start: ["{python}", "-c", "import sys, pathlib; pathlib.Path(sys.argv[1]).touch()", "MARKS/start"]
+          stop: ["{python}", "-c", "import sys, pathlib; pathlib.Path(sys.argv[1]).touch()", "MARKS/stop"]
+"""
+HOLD_LOCK = """
+from continuity.services.hooks import hook_lock
+import sys
+with hook_lock("ledger", "core-a", 10) as got:
+    print("locked" if got else "busy", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_hooks_of_one_service_on_one_node_never_overlap_across_processes(tmp_path, monkeypatch) -> None:
+    """Another process (a worker's pool running a failover step) holds the hook lock: a start waits, then fails."""
+    import subprocess
+
+    from continuity.blueprint import parse_blueprint
+    from continuity.config import parse_text
+
+    monkeypatch.setenv("CONTINUITY_STATE", str(tmp_path / "state"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    bp = parse_blueprint(parse_text(LOCKED_FLEET.replace("MARKS", str(marks)), "lock.yml"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        res = hooks.run_service_hook(bp, "ledger", "core-a", "start", 1, timeout=0.2)
+        assert res.returncode == hooks.LOCK_BUSY and "still runs" in res.output
+        assert not (marks / "start").exists(), "a start never runs beside another hook of the service"
+        res = hooks.run_service_hook(bp, "ledger", "core-a", "demote", 1, timeout=0.2)
+        assert res.ok and (marks / "stop").exists(), "a stop is not held back for good by a wedged hook"
+    finally:
+        holder.communicate("", timeout=10)  # the holder exits: the kernel drops its lock
+    res = hooks.run_service_hook(bp, "ledger", "core-a", "start", 1, timeout=10)
+    assert res.ok and (marks / "start").exists()
+    with hooks.hook_lock("ledger", "core-a", 0) as got:
+        assert got, "released after the run"
