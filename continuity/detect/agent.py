@@ -118,7 +118,9 @@ class Agent:
         self.bootstrapped = False
         self.redis_ok = True
         self.lock = threading.RLock()
-        self.lanes = HookLanes(on_timeout=self._hook_timed_out, grace=hook_grace)
+        # a hook may wait up to its timeout for the node's lock of the service's hooks (a failover step may hold
+        # it, see services.hooks.hook_lock) before its own timeout starts: the lane allows for both
+        self.lanes = HookLanes(on_timeout=self._hook_timed_out, grace=hook_timeout + hook_grace)
         self._beat = heartbeats.BEAT.load(client)
 
     # --- heartbeat ---------------------------------------------------------------------------
