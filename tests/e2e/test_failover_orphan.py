@@ -29,7 +29,10 @@ def test_deleted_lease_is_retaken_by_its_holder_at_the_same_epoch(fleet: Fleet) 
     # then the agent's local recovery starts it again at the same epoch. Either way it serves epoch 1.
     fleet.wait_primary("ledger", "core-a", epoch=1)
     if pulse_events(fleet.state, "failover.service_demoted"):
-        (restart,) = pulse_events(fleet.state, "failover.service_restarted")
+        # the restart event is written when the start hook returns, which is after the instance answers (its
+        # readiness is what the hook waits for): wait for the event, do not race it
+        (restart,) = wait_for(lambda: pulse_events(fleet.state, "failover.service_restarted") or None, timeout=20,
+                              what="the local restart to be recorded")
         assert restart["node"] == "core-a" and restart["epoch"] == 1
     assert fleet.records() == [], "no failover was started"
     kinds = {e["kind"].removeprefix("continuity_layer.") for e in pulse_events(fleet.state)}
