@@ -41,6 +41,10 @@ def status_table(report: dict[str, Any]) -> Any:
                      s["primary"], ", ".join(s["standbys"]) or "-", str(s["epoch"]))
     problems = [f"config: {e.get('file')} does not load ({e.get('node')}): {e.get('error')}; the last good "
                 f"content stays in force" for e in report.get("config_errors") or []]
+    det = report.get("detector")
+    if det is not None and det.get("stale"):
+        when = "never" if det.get("age") is None else format_duration(det["age"]) + " ago"
+        problems.append(f"detector: last sweep {when}; node states and mode below are not current")
     return output.group(*map(output.warning, problems), nodes, svcs)
 
 

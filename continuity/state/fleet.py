@@ -25,6 +25,7 @@ class RedisSnapshot:
     epochs: dict[str, str | None]
     leases: dict[str, str | None]
     config_errors: dict[str, str] = field(default_factory=dict)  # ``config:errors`` as read
+    detector_meta: str | None = None  # ``detector:meta`` (when the detector last swept)
 
 
 def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str]) -> RedisSnapshot:
@@ -44,6 +45,7 @@ def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str
         for s in services:
             pipe.get(keys.lease(s))
         pipe.hgetall(keys.config_errors())
+        pipe.get(keys.detector_meta())
         res = pipe.execute()
     n = len(queues)
     m = len(services)
@@ -53,4 +55,5 @@ def read_snapshot(client: Any, services: Iterable[str], queues: Mapping[str, str
     routes = dict(zip(services, rest[1:1 + m], strict=True))
     epochs = dict(zip(services, rest[1 + m:1 + 2 * m], strict=True))
     leases = dict(zip(services, rest[1 + 2 * m:1 + 3 * m], strict=True))
-    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases, dict(rest[1 + 3 * m]))
+    return RedisSnapshot(res[0], res[1], res[2], depths, mode, routes, epochs, leases, dict(rest[1 + 3 * m]),
+                         rest[2 + 3 * m])
