@@ -45,7 +45,7 @@ from continuity.failover.prepare import DataState, decide
 from continuity.services import hooks
 from continuity.services.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.services.probes import probe_service
-from continuity.state import backups, epochs, leases, locks, routes, step_markers
+from continuity.state import backups, epochs, failover_records, leases, locks, routes, step_markers
 
 Ctx = FailoverContext  # the chain context, typed; its JSON form is FailoverContext.to_dict()
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
@@ -75,6 +75,10 @@ class AlreadyHandled(ContinuityError):
     """A duplicate delivery of a step that already failed and whose failure was already acted on."""
 
 
+class RecordClosed(AlreadyHandled):
+    """The failover this step belongs to is over (superseded, escalated, failed or done): nothing more of it runs."""
+
+
 @contextlib.contextmanager
 def step_lock(client: Any, ctx: Ctx, step: str, ttl: float = 3.0, wait: float = 120.0) -> Iterator[None]:
     """One copy of a step at a time: a duplicate delivery waits for the running copy instead of racing it.
@@ -89,15 +93,24 @@ def step_lock(client: Any, ctx: Ctx, step: str, ttl: float = 3.0, wait: float = 
         raise StepFailed(f"another copy of {step} of {ctx.service} epoch {ctx.epoch} ran for {wait:.0f}s") from exc
 
 
+def _refuse_if_closed(client: Any, ctx: Ctx, step: str) -> None:
+    """A superseded (or otherwise closed) failover is terminal for its (service, epoch): a step still queued, resent
+    by the watchdog or redelivered after the close must not fence, promote or repoint anything."""
+    if failover_records.is_closed(client, ctx.record_id):
+        raise RecordClosed(f"{step} of {ctx.service} epoch {ctx.epoch}: failover {ctx.record_id} is already closed")
+
+
 def run_step(client: Any, ctx: Ctx, step: str, node: str | None, effect: Callable[[], dict[str, Any]],
              now: Callable[[], float] = time.time, self_marking: bool = False) -> dict[str, Any]:
     """Run ``effect`` once per (service, epoch, step), recording start/end in the failover record."""
     rid, attempt = ctx.record_id, ctx.attempt
+    _refuse_if_closed(client, ctx, step)
     records.step_started(client, rid, attempt, step, node, now(), epoch=ctx.epoch)
     with step_lock(client, ctx, step):
         done = step_markers.done(client, ctx.service, ctx.epoch, step)
         if done is not None:
             return {"skipped": "already done for this epoch", **done}
+        _refuse_if_closed(client, ctx, step)  # closed while we waited for a running copy
         if step_markers.failed(client, ctx.service, ctx.epoch, step):
             raise AlreadyHandled(f"{step} of {ctx.service} epoch {ctx.epoch} already failed and was handled")
         try:

@@ -21,7 +21,8 @@ Operations and their guarantees:
   without its meta, nor the reverse.
 - :func:`step_started` — ``HSETNX`` of the start; False (and a redelivery counted) when the step had started.
 - :func:`step_finished` — ``HSET`` of the end; returns the start time it pairs with.
-- :func:`set_attempt`, :func:`close` (``HSETNX finished``: exactly one close takes effect), :func:`read`,
+- :func:`set_attempt`, :func:`close` (``HSETNX finished``: exactly one close takes effect), :func:`is_closed`,
+  :func:`read`,
   :func:`recent_ids`, :func:`history_ids`.
 - :class:`RawRecord` is the one parser of those fields (the watchdog's scan, the reading form
   :func:`assemble` used by ``failover show``/``history``, reports and drills).
@@ -137,6 +138,11 @@ def close(client: Any, rid: str, outcome: str, finished: Mapping[str, Any]) -> b
         return False
     client.hset(key, "outcome", outcome)
     return True
+
+
+def is_closed(client: Any, rid: str) -> bool:
+    """Whether the record was closed (succeeded, failed, escalated, superseded): one ``HEXISTS``."""
+    return bool(client.hexists(keys.failover_record(rid), "finished"))
 
 
 def read(client: Any, rid: str) -> RawRecord | None:

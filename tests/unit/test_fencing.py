@@ -181,3 +181,18 @@ def test_concurrent_duplicates_of_a_step_run_the_effect_once(client, state) -> N
         t.join()
     assert calls == [1]
     assert len(results) == 3 and all(r["started"] == "once" for r in results)
+
+
+def test_no_step_runs_after_the_failover_was_superseded(client, state) -> None:
+    """Superseded is terminal for its (service, epoch): a step still queued, redelivered or resent by the watchdog
+    after the close must not fence, promote or repoint anything (today's code ran the whole rest of the chain)."""
+    rid = records.open_record(client, {"service": "ledger", "old_primary": "core-a", "candidate": "core-b"}, {},
+                              "detector", 1.0)
+    steps.run_step(client, _ctx(rid), "fence", "core-b", lambda: {"epoch": 1})
+    assert records.finish(client, rid, "superseded", 2.0, {"reason": "core-a keeps renewing", "step": "fence"})
+    calls = []
+    for step in ("prepare", "promote", "repoint", "verify", "record"):
+        with pytest.raises(steps.RecordClosed):
+            steps.run_step(client, _ctx(rid), step, "core-b", lambda: calls.append(1) or {})
+    assert calls == []
+    assert [s["step"] for s in records.get_record(client, rid)["steps"]] == ["fence"]
