@@ -31,6 +31,7 @@ from continuity.failover.context import FailoverContext, InvalidContext
 from continuity.failover.planner import (
     STEP_TARGET,
     FailoverPlan,
+    node_state_name,
     plan_forced,
     plan_switchover,
 )
@@ -227,6 +228,7 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
     so if the original is alive, the copy waits for it and then does nothing.
     """
     out: dict[str, list[str]] = {"resumed": [], "failed": []}
+    states: dict[str, Any] | None = None  # the detector's view, read once and only when a chain is open
     for rid in failover_records.recent_ids(client, now - 3600):
         rec = failover_records.read(client, rid)
         try:
@@ -238,8 +240,10 @@ def supervise(client: Any, bp: Blueprint, now: float) -> dict[str, list[str]]:
             continue
         busy = rec.step_end(pending.attempt, pending.step) is None and step_markers.busy(
             client, pending.ctx.service, pending.ctx.epoch, pending.step)
+        states = control.read_node_states(client, bp, now) if states is None else states
+        dead = node_state_name(states.get(pending.ctx.candidate)) == "dead"
         verdict = decide(rec, pending, busy=busy, lease_ttl=bp.policy.lease_ttl,
-                         lease_margin=bp.policy.lease_margin, now=now)
+                         lease_margin=bp.policy.lease_margin, now=now, candidate_dead=dead)
         if verdict.action == "give_up":
             _give_up(client, bp, rid, pending, verdict, now)
             out["failed"].append(rid)

@@ -45,10 +45,11 @@ class Verdict:
     action: Action
     idle: float = 0.0
     resume: FailoverContext | None = None  # for ``resend``: the chain from the pending step on
+    why: str = ""  # for ``give_up``: said instead of the idle time when there is a better reason
 
     @property
     def reason(self) -> str:
-        return f"no progress for {self.idle:.0f}s"
+        return self.why or f"no progress for {self.idle:.0f}s"
 
 
 def pending_step(rec: RawRecord, fleet: Fleet | None = None) -> Pending | None:
@@ -69,7 +70,7 @@ def pending_step(rec: RawRecord, fleet: Fleet | None = None) -> Pending | None:
 
 
 def decide(rec: RawRecord, pending: Pending, *, busy: bool, lease_ttl: float, lease_margin: float,
-           now: float) -> Verdict:
+           now: float, candidate_dead: bool = False) -> Verdict:
     """Resend, give up or wait.
 
     ``busy``: a copy of the step holds its lock (running right now) or its failure was already handled.
@@ -77,6 +78,10 @@ def decide(rec: RawRecord, pending: Pending, *, busy: bool, lease_ttl: float, le
     counts from the latest sign of progress of the attempt (record start, the chain's ``not_before``, any
     step's start or end); a fence that started waits for the old lease (twice its TTL plus the margin), so
     that wait is not idleness.
+
+    ``candidate_dead``: the detector declared the chain's candidate dead. Its steps (and, by default, the control
+    steps queued with them) will never run there, so waiting out :data:`GIVE_UP_AFTER` would only lengthen the
+    outage: the step is failed at once and the chain moves to the next candidate within the detection time.
     """
     attempt, ctx, step = pending.attempt, pending.ctx, pending.step
     if busy or rec.step_end(attempt, step) is not None:
@@ -86,6 +91,8 @@ def decide(rec: RawRecord, pending: Pending, *, busy: bool, lease_ttl: float, le
     if step == "fence" and rec.step_start(attempt, "fence") is not None:
         last = max(last, not_before + 2 * lease_ttl + lease_margin)
     idle = now - last
+    if candidate_dead and step != "demote":
+        return Verdict("give_up", idle, why=f"candidate {ctx.candidate} is dead")
     if idle >= GIVE_UP_AFTER:
         return Verdict("give_up", idle)
     if idle >= STALL_AFTER:

@@ -67,6 +67,15 @@ def test_idle_time_decides_resend_or_give_up(idle: float, action: str) -> None:
         assert verdict.reason == f"no progress for {idle:.0f}s"
 
 
+def test_a_dead_candidate_gives_up_at_once() -> None:
+    rec = _record(["fence", "prepare"], pending_start=200.0)
+    p = pending_step(rec, BP)
+    assert p is not None
+    verdict = decide(rec, p, busy=False, now=201.0, candidate_dead=True, **TIMING)
+    assert verdict.action == "give_up" and verdict.reason == "candidate core-b is dead"
+    assert decide(rec, p, busy=False, now=201.0, **TIMING).action == "wait"
+
+
 def test_a_running_or_handled_step_is_left_alone() -> None:
     rec = _record(["fence", "prepare"], pending_start=100.0)
     p = pending_step(rec, BP)

@@ -114,3 +114,17 @@ def test_a_record_whose_context_names_a_node_outside_the_blueprint_is_left_alone
     records.set_attempt(client, rid, 0, "core-b", 1, dict(ctx, candidate="../../etc"))
     assert wf.supervise(client, bp, NOW) == {"resumed": [], "failed": []}
     assert sent == [] and records.get_record(client, rid)["outcome"] == "running"
+
+
+def test_a_dead_candidate_fails_its_step_at_once_not_after_the_give_up_time(env, client, bp) -> None:
+    """The candidate's worker died mid-chain: waiting GIVE_UP_AFTER for a step that will never run there only
+    lengthens the outage; the detector's verdict is enough to move on (here: escalate, no fallback declared)."""
+    wf, sent = env
+    rid, _ = _running(client, NOW - 3, ["fence", "prepare"], pending_started=NOW - 1)
+    assert wf.supervise(client, bp, NOW)["failed"] == []  # alive (as far as anyone knows): wait
+    client.hset(keys.node_state(), "core-b", json.dumps({"state": "dead"}))
+    assert wf.supervise(client, bp, NOW)["failed"] == [rid]
+    rec = records.get_record(client, rid)
+    promote = next(s for s in rec["steps"] if s["step"] == "promote")
+    assert promote["ok"] is False and "candidate core-b is dead" in promote["error"]
+    assert rec["outcome"] == "escalated" and sent == []
