@@ -33,6 +33,7 @@ module             concept
 ``links``          drill link faults and the link proxy's status
 ``backups``        per backup set freshness (last snapshot, last verified restore)
 ``pulse_stream``   the pulse history's Redis Stream (exactly-once delivery script, reads)
+``config_errors``  config files a running process cannot load (it keeps the last good content)
 ``values``         decoding JSON read from Redis without raising
 =================  ==========================================================================================
 
