@@ -2,10 +2,12 @@
 
 One entry per node x job, each routed to that node's own queue and each with
 ``expires``: a satellite that comes back from a blackout must not chew through
-a backlog of stale snapshot and ping jobs. Areas that schedule work (control
-sweep, backups, drills) contribute entries through a ``beat_entries`` function
-in their workers module, so adding a node to the blueprint is all it takes to
-schedule its jobs.
+a backlog of stale snapshot and ping jobs. Areas that schedule work (backups,
+verifies, drills, the failover watchdog) contribute entries through a
+``beat_entries`` function in their workers module, so adding a node to the
+blueprint is all it takes to schedule its jobs. The failure detector is not
+among them: it is a loop in every control worker (``workers/control.py``), so
+it keeps sweeping while beat is down or restarting.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def ping_entries(bp: Blueprint, interval: float | None = None) -> dict[str, dict
     return out
 
 
-CONTRIBUTORS = ("workers.control", "workers.backup", "workers.drills", "workers.failover")
+CONTRIBUTORS = ("workers.backup", "workers.drills", "workers.failover")
 
 
 def build_schedule(bp: Blueprint | None = None) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,11 @@
 """How fast the pulse history records, verifies and replays events.
 
-Every emit fsyncs the history file and its head (durability is the point), so
-the cost of one event bounds how chatty the detector and failover chains may
-be. Run: ``.venv/bin/python bench/pulse_throughput.py [N]``.
+Every emit fsyncs the history file and its head (durability is the point) and
+signs the event (Ed25519, see continuity/pulse_trust.py), so the cost of one
+event bounds how chatty the detector and failover chains may be; ``verify``
+checks the chain and the signatures. Run: ``.venv/bin/python
+bench/pulse_throughput.py [N]`` (``TMPDIR=/dev/shm`` leaves out the fsync cost,
+showing the CPU cost alone).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from continuity import passes as pass_model
 from continuity.config import Argv, Document, Duration, Strict, load_document, validate
 from continuity.errors import ConfigError
 
@@ -82,23 +83,109 @@ class ContactWindow(Strict):
         return prev in self.days and t < end
 
 
+def _absolute_pass(value: str) -> str:
+    pass_model.parse_interval(value)
+    return value
+
+
 class Node(Strict):
     kind: Literal["core", "satellite", "edge"] = "core"
     queue: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     contact: list[ContactWindow] = Field(default_factory=list)
+    # absolute passes (ISO 8601 START/DURATION or START/END) and a pass-schedule file (CSV/JSON, relative to
+    # the blueprint's directory): see continuity/passes.py
+    passes: list[Annotated[str, AfterValidator(_absolute_pass)]] = Field(default_factory=list)
+    pass_schedule: str | None = Field(None, min_length=1)
     address: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _contact_only_for_intermittent(self) -> Node:
-        if self.contact and self.kind == "core":
+        if self.scheduled and self.kind == "core":
             raise ValueError("contact windows are for satellite/edge nodes; core nodes are always in contact")
         return self
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the node declares when it is in contact (weekly windows, passes or a pass schedule)."""
+        return bool(self.contact or self.passes or self.pass_schedule)
 
 
 class DataSource(Strict):
     kind: Literal["directory", "sqlite", "ledger"]
     path: str
+    # how often a standby's copy is brought up to date (continuity/replication); a ledger is shipped as it is
+    # written and takes none
+    interval: Duration | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _interval_not_for_ledgers(self) -> DataSource:
+        if self.kind == "ledger" and self.interval is not None:
+            raise ValueError("a ledger is shipped to its standbys as it is written: interval applies to "
+                             "directory and sqlite sources only")
+        return self
+
+    def every(self) -> float:
+        """Seconds between two replication rounds of this source (0 for a ledger: streamed)."""
+        if self.kind == "ledger":
+            return 0.0
+        return self.interval if self.interval is not None else DEFAULT_INTERVAL[self.kind]
+
+
+DEFAULT_INTERVAL = {"sqlite": 1.0, "directory": 10.0}
+"""Replication cadence when a source declares none: SQLite like Litestream's default sync interval (1 s);
+directories, walked and chunked each round, less often."""
+
+
+class Replication(Strict):
+    """How a service's declared data reaches its standbys (``replication:`` on a service or a tier).
+
+    ``async`` ships every change as soon as it is seen and never holds a write; ``sync`` makes the
+    service acknowledge a write only once ``standbys`` standbys hold it durably (the service asks the
+    node's replicator, see docs/continuity/replication.md); with fewer standbys reachable it refuses
+    writes (``on_no_standby: refuse``, as Patroni's ``synchronous_mode_strict``) or acknowledges them
+    asynchronously and says so (``degrade``). ``off`` replicates nothing.
+    """
+
+    mode: Literal["async", "sync", "off"] = "async"
+    standbys: int | None = Field(default=None, ge=1, le=16, strict=True)
+    on_no_standby: Literal["refuse", "degrade"] | None = None
+    timeout: Duration = Field(default=2.0, gt=0)  # sync: longest a write waits for its acknowledgements
+
+    @model_validator(mode="after")
+    def _sync_only_keys(self) -> Replication:
+        if self.mode != "sync":
+            extra = [k for k in ("standbys", "on_no_standby") if getattr(self, k) is not None]
+            if extra:
+                verb = "apply" if len(extra) > 1 else "applies"
+                raise ValueError(f"{' and '.join(extra)} only {verb} to mode: sync (this is mode: {self.mode})")
+        return self
+
+    @property
+    def need(self) -> int:
+        """Standbys that must hold a write before it is acknowledged (0 unless sync)."""
+        return (self.standbys or 1) if self.mode == "sync" else 0
+
+    @property
+    def policy(self) -> str:
+        return self.on_no_standby or "refuse"
+
+
+class ReplicationPolicy(Strict):
+    """Fleet-wide replication settings (``policy.replication``)."""
+
+    port: int = Field(default=47900, ge=1, le=65535)  # each node's replicator, plus the node's port_offset
+    encrypt: bool = False  # AES-256-GCM on the wire (keys derived from the node keys); else HMAC only
+    lag_alert: Duration = Field(default=1.0, gt=0)  # a standby further behind than this is reported (pulse)
+    tiers: dict[int, Replication] = Field(default_factory=dict)  # a tier's default, e.g. {0: {mode: sync}}
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, v: dict[int, Replication]) -> dict[int, Replication]:
+        bad = [t for t in v if not 0 <= t <= 3]
+        if bad:
+            raise ValueError(f"tiers are 0 to 3, not {bad[0]}")
+        return v
 
 
 class Placement(Strict):
@@ -154,6 +241,7 @@ class Service(Strict):
     probe: Probe | None = None
     hooks: Hooks = Field(default_factory=Hooks)
     port: int | None = Field(default=None, ge=1, le=65535)
+    replication: Replication | None = None
 
 
 class Domain(Strict):
@@ -168,6 +256,9 @@ class Policy(Strict):
     heartbeat_interval: Duration = 1.0
     lease_ttl: Duration = 3.0
     lease_margin: Duration = 1.0
+    # how long a primary that cannot renew because Redis itself is down (refused, loading, failing over) keeps
+    # serving before it stops anyway (continuity/detect/outage.py); a node cut off stops after lease_ttl - safety
+    redis_outage_tolerance: Duration = 60.0
     suspect_after: Duration = 1.5
     dead_after: Duration = 2.5
     failover_cooldown: Duration = 60.0
@@ -182,6 +273,7 @@ class Policy(Strict):
     restart_after_failures: int = Field(default=3, ge=1, le=100)
     max_local_restarts: int = Field(default=2, ge=0, le=100)
     restart_window: Duration = 60.0
+    replication: ReplicationPolicy = Field(default_factory=ReplicationPolicy)
 
 
 class BlueprintModel(Strict):
@@ -206,6 +298,7 @@ class ServiceView:
     primary: str
     standbys: tuple[str, ...]
     spec: Service
+    replication: Replication = Replication()  # the service's own, else its tier's, else async
 
 
 class Blueprint:
@@ -214,6 +307,9 @@ class Blueprint:
     def __init__(self, model: BlueprintModel, source: str = "<memory>") -> None:
         self.model = model
         self.source = source
+        self._passes: dict[str, tuple[pass_model.Pass, ...]] = {
+            nid: tuple(sorted(pass_model.parse_interval(p) for p in n.passes))
+            for nid, n in model.nodes.items() if n.passes}
         self.services: dict[str, ServiceView] = {}
         for dom_id, dom in model.domains.items():
             for sid, svc in dom.services.items():
@@ -223,6 +319,7 @@ class Blueprint:
                     rpo=svc.rpo if svc.rpo is not None else dom.rpo,
                     depends_on=tuple(svc.depends_on), primary=svc.placement.primary,
                     standbys=tuple(svc.placement.standbys), spec=svc,
+                    replication=svc.replication or model.policy.replication.tiers.get(svc.tier) or Replication(),
                 )
 
     # --- nodes -----------------------------------------------------------------
@@ -243,9 +340,40 @@ class Blueprint:
     def in_contact(self, node_id: str, when: dt.datetime) -> bool:
         """False inside a planned blackout: the node is expected to be silent then."""
         node = self.model.nodes[node_id]
-        if node.kind == "core" or not node.contact:
+        if node.kind == "core" or not node.scheduled:
             return True
-        return any(w.contains(when) for w in node.contact)
+        if any(w.contains(when) for w in node.contact):
+            return True
+        t = when.timestamp()
+        return any(p.contains(t) for p in self.absolute_passes(node_id))
+
+    def absolute_passes(self, node_id: str) -> tuple[pass_model.Pass, ...]:
+        """The node's inline passes plus those of its pass-schedule file (loaded by :func:`parse_blueprint`)."""
+        return self._passes.get(node_id, ())
+
+    def contact_schedule(self, node_id: str) -> pass_model.Schedule:
+        """The node's contact as passes (weekly windows and absolute ones); empty for an always-on node."""
+        node = self.model.nodes[node_id]
+        if node.kind == "core":
+            return pass_model.Schedule()
+        return pass_model.Schedule(tuple((w.start, w.end, tuple(w.days)) for w in node.contact),
+                                   self.absolute_passes(node_id))
+
+    def load_pass_files(self, doc: Document | None = None) -> None:
+        """Read each node's ``pass_schedule`` file (relative to the blueprint's directory); errors name that
+        file and line, or the blueprint's key when the file cannot be read."""
+        base = Path(self.source).parent if self.source != "<memory>" else Path.cwd()
+        for nid, node in self.model.nodes.items():
+            if not node.pass_schedule:
+                continue
+            path = Path(node.pass_schedule)
+            path = path if path.is_absolute() else base / path
+            if not path.is_file():
+                msg = f"pass schedule {str(path)!r} not found"
+                if doc is not None:
+                    raise doc.error(("nodes", nid, "pass_schedule"), msg)
+                raise ConfigError(self.source, None, f"nodes.{nid}.pass_schedule", msg)
+            self._passes[nid] = tuple(sorted({*self._passes.get(nid, ()), *pass_model.load_pass_file(path, nid)}))
 
     # --- graph -----------------------------------------------------------------
     def dependency_graph(self) -> dict[str, tuple[str, ...]]:
@@ -332,7 +460,7 @@ def _find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
-HOOK_PLACEHOLDERS = ("python", "root", "node", "service", "port", "epoch")
+HOOK_PLACEHOLDERS = ("python", "root", "node", "service", "port", "epoch", "address")
 """Names hooks and probes may use as ``{name}``; filled in on the node that runs them."""
 
 
@@ -410,6 +538,7 @@ def check_semantics(doc: Document, model: BlueprintModel) -> None:
             if svc.tier in model.policy.standby_required_tiers and not pl.standbys:
                 raise doc.error(base + ("placement",),
                                 f"tier-{svc.tier} services need at least one standby (policy.standby_required_tiers)")
+    _check_replication(doc, model, svc_path)
     graph = {sid: svc.depends_on for dom in model.domains.values() for sid, svc in dom.services.items()}
     cycle = _find_cycle(graph)
     if cycle:
@@ -427,8 +556,29 @@ def check_semantics(doc: Document, model: BlueprintModel) -> None:
     p = model.policy
     if p.lease_ttl <= p.heartbeat_interval:
         raise doc.error(("policy", "lease_ttl"), "lease_ttl must be longer than heartbeat_interval")
+    if p.redis_outage_tolerance < p.lease_ttl:
+        raise doc.error(("policy", "redis_outage_tolerance"),
+                        "redis_outage_tolerance must not be shorter than lease_ttl")
     if p.dead_after < p.suspect_after:
         raise doc.error(("policy", "dead_after"), "dead_after must not be shorter than suspect_after")
+
+
+def _check_replication(doc: Document, model: BlueprintModel, svc_path: Mapping[str, tuple[str, ...]]) -> None:
+    """Sync mode cannot wait for more standbys than the placement declares: that service could never write."""
+    tiers = model.policy.replication.tiers
+    for dom in model.domains.values():
+        for sid, svc in dom.services.items():
+            spec = svc.replication or tiers.get(svc.tier)
+            if spec is None or spec.mode != "sync":
+                continue
+            have = len(svc.placement.standbys)
+            if spec.need <= have:
+                continue
+            where = (svc_path[sid] + ("replication", "standbys") if svc.replication is not None
+                     else ("policy", "replication", "tiers", str(svc.tier), "standbys"))
+            origin = "" if svc.replication is not None else f" (tier {svc.tier}'s default, for service {sid!r})"
+            raise doc.error(where, f"sync mode waits for {spec.need} standby(s){origin} but {sid!r} declares "
+                            f"{have} in placement.standbys")
 
 
 def parse_blueprint(doc: Document) -> Blueprint:
@@ -438,7 +588,9 @@ def parse_blueprint(doc: Document) -> Blueprint:
         raise doc.error((), f"a blueprint is a mapping with keys fleet, nodes, domains, not {type(doc.data).__name__}")
     model = validate(doc, BlueprintModel)
     check_semantics(doc, model)
-    return Blueprint(model, source=doc.file)
+    bp = Blueprint(model, source=doc.file)
+    bp.load_pass_files(doc)
+    return bp
 
 
 def load_blueprint(path: str | Path = DEFAULT_BLUEPRINT) -> Blueprint:

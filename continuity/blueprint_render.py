@@ -89,7 +89,10 @@ def _nodes_section(bp: Blueprint) -> list[str]:
         node = bp.nodes[nid]
         windows = ", ".join(f"{w.start}–{w.end}" + ("" if len(w.days) == 7 else f" ({','.join(w.days)})")
                             for w in node.contact)
-        contact = "always" if node.kind == "core" or not node.contact else f"{windows} UTC"
+        contact = "always" if node.kind == "core" or not node.scheduled else f"{windows} UTC" if windows else ""
+        n_abs = len(bp.absolute_passes(nid))
+        if n_abs:
+            contact = ", ".join(x for x in (contact, f"{n_abs} scheduled pass(es)") if x)
         rows.append([f"`{nid}`", node.kind, f"`{bp.queue(nid)}`", contact, _names(bp.services_on(nid))])
     return ["### Nodes", "", *_table(["node", "kind", "queue", "contact", "primary for"], rows)]
 

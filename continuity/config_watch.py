@@ -82,12 +82,18 @@ class LastGood(Generic[T]):
 
 
 def save_copy(path: Path, copy: Path) -> None:
-    """Keep the bytes of the last file that loaded (temp file + rename: a reader never sees half of it)."""
+    """Keep the bytes of the last file that loaded (temp file + rename: a reader never sees half of it).
+
+    The copy is the owner's alone (0600), whatever the umask of the process that happens to refresh it: a
+    `continuity status` from an operator's shell (umask 022) must not leave the fleet's state readable."""
     try:
         data = path.read_bytes()
-        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older temp file of the same name keeps its mode through O_CREAT
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, copy)
     except OSError:
         pass  # the copy is a convenience for `status`; the fleet runs on the in-memory value

@@ -144,7 +144,8 @@ RECORD = _f("record", "str", "failover record id (`continuity failover history`)
 AT = _f("at", "float", "wall-clock time (unix seconds) it happened")
 HOOK_RC = _f("hook_rc", "int | None", "exit code of the service hook (None: no hook declared)")
 REASON = _f("reason", "str", "why, in words")
-WHO = _f("who", "str", "operator or component that asked (`detector`, a user name)")
+WHO = _f("who", "str", "operator or component that asked: `detector`, or `name [key <key id>]` for an operator "
+                       "with an operator key (`name [unauthenticated]` without one)")
 SCOPE = _f("scope", "str", "the service paused/resumed, or `all`")
 DRILL = _f("drill", "str", "drill id")
 SET = _f("set", "str", "backup set name (ops/backup/continuity.yml)")
@@ -237,10 +238,24 @@ FAILOVER_PROMOTED = _kind(
     RECORD, _f("lease_ttl", "float", "lease time-to-live (seconds)"))
 FAILOVER_PAUSED = _kind(
     "failover.paused", "Automatic failover paused for a service or for all (maintenance).",
-    "continuity/failover/control.py (pause)", WHO, SCOPE, REASON)
+    "continuity/failover/control.py (pause)", WHO, SCOPE, REASON,
+    _f("until", "float | None", "declared end of the pause (unix time); None: until `resume`"))
 FAILOVER_RESUMED = _kind(
     "failover.resumed", "A failover pause was lifted.", "continuity/failover/control.py (resume)",
-    WHO, SCOPE, _f("was_paused", "bool", "a pause was in force"))
+    WHO, SCOPE, _f("was_paused", "bool", "a pause was in force"),
+    _f("signer", "str | None", "operator key id that signed the resume statement"))
+FAILOVER_PAUSE_REJECTED = _kind(
+    "failover.pause_rejected", "A failover pause note in Redis is not signed by a trusted operator key (forged, "
+    "altered, or written without `continuity failover pause`): automatic failover ignores it. At most once a "
+    "minute per note and reason in each detector. Also: an operator-signed note the detector honoured was removed "
+    "without a signed `failover resume` (once per removal): it still pauses failover until its declared end.",
+    "continuity/detect/sweep.py (_planning, _sweep_locked)",
+    SCOPE, _f("reason", "str", "why the note does not count"), _f("signer", "str | None", "key id it names"))
+FAILOVER_INCIDENT_RESOLVED = _kind(
+    "failover.incident_resolved", "An operator closed an open incident: drills may run again.",
+    "continuity/cli/failover/incident.py (resolve)",
+    WHO, _f("id", "str", "incident id"), _f("note", "str", "what the operator wrote"),
+    _f("incident", "dict", "the incident as it was (kind, service, reason, opened, record)"))
 FAILOVER_RETRY = _kind(
     "failover.retry", "A step failed on the candidate; the chain starts again on the next fallback.",
     "workers/failover.py (_after_failure)",
@@ -253,7 +268,8 @@ FAILOVER_CHAIN_RESUMED = _kind(
     _f("idle", "float", "seconds without progress"))
 FAILOVER_SELF_DEMOTED = _kind(
     "failover.self_demoted", "A node's agent stopped acting as primary (lease lost, or the service failed).",
-    "continuity/detect/agent.py", REASON, HOOK_RC, AT)
+    "continuity/detect/agent.py", REASON, HOOK_RC, AT,
+    _f("decided_at", "float", "wall time the agent gave the role up (its demote hook ran after, on the lane)"))
 FAILOVER_SELF_REPROMOTED = _kind(
     "failover.self_repromoted", "An agent started again a service it had stopped only because Redis was "
     "unreachable; the role was still its own.", "continuity/detect/agent.py (_reclaim)", HOOK_RC)
@@ -278,6 +294,13 @@ FAILOVER_SERVICE_DEMOTED = _kind(
 DETECT_LEASE_RETAKEN = _kind(
     "detect.lease_retaken", "An agent found its lease key gone (Redis lost it) and took it back at the same epoch.",
     "continuity/detect/agent.py", REASON)
+DETECT_REDIS_OUTAGE = _kind(
+    "detect.redis_outage", "A node's agent reached Redis again after failed beats; roles it kept through the outage "
+    "(Redis down or failing over, see continuity/detect/outage.py) were renewed.", "continuity/detect/agent.py",
+    _f("since", "float", "wall time of the first failed beat"), _f("seconds", "float", "length of the outage"),
+    _f("causes", "list[str]", "how the failed beats read: redis-down and/or cut-off"),
+    _f("attempts", "int", "failed beats"), _f("last", "str", "the last failure, in words"),
+    _f("kept", "list[str]", "services this node still held as primary when Redis answered"), AT)
 DETECT_ROLE_BOOTSTRAPPED = _kind(
     "detect.role_bootstrapped", "First start of the fleet: the blueprint's primary took epoch 1 of a service.",
     "continuity/detect/agent.py (_bootstrap)", HOOK_RC)
@@ -287,8 +310,14 @@ DETECT_HOOK_TIMED_OUT = _kind(
     _f("hook", "str", "start | demote"), _f("timeout", "float", "seconds the hook was allowed"), AT)
 DETECT_HEARTBEAT_REJECTED = _kind(
     "detect.heartbeat_rejected", "A heartbeat failed authentication or parsing and was ignored.",
-    "continuity/detect/sweep.py", _f("reason", "str", "short code (unsigned, bad-mac, unknown-node, ...)"),
+    "continuity/detect/sweep.py", _f("reason", "str", "short code (unsigned, bad-signature, unknown-node, ...)"),
     _f("detail", "str", "details"))
+DETECT_CLAIM_REJECTED = _kind(
+    "detect.claim_rejected", "A node claim in Redis (a service-failed marker) is not signed by the node it names: "
+    "nothing was done on it.",
+    "continuity/detect/sweep.py",
+    _f("reason", "str", "unsigned | bad-signature | unknown-node | other-service (signed for another service)"),
+    _f("claim", "str", "which claim (service-failed)"), _f("claimed_node", "str", "the node it names"))
 DETECT_NODE_SUSPECT = _kind(
     "detect.node_suspect", "A node's heartbeats are late: suspected, not yet dead.", "continuity/detect/sweep.py",
     *_TRANSITION)
@@ -301,11 +330,34 @@ DETECT_NODE_EXPECTED_OFFLINE = _kind(
     "detect.node_expected_offline", "A node went silent inside a planned contact gap (satellite): not failed over.",
     "continuity/detect/sweep.py", *_TRANSITION)
 DETECT_TILT = _kind(
-    "detect.tilt", "The detector itself was paused (sweep gap): no action until the grace period ends.",
+    "detect.tilt", "The detector's own timing is suspect (its process stood still between two of its sweeps, or "
+    "Redis's clock jumped): nobody is declared dead until the tilt grace ends.",
     "continuity/detect/sweep.py",
-    _f("gap", "float | None", "seconds between the last two sweeps"), _f("until", "float", "end of the grace"), REASON)
+    _f("gap", "float | None", "seconds between the last two sweeps (Redis time)"),
+    _f("own_gap", "float | None", "seconds between this process's last two sweeps (its monotonic clock)"),
+    _f("until", "float", "end of the grace"), REASON)
 DETECT_TILT_ENDED = _kind("detect.tilt_ended", "The tilt grace period ended; the detector acts again.",
                           "continuity/detect/sweep.py", AT)
+DETECT_GRACE_STARTED = _kind(
+    "detect.grace_started", "A gap in the detector's view (Redis unreachable, a new leader that did not watch "
+    "through the gap, the detector's own pause): every node gets a grace to beat again before it can be suspected, and "
+    "nothing fails over meanwhile.", "continuity/detect/sweep.py",
+    _f("reason", "str", "redis-unreachable | leader-changed | paused | clock-jump"),
+    _f("gap", "float | None", "seconds since the last sweep before the gap (Redis time)"),
+    _f("at", "float", "Redis time of the first sweep after the gap"), _f("until", "float", "end of the grace"))
+DETECT_GRACE_ENDED = _kind("detect.grace_ended", "The grace after a gap in the detector's view ended; silent nodes "
+                           "are judged again.", "continuity/detect/sweep.py", AT)
+DETECT_LEADER_ELECTED = _kind(
+    "detect.leader_elected", "A control worker took the detector's leader lease and runs the sweeps from now on.",
+    "continuity/detect/loop.py",
+    _f("pid", "int", "process id of the worker (its main process)"), _f("host", "str", "host name"),
+    _f("term", "int", "leader term (one more for every new holder)"),
+    _f("previous", "str | None", "holder id of the last lease seen held by another process"),
+    _f("at", "float", "Redis time the lease was taken"))
+DETECT_LEADER_RESIGNED = _kind(
+    "detect.leader_resigned", "The detector leader stopped sweeping: it could not renew its lease (Redis unreachable, "
+    "another process took it) or its worker is shutting down.", "continuity/detect/loop.py",
+    _f("pid", "int", "process id of the worker"), _f("term", "int", "the term that ended"), REASON)
 DETECT_STORM = _kind(
     "detect.storm", "More nodes died at once than the storm brake allows: automatic failover halted, incident "
     "opened.", "continuity/detect/sweep.py",
@@ -331,7 +383,9 @@ DRILL_REFUSED = _kind("drill.refused", "A drill was refused by its safety guards
                       "continuity/drills/runner.py", DRILL, _f("scenario", "str", "scenario name"), REASON)
 DRILL_STARTED = _kind("drill.started", "A drill started (steady state is checked next).",
                       "continuity/drills/runner.py", DRILL, _f("scenario", "str", "scenario name"),
-                      _f("target", "dict", "resolved target plan"), _f("fault", "str", "fault type"))
+                      _f("target", "dict", "resolved target plan"), _f("fault", "str", "fault type"),
+                      _f("approvals", "list[dict]", "steward approvals it ran under ({name, key_id, at, expires}); "
+                                                    "empty when none was needed"))
 DRILL_FAULT_INJECTED = _kind(
     "drill.fault_injected", "The drill's fault was injected (its rollback was registered before).",
     "continuity/drills/runner.py", DRILL, _f("fault", "str", "fault type"), _f("action", "str", "what was done"),
@@ -346,12 +400,41 @@ DRILL_ROLLBACK_FAILED = _kind(
     "drill.rollback_failed", "Finishing the rollbacks of a crashed drill failed; they are retried.",
     "continuity/drills/runner.py (recover)", *_ROLLBACK)
 DRILL_FINISHED = _kind(
-    "drill.finished", "A drill finished, with its measurements.", "continuity/drills/runner.py",
-    DRILL, _f("scenario", "str", "scenario name"), _f("status", "str", "passed | failed | aborted"),
+    "drill.finished", "A drill finished (or was halted), with its measurements.", "continuity/drills/runner.py",
+    DRILL, _f("scenario", "str", "scenario name"), _f("status", "str", "passed | failed | aborted | halted"),
     _f("mttr", "float | None", "seconds fault -> steady state"), _f("detection", "float | None", "seconds to detect"),
     _f("data_lost", "int | None", "acknowledged writes lost"),
     _f("achieved_rpo", "float | None", "seconds of data lost"),
     _f("failovers", "int", "failovers started during the drill"))
+
+DRILL_HALT_REQUESTED = _kind(
+    "drill.halt_requested", "An operator asked the running drill to stop; its runner stops at the next probe round "
+    "and runs its rollbacks.", "continuity/cli/drill/steward.py (halt)", DRILL, WHO, REASON,
+    _f("signer", "str", "operator key id that signed the request"))
+DRILL_HALTED = _kind(
+    "drill.halted", "The runner saw a halt request and stopped the drill (rollbacks run next). Honoured even when "
+    "not signed by a trusted operator (halting is the safe direction); ``signer`` says who did sign it.",
+    "continuity/drills/runner.py", DRILL, WHO, REASON, _f("phase", "str", "where it stopped: before-inject | during"),
+    _f("signer", "str | None", "trusted operator key id that signed the request; None: unverified"),
+    _f("unverified", "str | None", "why the request is not verified (unsigned, forged, untrusted key)"))
+
+# --- stewardship (continuity/stewardship.py) --------------------------------------------------------------------------
+APPROVAL_GRANTED = _kind(
+    "approval.granted", "A steward signed an approval (a drill, a game day, a forced failover) with their operator "
+    "key; it counts only while it verifies against ops/stewards.yml.", "continuity/cli/approve.py",
+    WHO, _f("subject", "str", "what is approved: drill:<scenario> | game-day:<scenario> | failover:<service>"),
+    _f("approver", "str", "key id of the signing steward"), _f("expires", "float", "unix time it stops counting"),
+    _f("group", "str", "steward group (ops/stewards.yml)"))
+POSTMORTEM_ACTION = _kind(
+    "postmortem.action", "A postmortem action item was added, approved or closed: a statement signed with the "
+    "operator's key (continuity/actions.py).", "continuity/cli/drill/actions.py", WHO,
+    _f("item", "str", "action item id"), _f("op", "str", "add | approve | close"),
+    _f("record", "str", "the drill or failover record the item came from"), _f("owner", "str", "who fixes it"),
+    _f("due", "float", "unix time it is due"), _f("key_id", "str", "key id of the signer"))
+FAILOVER_FORCE_APPROVED = _kind(
+    "failover.force_approved", "A forced failover went ahead under a second operator's approval.",
+    "continuity/cli/failover/move.py (failover --force)", WHO, _f("service", "str", "service moved"),
+    _f("approvals", "list[dict]", "the counted approvals ({name, key_id, at, expires})"))
 
 # --- backups (workers/backup.py) -------------------------------------------------------------------------------------
 BACKUP_SNAPSHOT = _kind(
@@ -375,6 +458,50 @@ BACKUP_COPY = _kind("backup.copy", "A backup repository was replicated to its ta
 BACKUP_COPY_FAILED = _kind("backup.copy_failed", "Replicating a backup repository failed.",
                            "workers/backup.py (_run)", *_BACKUP_FAILED)
 
+# --- replication (continuity/replication) ---------------------------------------------------------------------------
+SOURCE = _f("source", "str", "the replicated source: file or directory name in the service's directory")
+STANDBY = _f("standby", "str", "the standby node")
+PRIMARY = _f("primary", "str", "the primary node (the lease holder the data comes from)")
+REPLICATION_RESUMED = _kind(
+    "replication.resumed", "A standby (re)connected to its primary and continues from the position it holds: "
+    "no full copy unless it held nothing.", "continuity/replication/follower.py",
+    SOURCE, STANDBY, PRIMARY, _f("offset", "int", "byte offset it continues from"),
+    _f("count", "int | None", "records it already holds (ledgers)"),
+    _f("behind", "int | None", "records the primary had beyond that when it resumed"),
+    _f("full_copy", "bool", "it held nothing and copies everything"),
+    _f("session", "int", "sessions of this standby since its replicator started"))
+REPLICATION_DIVERGED = _kind(
+    "replication.diverged", "A standby held records its primary does not have (it was primary once and its tail "
+    "was never replicated, or the new primary started from less): the tail was cut off and kept aside, never "
+    "merged.", "continuity/replication/follower.py",
+    SOURCE, STANDBY, PRIMARY, _f("kept", "str", "file the cut tail was kept in (on the standby)"),
+    _f("records", "int", "records cut"), _f("bytes", "int", "bytes cut"),
+    _f("at", "int", "record count both histories share"))
+REPLICATION_REFUSED = _kind(
+    "replication.refused", "A replicator refused a peer or its data: forged or altered frames, a sender that does "
+    "not hold the lease, an epoch below one already applied, a node that is no standby. At most one per peer "
+    "and reason a minute.", "continuity/replication/follower.py (and server.py)",
+    SOURCE, _f("peer", "str", "the other node (as it claimed to be)"), REASON,
+    _f("detail", "str", "what exactly"), _f("side", "str", "primary | standby: which side refused"))
+REPLICATION_LAG_HIGH = _kind(
+    "replication.lag_high", "A standby's copy fell further behind than policy.replication.lag_alert.",
+    "continuity/replication/node.py", SOURCE, STANDBY, PRIMARY,
+    _f("lag_seconds", "float", "age of the oldest change it lacks"),
+    _f("lag_records", "int | None", "records it lacks (ledgers)"), _f("threshold", "float", "lag_alert"),
+    _f("state", "str", "streaming | catchup | disconnected"))
+REPLICATION_LAG_OK = _kind(
+    "replication.lag_ok", "A standby that was reported behind is within policy.replication.lag_alert again.",
+    "continuity/replication/node.py", SOURCE, STANDBY, PRIMARY, _f("lag_seconds", "float", "its lag now"),
+    _f("lasted", "float", "seconds it was behind"))
+REPLICATION_DEGRADED = _kind(
+    "replication.degraded", "A sync-mode service acknowledges writes without standbys (on_no_standby: degrade), "
+    "for want of reachable ones.", "continuity/replication/node.py",
+    SOURCE, PRIMARY, REASON, _f("need", "int", "standbys sync mode waits for"))
+REPLICATION_SYNC_RESTORED = _kind(
+    "replication.sync_restored", "A degraded sync-mode service waits for its standbys again.",
+    "continuity/replication/node.py", SOURCE, PRIMARY, _f("standbys", "list[str]", "standbys acknowledging"),
+    _f("lasted", "float", "seconds it was degraded"))
+
 # --- nodes (workers/node.py) -----------------------------------------------------------------------------------------
 NODE_REGISTERED = _kind(
     "node.registered", "A node's worker started and registered itself.", "workers/node.py (register_node)",
@@ -387,6 +514,13 @@ NODE_PING = _kind(
     _f("due", "float | None", "scheduled time"), _f("task_id", "str", "Celery task id"),
     _f("lag", "float | None", "seconds late"))
 
+# --- notifications (continuity/notify) -----------------------------------------------------------------------------
+NOTIFY_GIVEN_UP = _kind(
+    "notify.given_up", "A webhook notification was dropped after retrying for the configured time (the webhook was "
+    "down or refused it all along).", "continuity/notify/deliver.py (Notifier)",
+    _f("webhook", "str", "webhook name (ops/notifications.yml)"), _f("topic", "str", "notification topic"),
+    _f("event", "str", "id of the pulse event it was about"), _f("attempts", "int", "attempts made"), ERROR)
+
 # --- every task (workers/task.py) ----------------------------------------------------------------------------------
 TASK_CRASHED = _kind(
     "task.crashed", "A Celery task raised an unexpected exception (not a domain error it reports itself); the "
@@ -395,6 +529,16 @@ TASK_CRASHED = _kind(
     "workers/task.py (continuity_task)",
     _f("task", "str", "task name"), _f("task_id", "str | None", "Celery task id"), ERROR,
     _f("type", "str", "exception class"), _f("retries", "int", "retries of this task before this run"))
+
+TASK_REJECTED = _kind(
+    "task.rejected", "A control-plane task message was refused before anything ran: no signature envelope, a "
+    "signature that does not match, expired, or signed by a key whose role may not send that task "
+    "(continuity/task_auth.py), or a copy of a signed message that already ran (a replay, "
+    "continuity/state/replay.py). The task fails; nothing of it runs.",
+    "workers/task.py (continuity_task)",
+    _f("task", "str", "task name"), _f("task_id", "str | None", "Celery task id"),
+    _f("reason", "str", "why the message was refused"),
+    _f("signer", "str | None", "key id the envelope names, if any"))
 
 # --- configuration edited under a running fleet (workers/task.py) -------------------------------------------------
 CONFIG_INVALID = _kind(
@@ -447,8 +591,9 @@ def render_markdown(kinds: Iterable[EventKind] | None = None) -> str:
         "",
         "Every event in the pulse history (Redis Stream and `pulse_history.jsonl`) is one JSON object:",
         f"`kind` (`{PREFIX}<name>`), `node`, `service`, `epoch`, `ts`, `host`, `data`, and the chain fields",
-        "`id`, `seq`, `prev`, `hash`. This page lists every kind and the keys of its `data`; the catalogue",
-        "is `continuity/events.py`, and `continuity pulse kinds [--json]` prints the same.",
+        "`id`, `seq`, `prev`, `hash`, and `signer`, `sig` (the writer key's id and its Ed25519 signature of",
+        "`hash`; see `continuity/pulse_trust.py`). This page lists every kind and the keys of its `data`;",
+        "the catalogue is `continuity/events.py`, and `continuity pulse kinds [--json]` prints the same.",
         "A field may be absent or `null` when the emitter has no value for it.",
         "",
         "| kind | description | emitted by |",

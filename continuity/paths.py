@@ -39,6 +39,14 @@ def scenarios_path() -> Path:
     return Path(settings.SCENARIOS.get() or root() / "ops" / "drills" / "continuity_scenarios.yaml")
 
 
+def stewards_path() -> Path:
+    return Path(settings.STEWARDS.get() or root() / "ops" / "stewards.yml")
+
+
+def notifications_path() -> Path:
+    return Path(settings.NOTIFICATIONS.get() or root() / "ops" / "notifications.yml")
+
+
 def pulse_file() -> Path:
     return Path(settings.PULSE_FILE.get() or state_dir() / "pulse_history.jsonl")
 

@@ -6,6 +6,9 @@ carries the hash of the one before, and a head file carries the hash and count
 of the last one). Postmortems and the split-brain check are computed from this
 history, so it must be both complete and provably unedited: an edit, deletion,
 reorder or truncation breaks the chain at a line ``continuity pulse verify`` names.
+Every event is also signed (Ed25519) by the state directory's writer key, so an
+edit stays visible even when whoever made it recomputed every hash after it
+(:mod:`continuity.pulse_trust` says who signs and whose signatures count).
 
 Redis may be briefly unreachable exactly when events matter most (a broker
 restart, a partition); such events are spooled on disk and delivered later.
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuity import paths, settings
+from continuity import paths, redact, settings
 from continuity.events import PREFIX, EventKind, check_fields  # PREFIX re-exported: readers import it from here
+from continuity.pulse_trust import CHECK_EVERY, Trust, keys_dir, mismatch_reason, sign_fields, writer_key
+from continuity.signing import SigningKey
 from continuity.state import pulse_stream
 
 GENESIS = "0" * 64
@@ -41,8 +46,11 @@ RETRY_AFTER_S = 2.0
 SEEN_MAX = 2 * STREAM_MAXLEN
 
 
+UNHASHED = ("hash", "signer", "sig")  # the hash covers everything else; the signature covers the hash
+
+
 def canonical(event: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in event.items() if k != "hash"}
+    body = {k: v for k, v in event.items() if k not in UNHASHED}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
@@ -84,11 +92,12 @@ def _recover_head(path: Path) -> dict[str, Any]:
     A writer killed after appending its line but before updating the head
     would otherwise make the next event reuse a sequence number and link to
     the wrong predecessor, breaking the chain for good. The head records the
-    file size it describes: complete, chain-valid lines beyond it are adopted;
-    a torn final line beyond it (killed mid-write, so never acknowledged) is
-    cut off. Anything else (a file shorter than the head, an edited line) is
-    left alone for ``verify`` to report: repair must never hide tampering.
-    Called with the file lock held.
+    file size it describes: complete, chain-valid lines beyond it whose
+    signature verifies with a trusted key are adopted; a torn final line beyond
+    it (killed mid-write, so never acknowledged) is cut off. Anything else (a
+    file shorter than the head, an edited line, a line appended by someone
+    without the writer key) is left alone for ``verify`` to report: repair must
+    never hide tampering, nor sign over it. Called with the file lock held.
     """
     head = _read_head(path)
     try:
@@ -105,12 +114,15 @@ def _recover_head(path: Path) -> dict[str, Any]:
         f.seek(start)
         *complete, torn = f.read().split(b"\n")
         pos, adopted_all = start, True
+        trust: Trust | None = None
         for raw in complete:
             try:
                 ev = json.loads(raw)
             except ValueError:
                 ev = None
-            if not _chain_ok(ev, head):
+            if _chain_ok(ev, head) and trust is None:
+                trust = Trust.local(path)
+            if not _chain_ok(ev, head) or trust is None or not trust.valid(ev):
                 adopted_all = False
                 break
             pos += len(raw) + 1
@@ -149,6 +161,7 @@ class Pulse:
         self.seen_max = SEEN_MAX
         self.clock = time.monotonic
         self._down_until = 0.0
+        self._key: SigningKey | None = None
 
     def emit(self, kind: EventKind | str, *, node: str | None = None, service: str | None = None,
              epoch: int | None = None, data: dict[str, Any] | None = None,
@@ -173,7 +186,7 @@ class Pulse:
             "node": node if node is not None else self.node,
             "service": service,
             "epoch": epoch,
-            "data": data or {},
+            "data": redact.scrub(data) if data else {},  # by value: a URL or env copied into an event
             "host": socket.gethostname(),
         }
         with _locked(self.path):
@@ -181,6 +194,9 @@ class Pulse:
             event["seq"] = head["count"] + 1
             event["prev"] = head["hash"]
             event["hash"] = event_hash(event)
+            if self._key is None:  # created on first use, beside the history (keys/, 0600)
+                self._key = writer_key(self.path)
+            event.update(sign_fields(self._key, event["hash"]))
             line = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str) + "\n"
             with open(self.path, "ab") as f:
                 f.write(line.encode("utf-8"))
@@ -257,14 +273,46 @@ class VerifyResult:
     bad_line: int | None = None
     bad_id: str | None = None
     reason: str = ""
+    signers: list[str] | None = None  # key ids whose signatures were checked; None: signatures not checked
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "count": self.count, "bad_line": self.bad_line,
-                "bad_id": self.bad_id, "reason": self.reason}
+                "bad_id": self.bad_id, "reason": self.reason, "signers": self.signers}
 
 
-def verify_file(path: Path | None = None) -> VerifyResult:
-    """Walk the chain; the first line whose hash, link or sequence is wrong is reported."""
+class _Signatures:
+    """Signature checks along the walk: every event must name a trusted signer (cheap, checked at once);
+    the signature itself is verified every :data:`CHECK_EVERY` events and at the end, and only when that
+    fails are the events since the last good one verified one by one, to name the first changed event."""
+
+    def __init__(self, trust: Trust) -> None:
+        self.trust = trust
+        self.pending: list[tuple[int, dict[str, Any]]] = []
+        self.signers: set[str] = set()
+
+    def add(self, lineno: int, ev: dict[str, Any]) -> VerifyResult | None:
+        problem = self.trust.signer_problem(ev)
+        if problem is not None:
+            return self.settle() or VerifyResult(False, lineno - 1, lineno, ev.get("id"), problem)
+        self.signers.add(ev["signer"])
+        self.pending.append((lineno, ev))
+        return self.settle() if len(self.pending) >= CHECK_EVERY else None
+
+    def settle(self) -> VerifyResult | None:
+        """Verify the newest pending signature (it vouches for all before it); on failure, find the first bad."""
+        pending, self.pending = self.pending, []
+        if not pending or self.trust.valid(pending[-1][1]):
+            return None
+        lineno, ev = next((n, e) for n, e in pending if not self.trust.valid(e))
+        return VerifyResult(False, lineno - 1, lineno, ev.get("id"), mismatch_reason(ev))
+
+
+def verify_file(path: Path | None = None, trust: Trust | None = None, *, signatures: bool = True) -> VerifyResult:
+    """Walk the chain; the first line whose hash, link, sequence or signature is wrong is reported.
+
+    ``trust`` defaults to the keys of the history's own state directory (:meth:`Trust.local`);
+    ``signatures=False`` checks the hash chain only (a history whose writer key is not at hand).
+    """
     path = Path(path) if path else paths.pulse_file()
     prev = GENESIS
     count = 0
@@ -276,30 +324,44 @@ def verify_file(path: Path | None = None) -> VerifyResult:
         if head["count"]:
             return VerifyResult(False, 0, 1, None, f"history file missing but head records {head['count']} events")
         return VerifyResult(True, 0)
+    sigs: _Signatures | None = None
+    if signatures:
+        sigs = _Signatures(trust if trust is not None else Trust.local(path))
+        if not sigs.trust.keys and os.fstat(fh.fileno()).st_size:
+            fh.close()
+            return VerifyResult(False, 0, None, None, f"no key to check signatures against: no writer key in "
+                                f"{keys_dir(path)} (pass --trust FILE with the writer's public key, or "
+                                "--hashes-only)")
+
+    def bad(lineno: int, ev_id: Any, reason: str) -> VerifyResult:
+        # a signature that no longer matches, before this line, is the earlier (and truer) place to point at
+        return (sigs.settle() if sigs else None) or VerifyResult(False, count, lineno, ev_id, reason)
+
     with fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith(b"\n"):
-                return VerifyResult(False, count, lineno, None,
-                                    "last line is incomplete (the file was cut, or a write was interrupted)")
+                return bad(lineno, None, "last line is incomplete (the file was cut, or a write was interrupted)")
             try:
                 ev = json.loads(line)
             except ValueError:  # includes bytes that are not UTF-8
-                return VerifyResult(False, count, lineno, None, "not valid JSON")
+                return bad(lineno, None, "not valid JSON")
             eid = ev.get("id") if isinstance(ev, dict) else None
             if not isinstance(ev, dict) or "hash" not in ev:
-                return VerifyResult(False, count, lineno, eid, "not a pulse event")
+                return bad(lineno, eid, "not a pulse event")
             if ev["hash"] != event_hash(ev):
-                return VerifyResult(False, count, lineno, eid, "content does not match its hash (edited)")
+                return bad(lineno, eid, "content does not match its hash (edited)")
             if ev.get("prev") != prev:
-                return VerifyResult(False, count, lineno, eid,
-                                    "does not follow the previous event (deleted or reordered lines before it)")
+                return bad(lineno, eid, "does not follow the previous event (deleted or reordered lines before it)")
             if ev.get("seq") != count + 1:
-                return VerifyResult(False, count, lineno, eid,
-                                    f"sequence {ev.get('seq')} where {count + 1} was expected")
+                return bad(lineno, eid, f"sequence {ev.get('seq')} where {count + 1} was expected")
+            if sigs is not None and (failed := sigs.add(lineno, ev)) is not None:
+                return failed
             prev = ev["hash"]
             count += 1
             if count == head["count"]:
                 at_head = prev
+    if sigs is not None and (failed := sigs.settle()) is not None:
+        return failed
     if count < head["count"]:
         return VerifyResult(False, count, count + 1, None,
                             f"history ends at event {count} but the head records {head['count']} events"
@@ -309,7 +371,13 @@ def verify_file(path: Path | None = None) -> VerifyResult:
                             f"event {head['count']} does not match the hash the head recorded (history rewritten)")
     # more events than the head knows: a writer died between appending and updating the head; the chain
     # itself is intact and the next emit moves the head forward
-    return VerifyResult(True, count)
+    return VerifyResult(True, count, signers=sorted(sigs.signers) if sigs else None)
+
+
+def chain_length(path: Path | None = None) -> int:
+    """Events in the file's chain as its head records them: one small read, where :func:`verify_file` walks the
+    whole file (the exporter shows this on every scrape and verifies only now and then)."""
+    return int(_read_head(Path(path) if path else paths.pulse_file()).get("count", 0))
 
 
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
@@ -361,11 +429,18 @@ def stream_events(client: Any, count: int = 100, after: str = "-") -> list[tuple
 
 
 _default: Pulse | None = None
+_default_for: tuple[Path, str | None] | None = None
 
 
 def default() -> Pulse:
-    """Process-wide writer bound to $CONTINUITY_REDIS_URL (file-only if none is set)."""
-    global _default
+    """Process-wide writer bound to $CONTINUITY_REDIS_URL (file-only if none is set).
+
+    Made again when the history's path or the Redis URL changed since (a process that serves several state
+    directories one after another, as a test session does, must not write one fleet's events into another's)."""
+    global _default, _default_for
+    bound_to = (paths.pulse_file(), settings.REDIS_URL.get())
+    if _default is not None and _default_for != bound_to:
+        _default = None
     if _default is None:
         client = None
         if settings.REDIS_URL.get():
@@ -373,6 +448,7 @@ def default() -> Pulse:
 
             client = connect(socket_timeout=2)
         _default = Pulse(client=client, node=settings.NODE.get())
+        _default_for = bound_to
     return _default
 
 

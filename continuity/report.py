@@ -17,17 +17,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from continuity import paths
+from continuity import paths, text
 from continuity.blueprint import Blueprint
 from continuity.config import load_document
+from continuity.drills.measure import service_rpo
 from continuity.durations import format_duration, parse_duration
 from continuity.errors import ContinuityError
 from continuity.events import NODE_PING, short
-from continuity.state import backups
+from continuity.state import backups, failover_records
 from continuity.state import drills as drill_state
 
 LAST_N = 5
-TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "continuity" / "postmortem_template.md"
+# package data (pyproject's package-data): an installed wheel renders postmortems outside any checkout
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "postmortem_template.md"
+HISTORY_N = 20
 
 
 def _f(value: Any) -> float | None:
@@ -43,13 +46,14 @@ def _dur(value: float | None) -> str:
 
 # --- scorecard ------------------------------------------------------------------------------------------------
 def backup_coverage(bp: Blueprint, sets: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """service -> backup sets holding any of its declared data paths (the only honest link between the two)."""
+    """service -> backup sets protecting it: a ``kind: service`` source naming it (its live data, wherever the
+    primary runs), or a source path equal to one of its declared data paths."""
     out: dict[str, list[str]] = {}
     for sid, view in bp.services.items():
         wanted = {str(Path(d.path)) for d in view.spec.data}
         for set_id, info in sorted(sets.items()):
             have = {str(Path(p)) for p in info.get("paths", [])}
-            if wanted & have:
+            if sid in (info.get("services") or []) or wanted & have:
                 out.setdefault(sid, []).append(set_id)
     return out
 
@@ -86,7 +90,7 @@ def scorecard(bp: Blueprint, drills: Iterable[Mapping[str, Any]], backup_status:
         mine = [d for d in records if sid in (d.get("services") or [])][:last_n]
         metrics = [d.get("metrics") or {} for d in mine]
         mttrs = [_f(m.get("mttr")) for m in metrics]
-        rpos = [_f(m.get("achieved_rpo")) for m in metrics]
+        rpos = [service_rpo(m, sid) for m in metrics]  # a failover's own loss report (prepare) counts too
         latest = mine[0] if mine else None
         row: dict[str, Any] = {
             "service": sid, "domain": view.domain, "tier": view.tier,
@@ -150,6 +154,13 @@ def _ts(value: Any) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _verified(row: Mapping[str, Any]) -> str:
+    """When the set's last restore drill ran, marked ✗ when it failed; "never" when none ran yet."""
+    if row["last_verified_restore"] is None:
+        return "never"
+    return _ts(row["last_verified_restore"]) + ("" if row["last_verify_ok"] else " ✗ failed")
+
+
 def scorecard_markdown(card: Mapping[str, Any]) -> str:
     lines = [f"# Continuity scorecard — {_ts(card['generated'])}", "",
              f"Overall: **{card['verdict']}** (measured = latest drill / worst of the last {card['last_n']})", ""]
@@ -164,8 +175,7 @@ def scorecard_markdown(card: Mapping[str, Any]) -> str:
         for r in by_tier[tier]:
             b = r["backup"]["sets"]
             age = ", ".join(f"{_dur(s['last_snapshot_age'])} ({_dur(s['target_rpo'])})" for s in b) or "—"
-            verified = ", ".join(_ts(s["last_verified_restore"]) + ("" if s["last_verify_ok"] else " ✗")
-                                 for s in b) or "—"
+            verified = ", ".join(_verified(s) for s in b) or "—"
             lines.append(f"| {r['service']} | {r['domain']} | {_dur(r['rto']['declared'])} "
                          f"| {_dur(r['rto']['latest'])} / {_dur(r['rto']['worst'])} | {_dur(r['rpo']['declared'])} "
                          f"| {_dur(r['rpo']['latest'])} / {_dur(r['rpo']['worst'])} | {age} | {verified} "
@@ -176,6 +186,70 @@ def scorecard_markdown(card: Mapping[str, Any]) -> str:
         lines.append(f"| {dom} | {', '.join(info['services'])} | {_dur(info['worst_rto'])} "
                      f"| {_dur(info['worst_rpo'])} | **{info['verdict']}** |")
     return "\n".join(lines) + "\n"
+
+
+# --- history: the drill timeline, failovers with their steps, trends ----------------------------------------
+def _num(value: Any, digits: int = 3) -> float | None:
+    f = _f(value)
+    return None if f is None else round(f, digits)
+
+
+def drill_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """One drill as the timeline shows it: when, what, pass/fail, and what it measured."""
+    m = doc.get("metrics") or {}
+    lost = m.get("data_lost")
+    return {"id": doc.get("id"), "scenario": doc.get("scenario"), "status": doc.get("status"),
+            "started": _num(doc.get("started")), "finished": _num(doc.get("finished")),
+            "services": list(doc.get("services") or []),
+            "detection": _num(m.get("detection_time")), "mttr": _num(m.get("mttr")),
+            "achieved_rpo": _num(m.get("achieved_rpo")),
+            "data_lost": lost if isinstance(lost, int) and not isinstance(lost, bool) else None,
+            "failovers": m.get("failover_count") if isinstance(m.get("failover_count"), int) else None}
+
+
+def failover_summary(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One failover record with its steps placed on its own time axis (seconds from its start): the swimlanes."""
+    started = _f(rec.get("started")) or 0.0
+    steps = []
+    for s in rec.get("steps") or []:
+        start = _f(s.get("start"))
+        steps.append({"attempt": s.get("attempt"), "step": s.get("step"), "node": s.get("node"),
+                      "offset": None if start is None else round(start - started, 3),
+                      "duration": _num(s.get("duration")), "ok": s.get("ok"), "error": s.get("error")})
+    detail = rec.get("finish_detail") or {}
+    return {"id": rec.get("id"), "service": rec.get("service"), "kind": rec.get("kind"),
+            "outcome": rec.get("outcome"), "who": rec.get("who"),
+            "reason": detail.get("reason") or rec.get("reason") or None,
+            "from": rec.get("old_primary"), "to": rec.get("new_primary") or rec.get("candidate"),
+            "started": _num(started), "duration": _num(rec.get("duration")),
+            "detection": _num(rec.get("detection")), "mttr": _num(rec.get("mttr")),
+            "lease_wait": _num(rec.get("lease_wait")), "steps": steps}
+
+
+def history(drills: Iterable[Mapping[str, Any]], failovers: Iterable[Mapping[str, Any]], now: float,
+            limit: int = HISTORY_N) -> dict[str, Any]:
+    """The last ``limit`` drills and failovers, oldest first (the order of a timeline and of a trend line)."""
+    ds = sorted(drills, key=lambda d: _f(d.get("started")) or 0.0, reverse=True)[:limit]
+    fs = sorted(failovers, key=lambda r: _f(r.get("started")) or 0.0, reverse=True)[:limit]
+    return {"history_n": limit, "drills": [drill_summary(d) for d in reversed(ds)],
+            "failovers": [failover_summary(r) for r in reversed(fs)]}
+
+
+def backup_freshness(sets: Mapping[str, Mapping[str, Any]], status: Mapping[str, Mapping[str, Any]],
+                     now: float) -> list[dict[str, Any]]:
+    """Every configured backup set: age of its last snapshot against its RPO, and of its last verified restore."""
+    out = []
+    for set_id in sorted(sets):
+        st = status.get(set_id) or {}
+        snap, verify = _f(st.get("last_snapshot_time")), _f(st.get("last_verify_time"))
+        age = None if snap is None else round(max(0.0, now - snap), 3)
+        target = _f(sets[set_id].get("rpo"))
+        out.append({"set": set_id, "services": list(sets[set_id].get("services") or []),
+                    "last_snapshot_age": age, "target_rpo": target,
+                    "fresh": None if age is None or target is None else age <= target,
+                    "last_verify_age": None if verify is None else round(max(0.0, now - verify), 3),
+                    "last_verify_ok": None if verify is None else st.get("last_verify_ok") in ("1", 1, True)})
+    return out
 
 
 # --- postmortems ----------------------------------------------------------------------------------------------
@@ -211,7 +285,8 @@ def findings(record: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         if e.get("ok"):
             continue
         name = e.get("name", "")
-        found.append(f"{name}: expected {e.get('expected')}, measured {e.get('measured')}"
+        expected, measured = text.expectation(e)
+        found.append(f"{name}: expected {expected}, measured {measured}"
                      + (f" ({e['note']})" if e.get("note") else ""))
         if "MTTR" in name:
             slow = f"; slowest failover step: {steps[0]['step']} ({_dur(steps[0]['duration'])})" if steps else ""
@@ -255,7 +330,23 @@ def _metrics_table(record: Mapping[str, Any]) -> str:
     if steps:
         out += ["", "| failover step | service | node | duration | ok |", "|---|---|---|---|---|"]
         out += [f"| {s['step']} | {s.get('service') or '—'} | {s.get('node') or '—'} | {_dur(_f(s['duration']))} "
-                f"| {s.get('ok')} |" for s in steps]
+                f"| {text.plain(s.get('ok'))} |" for s in steps]
+    losses = m.get("failover_loss") or []
+    if losses:
+        out += ["", "| failover prepared from | service | records lost | seconds lost |", "|---|---|---|---|"]
+        out += [f"| {text.plain(e.get('source'))} | {text.plain(e.get('service'))} "
+                f"| {text.plain(e.get('loss_records'))} | {_dur(_f(e.get('loss_seconds')))} |" for e in losses]
+    return "\n".join(out)
+
+
+def approvals_section(record: Mapping[str, Any]) -> str:
+    """Who approved the drill (steward approvals it ran under, verified at its start), or that none was needed."""
+    rows = record.get("approvals") or []
+    if not rows:
+        return "None recorded: no steward approval was required when it started (ops/stewards.yml)."
+    out = ["| steward | key id | approved | valid until |", "|---|---|---|---|"]
+    out += [f"| {a.get('name', '?')} | `{a.get('key_id', '?')}` | {_ts(a.get('at'))} | {_ts(a.get('expires'))} |"
+            for a in rows]
     return "\n".join(out)
 
 
@@ -280,7 +371,7 @@ def render_postmortem(record: Mapping[str, Any], events: Iterable[Mapping[str, A
                f"MTTR {_dur(_f(m.get('mttr')))}, detection {_dur(_f(m.get('detection_time')))}, "
                f"{m.get('data_lost', 'unknown')} acknowledged writes lost.")
     expectations = ["| expectation | expected | measured | held |", "|---|---|---|---|"]
-    expectations += [f"| {e.get('name')} | {e.get('expected')} | {e.get('measured')} "
+    expectations += [f"| {e.get('name')} | {' | '.join(text.expectation(e))} "
                      f"| {'yes' if e.get('ok') else 'NO'} |" for e in record.get("expectations") or []]
     values = {
         "title": str(record.get("title") or record.get("scenario") or record.get("id")),
@@ -290,15 +381,19 @@ def render_postmortem(record: Mapping[str, Any], events: Iterable[Mapping[str, A
         "trigger": str(record.get("action") or fault.get("type") or "—"),
         "target": ", ".join(target.get("nodes") or []) or target.get("kind", "—"),
         "services": ", ".join(record.get("services") or []) or "—",
-        "summary": summary, "metrics": _metrics_table(record), "expectations": "\n".join(expectations),
+        "summary": summary, "approvals": approvals_section(record), "metrics": _metrics_table(record),
+        "expectations": "\n".join(expectations),
         "timeline": "\n".join(timeline(events, origin)),
         "findings": "\n".join(f"- {f}" for f in found), "remediation": "\n".join(f"- [ ] {t}" for t in todo),
     }
     return _fill(template, values)
 
 
-def failover_as_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A real failover record in the drill-record shape, so one template serves both."""
+def failover_as_record(rec: Mapping[str, Any], environment: str) -> dict[str, Any]:
+    """A real failover record in the drill-record shape, so one template serves both.
+
+    ``environment`` is the fleet's own ($CONTINUITY_ENV): a failover on a developer's fleet is not one in
+    production, and the postmortem must not say so."""
     outcome = rec.get("outcome")
     steps = [{"step": s.get("step"), "duration": s.get("duration") or 0.0, "service": rec.get("service"),
               "node": s.get("node"), "ok": s.get("ok")} for s in rec.get("steps") or []]
@@ -311,7 +406,7 @@ def failover_as_record(rec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": rec.get("id"), "kind": "Failover", "title": f"failover of {rec.get('service')}",
         "scenario": rec.get("id"), "status": outcome, "started": rec.get("started"),
-        "fault_at": rec.get("last_seen") or rec.get("started"), "environment": "production",
+        "fault_at": rec.get("last_seen") or rec.get("started"), "environment": environment,
         "action": f"{rec.get('old_primary')} → {rec.get('new_primary') or rec.get('candidate')} ({rec.get('reason')})",
         "target": {"kind": "node", "nodes": [rec.get("old_primary")] if rec.get("old_primary") else []},
         "services": [rec.get("service")],
@@ -348,12 +443,14 @@ def read_backup_sets(path: Path | None = None) -> dict[str, dict[str, Any]]:
     for set_id, body in (sets or {}).items():
         if not isinstance(body, dict):
             continue
-        srcs = [s.get("path") for s in body.get("sources") or [] if isinstance(s, dict) and s.get("path")]
+        sources = [s for s in body.get("sources") or [] if isinstance(s, dict)]
+        srcs = [s["path"] for s in sources if s.get("path")]
+        services = [str(s["service"]) for s in sources if s.get("kind") == "service" and s.get("service")]
         try:
             rpo = parse_duration(body["rpo"]) if "rpo" in body else None
         except ValueError:
             rpo = None
-        out[str(set_id)] = {"paths": srcs, "rpo": rpo}
+        out[str(set_id)] = {"paths": srcs, "services": services, "rpo": rpo}
     return out
 
 
@@ -373,6 +470,24 @@ def read_drills(client: Any, limit: int = 200) -> list[dict[str, Any]]:
     return [dict(d.doc) for d in drill_state.history(client, limit)]
 
 
-def build(client: Any, bp: Blueprint, now: float, last_n: int = LAST_N) -> dict[str, Any]:
+def read_failovers(client: Any, limit: int = HISTORY_N) -> list[dict[str, Any]]:
+    """The newest failover records, newest first (the same records `continuity failover history` reads)."""
+    out = []
+    for rid in failover_records.history_ids(client, limit):
+        raw = failover_records.read(client, rid)
+        if raw is not None:
+            out.append(failover_records.assemble(raw.fields))
+    return out
+
+
+def build(client: Any, bp: Blueprint, now: float, last_n: int = LAST_N,
+          history_n: int = HISTORY_N) -> dict[str, Any]:
+    """The scorecard with the recent drills, failovers and every backup set: what ``report`` shows in any form."""
     sets = read_backup_sets()
-    return scorecard(bp, read_drills(client), read_backup_status(client, sets), sets, now, last_n)
+    drills = read_drills(client)
+    status = read_backup_status(client, sets)
+    card = scorecard(bp, drills, status, sets, now, last_n)
+    card["fleet"] = bp.model.fleet
+    card.update(history(drills, read_failovers(client, history_n), now, history_n))
+    card["backups"] = backup_freshness(sets, status, now)
+    return card

@@ -68,6 +68,12 @@ def _number(raw: str) -> float:
 _OFF = ("off", "0", "false", "no")
 
 
+def _signer(raw: str) -> str:
+    if raw not in ("auto", "control", "node", "none"):
+        raise ValueError("not one of auto, control, node, none")
+    return raw
+
+
 def _switch(raw: str) -> bool:
     """On unless it says off: a switch that defaults to on must not be turned off by a typo of "on"."""
     return raw.lower() not in _OFF
@@ -174,6 +180,11 @@ SCENARIOS: Setting[Path | None] = Setting(
     "CONTINUITY_SCENARIOS", "path", _path, None,
     "Drill scenarios and the game-day calendar ([drills.md](drills.md)).",
     "paths", shown_default="`$CONTINUITY_ROOT/ops/drills/continuity_scenarios.yaml`")
+STEWARDS: Setting[Path | None] = Setting(
+    "CONTINUITY_STEWARDS", "path", _path, None,
+    "Steward group, its operator keys and what needs their approval (destructive drills, game days, forced "
+    "failover); absent: nothing needs approval (SECURITY.md).",
+    "paths", shown_default="`$CONTINUITY_ROOT/ops/stewards.yml`")
 PULSE_FILE: Setting[Path | None] = Setting(
     "CONTINUITY_PULSE_FILE", "path", _path, None,
     "Local copy of the pulse event history, read when Redis is unreachable.",
@@ -196,6 +207,15 @@ REDIS_PASSWORD: Setting[str | None] = Setting(
     "CONTINUITY_REDIS_PASSWORD", "string", _text, None,
     "requirepass given to a redis-server the redis-restart drill relaunches (never copied from the live one).",
     "drills (faults)", secret=True)
+EPOCH_REPLICAS: Setting[int | None] = Setting(
+    "CONTINUITY_EPOCH_REPLICAS", "integer", _integer, None,
+    "Replicas that must acknowledge (Redis `WAIT`) every fencing-epoch write before it counts; an "
+    "unconfirmed write fails its step, which is retried. 0 turns the wait off.",
+    "state/durability (epochs, leases)", shown_default="every replica connected to the master")
+EPOCH_WAIT_MS: Setting[int] = Setting(
+    "CONTINUITY_EPOCH_WAIT_MS", "integer (milliseconds)", _integer, 1000,
+    "How long an epoch write waits for its replicas (capped under the client's socket timeout).",
+    "state/durability (epochs, leases)", blank_is_unset=False)
 KEY_PREFIX: Setting[str] = Setting(
     "CONTINUITY_KEY_PREFIX", "string", _text, "continuity:",
     "Namespace of every Redis key, so several fleets can share one server (empty: no namespace).",
@@ -215,12 +235,21 @@ VISIBILITY_TIMEOUT: Setting[int] = Setting(
     "workers/app", blank_is_unset=False)
 BEAT_LOCK_TIMEOUT: Setting[int] = Setting(
     "CONTINUITY_BEAT_LOCK_TIMEOUT", "integer (seconds)", _integer, 30,
-    "RedBeat lock lifetime: how soon a standby beat takes over from a dead one.",
-    "workers/app", blank_is_unset=False)
+    "How soon a standby beat takes over from a dead one, at most: the RedBeat lock lives this long minus "
+    "the beat loop's longest sleep (the standby's poll).",
+    "workers/app, workers/beat", blank_is_unset=False)
 BEAT_MAX_LOOP: Setting[int] = Setting(
     "CONTINUITY_BEAT_MAX_LOOP", "integer (seconds)", _integer, 5,
     "Longest sleep of the beat loop (bounds how late a due entry or a lock takeover is noticed).",
     "workers/app", blank_is_unset=False)
+DETECTOR_LEASE: Setting[float] = Setting(
+    "CONTINUITY_DETECTOR_LEASE", "number (seconds)", _number, 1.5,
+    "The failure detector's leader lease: after the leading control worker dies, a standby takes over within "
+    "this plus a sixth of it.", "workers/control", blank_is_unset=False, shown_default="`1.5`")
+DETECTOR: Setting[bool] = Setting(
+    "CONTINUITY_DETECTOR", "`on` | `off`", _switch, True,
+    "Run the failure detector loop in this worker (when it consumes the control queue). `off` only for "
+    "benchmarks and tests that drive sweeps themselves.", "workers/control", blank_is_unset=False)
 PING_INTERVAL: Setting[float] = Setting(
     "CONTINUITY_PING_INTERVAL", "number (seconds)", _number, 10.0,
     "Interval and expiry of the per-node liveness ping beat sends.",
@@ -233,8 +262,20 @@ FAILOVER_CONTROL_STEPS: Setting[str] = Setting(
     "workers/failover", blank_is_unset=False)
 FAILOVER_PREPARE: Setting[str | None] = Setting(
     "CONTINUITY_FAILOVER_PREPARE", "`auto` | `backup`", _text, None,
-    "`backup` makes the prepare step ignore the old primary's data and restore the latest verified snapshot.",
+    "`backup` makes the prepare step skip the standbys' copies and restore the latest verified snapshot when it "
+    "is fresher than the candidate's own copy (the restore path, exercised on purpose).",
     "failover (prepare step)", shown_default="`auto`")
+
+REPLICATION: Setting[bool] = Setting(
+    "CONTINUITY_REPLICATION", "switch", _switch, True,
+    "Whether a node's worker runs the node's replicator (continuous replication of declared data to standbys, "
+    "sync mode, lag); `off`, `0`, `false` or `no` runs none.",
+    "workers/replication")
+REPLICATION_POLL: Setting[float] = Setting(
+    "CONTINUITY_REPLICATION_POLL", "number (seconds)", _number, 0.02,
+    "How often a primary's replicator looks for ledger appends nobody told it about (a sync write tells it at "
+    "once). Bounds the async replication lag added by detection.",
+    "replication (node)", blank_is_unset=False)
 
 ENV: Setting[str] = Setting(
     "CONTINUITY_ENV", "string", _text, "development",
@@ -250,10 +291,45 @@ SAMPLE_LEASE_WATCH: Setting[bool] = Setting(
     "Whether the sample ledger service demotes itself when it loses its lease; `off`, `0`, `false` or `no` "
     "turns that off.",
     "sample service")
+OPERATOR_KEY: Setting[Path | None] = Setting(
+    "CONTINUITY_OPERATOR_KEY", "path", _path, None,
+    "The operator's Ed25519 key file (`continuity operator keygen`); its key id is the `who` of what the "
+    "operator does. Without one, `who` is the login name, marked unauthenticated.",
+    "operator identity (failover CLI, pulse `who`)",
+    shown_default="`$XDG_CONFIG_HOME/continuity/operator.ed25519` (`~/.config/...`)")
+SIGNER: Setting[str] = Setting(
+    "CONTINUITY_SIGNER", "`auto`, `control`, `node` or `none`", _signer, "auto",
+    "Which key this process signs the task messages it sends with: `auto` is the node key when "
+    "CONTINUITY_NODE is set, else the control key; `none` signs nothing (Flower: what it sends reaches no "
+    "control-plane task).",
+    "continuity/task_auth (every process that sends tasks)")
+TASK_SIGNATURE_TTL: Setting[float] = Setting(
+    "CONTINUITY_TASK_SIGNATURE_TTL", "seconds", _number, 3600.0,
+    "How long a signed task message stays valid after it was sent (or after its ETA); an expired "
+    "control-plane message is rejected.",
+    "continuity/task_auth")
 FLOWER_AUTH: Setting[str | None] = Setting(
     "CONTINUITY_FLOWER_AUTH", "`user:password`", _text, None,
     "Basic auth for the Flower of `continuity up`; unset, Flower listens on loopback without auth.",
     "runtime (`continuity up`)", secret=True)
+
+METRICS_PORT: Setting[int] = Setting(
+    "CONTINUITY_METRICS_PORT", "integer", _integer, 9640,
+    "Port of the Prometheus metrics endpoint (`/metrics`) served by `continuity up` and by the control workers: on "
+    "a host running several, the first to bind serves and the others retry now and then; 0 serves none.",
+    "workers/observe, runtime (`continuity up`)", blank_is_unset=False)
+METRICS_ADDR: Setting[str] = Setting(
+    "CONTINUITY_METRICS_ADDR", "address", _text, "127.0.0.1",
+    "Address the metrics endpoint listens on; `0.0.0.0` lets a Prometheus on another host scrape it.",
+    "workers/observe, runtime (`continuity up`)")
+PULSE_VERIFY_INTERVAL: Setting[float] = Setting(
+    "CONTINUITY_PULSE_VERIFY_INTERVAL", "number (seconds)", _number, 600.0,
+    "How often the metrics exporter walks this host's pulse history chain (`continuity_pulse_verify_ok`).",
+    "metrics (pulse check)", blank_is_unset=False, shown_default="`600`")
+NOTIFICATIONS: Setting[Path | None] = Setting(
+    "CONTINUITY_NOTIFICATIONS", "path", _path, None,
+    "Webhooks told about failovers, failed drills, dead nodes and mode changes ([metrics.md](metrics.md)).",
+    "paths, workers/observe", shown_default="`$CONTINUITY_ROOT/ops/notifications.yml`")
 
 PASSWORD: Setting[str | None] = Setting(
     "CONTINUITY_PASSWORD", "string", _text, None,
@@ -265,7 +341,7 @@ PASSWORD_FILE: Setting[Path | None] = Setting(
     "File whose first line is the repository password (`--password-file`).",
     "backup CLI")
 REPOSITORY: Setting[str | None] = Setting(
-    "CONTINUITY_REPOSITORY", "path or s3:// URL", _text, None,
+    "CONTINUITY_REPOSITORY", "path or URL (`s3:`, `sftp:`, `rest:`)", _text, None,
     "Repository of the standalone backup commands (`--repo`).",
     "backup CLI")
 FROM_PASSWORD: Setting[str | None] = Setting(
@@ -280,6 +356,24 @@ NEW_PASSWORD: Setting[str | None] = Setting(
     "CONTINUITY_NEW_PASSWORD", "string", _text, None,
     "The password `backup key add` adds.",
     "backup CLI", secret=True)
+SFTP_KEY: Setting[Path | None] = Setting(
+    "CONTINUITY_SFTP_KEY", "path", _path, None,
+    "Private key file for `sftp:` repositories; else the SSH agent and `~/.ssh/id_*` are tried.",
+    "backup (SFTP backend)")
+SFTP_KNOWN_HOSTS: Setting[Path | None] = Setting(
+    "CONTINUITY_SFTP_KNOWN_HOSTS", "path", _path, None,
+    "known_hosts file that must list an `sftp:` server's host key (unknown hosts are refused).",
+    "backup (SFTP backend)", shown_default="`~/.ssh/known_hosts`")
+S3_OBJECT_LOCK_DAYS: Setting[int] = Setting(
+    "CONTINUITY_S3_OBJECT_LOCK_DAYS", "integer (days)", _integer, 0,
+    "Write every S3 object (locks excepted) with object-lock retention of this many days; `backup init` "
+    "then creates the bucket with object lock enabled. 0: no retention.",
+    "backup (S3 backend)", blank_is_unset=False)
+S3_OBJECT_LOCK_MODE: Setting[str] = Setting(
+    "CONTINUITY_S3_OBJECT_LOCK_MODE", "`GOVERNANCE` or `COMPLIANCE`", _text, "COMPLIANCE",
+    "Object-lock mode of that retention: COMPLIANCE cannot be shortened by anyone, GOVERNANCE by holders "
+    "of `s3:BypassGovernanceRetention`.",
+    "backup (S3 backend)")
 PACK_SIZE: Setting[int] = Setting(
     "CONTINUITY_PACK_SIZE", "integer (bytes)", _integer, 16 * 1024 * 1024,
     "Target size of a pack file: fewer objects per GB against cheaper repacking. Tests shrink it.",
@@ -287,9 +381,15 @@ PACK_SIZE: Setting[int] = Setting(
 
 NODE_KEY = Pattern(
     "CONTINUITY_NODE_KEY_<NODE>", "CONTINUITY_NODE_KEY_", "string",
-    "A node's heartbeat signing key (`<NODE>`: the node id upper-cased, other characters as `_`); "
-    "else the key file under `$CONTINUITY_STATE/keys`.",
-    "detect (heartbeats), node agent", secret=True)
+    "A node's replication secret (`<NODE>`: the node id upper-cased, other characters as `_`); "
+    "else the key file under `$CONTINUITY_STATE/keys`. Heartbeats are signed with the node's own Ed25519 key "
+    "(`$CONTINUITY_STATE/keys/nodes/<node>/heartbeat.ed25519`) instead.",
+    "replication", secret=True)
+NODE_KEYS: Setting[Path | None] = Setting(
+    "CONTINUITY_NODE_KEYS", "path", _path, None,
+    "The node-key registry the detector verifies heartbeats and node claims with: one "
+    "`continuity-ed25519 <hex> <node>` line per node, written by the operator (`continuity up` does it).",
+    "detect (sweep), node agent", shown_default="`$CONTINUITY_STATE/trust/nodes.pub`")
 
 
 def table() -> dict[str, Setting | Pattern]:

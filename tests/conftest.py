@@ -11,7 +11,10 @@ import redis
 
 from continuity import events
 from continuity.redisd import RedisServer
-from tests.helpers import ROOT, Proc, continuity_cmd, project_env, wait_for
+from tests.helpers import ROOT, Proc, continuity_cmd, project_env, register_nodes, wait_for
+from tests.metrics_support import Receiver
+
+pytest_plugins = ["tests.leakcheck"]  # the suite fails if it leaves a process behind
 
 # never let a developer's environment point tests at a real server
 for _var in ("CONTINUITY_REDIS_URL", "CONTINUITY_ROOT", "CONTINUITY_STATE", "CONTINUITY_PULSE_FILE"):
@@ -95,6 +98,7 @@ def start_worker(spawn, worker_env):
 
     def _start(node: str, env: dict[str, str] | None = None, extra: list[str] | None = None) -> Proc:
         e = env or worker_env
+        register_nodes(e, [node])
         proc = spawn(continuity_cmd("worker", "--node", node, *(extra or [])), e, f"worker-{node}")
         client = redis.Redis.from_url(e["CONTINUITY_REDIS_URL"], decode_responses=True)
         from continuity.state import keys
@@ -108,3 +112,11 @@ def start_worker(spawn, worker_env):
         return proc
 
     return _start
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP webhook receiver on a free port, not started (a test starts it: until then it is down)."""
+    r = Receiver()
+    yield r
+    r.stop()

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +14,30 @@ import pytest
 import yaml
 
 from continuity.redisd import free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, Background
 
 HOOK = ["{python}", "-m", "continuity.sample.ledger_service"]
 
 
 def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
-                   third_node: bool = False, **policy: str) -> Path:
+                   third_node: bool = False, shipped: bool = False, **policy: str) -> Path:
     """The sample fleet cut down to ``services``, on free ports (tests never collide with a running demo).
 
-    ``start_prefix`` wraps every start hook (e.g. in :mod:`tests.failover_gatehook`); ``third_node`` adds a
-    core node ``core-c`` as every service's last standby.
+    By default the two-core copy most failover tests are about: core-c (the ledger's second standby) is
+    dropped, and with a single standby left a service in sync mode runs async instead (with one standby, a
+    refuse-policy ledger refuses every write while that standby is down, which those tests do not study).
+    ``third_node`` keeps core-c and makes it every service's last standby (still async: the tests written for
+    it study async streams and failovers). ``shipped`` keeps the replication modes as ``ops/blueprint.yml``
+    ships them (the ledger in sync mode), and, without ``third_node``, its nodes and placements too.
+    ``start_prefix`` wraps every start hook (e.g. in :mod:`tests.failover_gatehook`).
     """
     doc = yaml.safe_load((ROOT / "ops" / "blueprint.yml").read_text())
     pol = {"heartbeat_interval": "0.5s", "lease_ttl": "2s", "lease_margin": "0.5s", "suspect_after": "1s",
            "dead_after": "1.5s", "failover_cooldown": "30s", "tilt_gap": "3s", "tilt_grace": "5s"}
     pol.update(policy)
     doc["policy"].update(pol)
+    # each node's replicator listens on this port plus the node's offset: free ones, like the services'
+    doc["policy"].setdefault("replication", {})["port"] = _free_block()
     for dom in list(doc["domains"]):
         svcs = doc["domains"][dom]["services"]
         for sid in list(svcs):
@@ -43,11 +51,17 @@ def make_blueprint(tmp_path: Path, services: tuple[str, ...] = ("ledger",), star
                     svcs[sid]["hooks"]["start"] = list(start_prefix) + svcs[sid]["hooks"]["start"]
         if not svcs:
             del doc["domains"][dom]
-    if third_node:
-        doc["nodes"]["core-c"] = {"kind": "core", "labels": {"zone": "c", "port_offset": "300"}}
-        for dom in doc["domains"].values():
-            for svc in dom["services"].values():
-                svc["placement"]["standbys"] = [*svc["placement"].get("standbys", []), "core-c"]
+    for dom in doc["domains"].values():
+        for svc in dom["services"].values():
+            standbys = [s for s in svc["placement"].get("standbys", []) if s != "core-c"]
+            if third_node:
+                svc["placement"]["standbys"] = [*standbys, "core-c"]
+            elif not shipped:
+                svc["placement"]["standbys"] = standbys
+            if not shipped and svc.get("replication", {}).get("mode") == "sync":
+                svc["replication"] = {"mode": "async"}
+    if not (third_node or shipped):
+        doc["nodes"].pop("core-c", None)
     path = tmp_path / "blueprint.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -104,8 +118,36 @@ def pulse_events(state: Path, kind_suffix: str | None = None) -> list[dict[str, 
     return out
 
 
+def get_health(base: str) -> dict[str, Any] | None:
+    """The ``/health`` document of the sample service at ``base`` (scheme://host:port), None if unreachable."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=1) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def post_seq(base: str, seq: int, timeout: float = 2.0) -> int:
+    """HTTP status of writing record ``seq`` to the sample service at ``base``, 0 if unreachable."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{base}/records", data=json.dumps({"seq": seq}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
 class Fleet:
-    """A running test fleet: real workers (with their node agents), beat sending sweeps, a fast blueprint."""
+    """A running test fleet: real workers (node agents; core nodes also run the detector loop), beat, a fast
+    blueprint."""
 
     def __init__(self, tmp_path: Path, state: Path, redis_url: str, spawn: Any, start_worker: Any,
                  services: tuple[str, ...] = ("ledger",), start_prefix: list[str] | None = None,
@@ -131,11 +173,27 @@ class Fleet:
         return self.workers[node]
 
     def start(self, nodes: tuple[str, ...] = ("core-a", "core-b"), primary: str = "core-a") -> dict[str, Any]:
-        """Workers for ``nodes``, beat (the detector's sweeps), and the ledger bootstrapped on ``primary``."""
+        """Workers for ``nodes`` (their detector loops sweep), beat, and the ledger bootstrapped on ``primary``."""
         for node in nodes:
             self.start_worker(node)
         self.start_beat()
-        return self.wait_primary("ledger", primary, epoch=1)
+        route = self.wait_primary("ledger", primary, epoch=1)
+        self.wait_alive(nodes)
+        return route
+
+    def wait_alive(self, nodes: tuple[str, ...], timeout: float = 60) -> None:
+        """Until the detector has classified every node alive: a switchover onto a node it has not seen yet is
+        rightly refused ("promote only onto a live node"), and on a loaded machine the first sweeps can lag."""
+        import json
+
+        from continuity.state import keys
+        from tests.helpers import wait_for
+
+        def alive() -> bool:
+            raw = self.client.hgetall(keys.node_state())
+            return all(json.loads(raw.get(n) or "{}").get("state") == "alive" for n in nodes)
+
+        wait_for(alive, timeout=timeout, what=f"the detector to see {', '.join(nodes)} alive")
 
     def start_beat(self) -> Any:
         from tests.helpers import continuity_cmd
@@ -151,29 +209,11 @@ class Fleet:
         return port
 
     def health(self, service: str, node: str) -> dict[str, Any] | None:
-        import urllib.request
+        return get_health(f"http://127.0.0.1:{self.port(service, node)}")
 
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port(service, node)}/health", timeout=1) as r:
-                return json.loads(r.read())
-        except OSError:
-            return None
-
-    def post(self, service: str, node: str, seq: int) -> int:
+    def post(self, service: str, node: str, seq: int, timeout: float = 2.0) -> int:
         """HTTP status of a write sent straight to ``node`` (bypassing the route), 0 if unreachable."""
-        import urllib.error
-        import urllib.request
-
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port(service, node)}/records",
-                                     data=json.dumps({"seq": seq}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return post_seq(f"http://127.0.0.1:{self.port(service, node)}", seq, timeout)
 
     def lease(self, service: str) -> Any:
         from continuity.state import leases
@@ -197,6 +237,23 @@ class Fleet:
         from continuity.failover import records
 
         return records.history(self.client, limit=100)
+
+    def wait_replicated(self, count: int, node: str = "core-b", service: str = "ledger",
+                        timeout: float = 30) -> None:
+        """Until ``node``'s replica of ``service``'s ledger holds ``count`` records (its published applied position).
+
+        Nodes own their disks: a failover starts from what the standbys hold, never from the dead primary's
+        files. A test about something else than async replication's last milliseconds (exactly-once effects,
+        fencing) waits for this before it kills the primary, so that what it counts is not replication lag.
+        """
+        from continuity.state import replication as replication_state
+        from tests.helpers import wait_for
+
+        def held() -> bool:
+            applied = replication_state.read_applied(self.client, [service]).get(service, [])
+            return any(a.node == node and a.source == "ledger.jsonl" and (a.count or 0) >= count for a in applied)
+
+        wait_for(held, timeout=timeout, what=f"{count} records of {service} replicated to {node}")
 
     def wait_records(self, n: int, final: bool = True, timeout: float = 60) -> list[dict[str, Any]]:
         from continuity.failover.records import FINAL
@@ -245,6 +302,9 @@ END_KINDS = ("failover.service_demoted", "failover.self_demoted", "failover.demo
 def role_intervals(events: list[dict[str, Any]], service: str) -> list[tuple[str, int, float, float]]:
     """(node, epoch, from, until) for every time a node held ``service`` with a valid epoch, from the pulse history.
 
+    This is the code's own account of who held the role (its fence event ends the old holder's
+    term). :func:`accepted_windows` is the service's: what each instance actually accepted.
+
     Holding starts when a node is bootstrapped or promoted at an epoch and ends at
     the first of: that node demoting itself (agent or service), being demoted, or
     the epoch being fenced past it.
@@ -276,3 +336,72 @@ def overlaps(intervals: list[tuple[str, int, float, float]]) -> list[tuple[Any, 
             if a[0] != b[0] and a[2] < b[3] and b[2] < a[3]:
                 bad.append((a, b))
     return bad
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One service instance's writes: who it was, and the first and last time it accepted one."""
+
+    node: str
+    epoch: int
+    instance: str
+    first: float
+    last: float
+    writes: int
+
+
+def accepted_windows(state: Path, service: str) -> list[Accepted]:
+    """Per instance of ``service``, the span over which it accepted writes, read from every node's ledger.
+
+    Each sample ledger record carries the node, epoch and instance that accepted it and the time it
+    did. Records copied to another node by a failover keep their origin, so reading every node's
+    file and counting each (instance, seq) once gives every instance's whole history, including writes
+    an old primary took after its data was copied away (which no other check would see).
+    """
+    seen: dict[tuple[str, int, str], dict[int, float]] = {}
+    for path in sorted(state.glob(f"nodes/*/{service}/ledger.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                key = (str(rec["node"]), int(rec["epoch"]), str(rec.get("instance") or f"{rec['node']}@{rec['epoch']}"))
+                seen.setdefault(key, {})[int(rec["seq"])] = float(rec["ts"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line: never acknowledged
+    return sorted((Accepted(n, e, i, min(ts.values()), max(ts.values()), len(ts)) for (n, e, i), ts in seen.items()),
+                  key=lambda a: (a.first, a.node))
+
+
+def accept_overlaps(windows: list[Accepted]) -> list[tuple[Accepted, Accepted]]:
+    """Pairs of distinct instances that accepted writes in overlapping windows (must be empty: no split brain).
+
+    Different epochs overlapping is the split brain fencing exists to prevent; two instances of one
+    epoch overlapping (two processes on one node) is the same harm, so it counts too.
+    """
+    bad = []
+    for i, a in enumerate(windows):
+        for b in windows[i + 1:]:
+            if a.first <= b.last and b.first <= a.last:
+                bad.append((a, b))
+    return bad
+
+
+class AcceptProbe(Background):
+    """Writes to every node's instance of a service directly (not through the route), round robin.
+
+    A route-following client only ever asks the current primary; this one also asks every
+    instance that should refuse, so a fenced instance that still accepts leaves a record behind.
+    """
+
+    def __init__(self, fleet: Fleet, service: str = "ledger", nodes: tuple[str, ...] = ("core-a", "core-b")) -> None:
+        super().__init__()
+        self.fleet, self.service, self.nodes = fleet, service, nodes
+        self.acked: dict[str, int] = {n: 0 for n in nodes}
+
+    def loop(self, stop: Any) -> None:
+        seq = 0
+        while not stop.is_set():
+            for node in self.nodes:
+                seq += 1
+                if self.fleet.post(self.service, node, seq, timeout=0.5) == 200:
+                    self.acked[node] += 1
+            stop.wait(0.02)

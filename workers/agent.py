@@ -17,8 +17,8 @@ from continuity import paths, settings
 from continuity.blueprint import load_blueprint
 from continuity.detect.agent import Agent, AgentRunner
 from continuity.pulse import Pulse
-from continuity.redisd import connect
-from continuity.state.heartbeats import ensure_node_key
+from continuity.redisd import connect, diagnose, fleet_url, no_retry, peer_address
+from continuity.state.heartbeats import ensure_heartbeat_key
 from workers.app import app
 
 log = logging.getLogger("continuity.agent")
@@ -26,11 +26,8 @@ log = logging.getLogger("continuity.agent")
 
 def short_client(timeout: float) -> Any:
     """A client that fails fast and never retries: the agent must notice a dead Redis within a beat."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return connect(socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-                   retry_on_timeout=False, health_check_interval=0)
+    return connect(socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry(),
+                   health_check_interval=0)
 
 
 def build_runner(node: str) -> AgentRunner:
@@ -39,7 +36,14 @@ def build_runner(node: str) -> AgentRunner:
         raise ValueError(f"{settings.NODE.name}={node!r} is not a node of {bp.source}")
     timeout = max(0.2, min(0.5, bp.policy.heartbeat_interval / 2))
     pulse = Pulse(client=short_client(timeout), node=node)
-    agent = Agent(bp, node, short_client(timeout), ensure_node_key(node), pulse=pulse)
+    client = short_client(timeout)
+    url = fleet_url()
+
+    def explain(exc: BaseException) -> Any:
+        """Why a beat failed: the error, and with Sentinel what the sentinels say about the master."""
+        return diagnose(exc, url, peer_address(client), timeout=timeout)
+
+    agent = Agent(bp, node, client, ensure_heartbeat_key(node), pulse=pulse, diagnose=explain)
     return AgentRunner(agent)
 
 

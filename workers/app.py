@@ -9,19 +9,26 @@ tasks still queued for an offline satellite.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu import Exchange, Queue
 
-from continuity import paths, settings
+from continuity import paths, settings, task_auth
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.errors import ContinuityError
-from continuity.redisd import celery_urls, fleet_url
+from continuity.redisd import celery_urls, fleet_url, redbeat_config
+from workers import broker
 
 CONTROL_QUEUE = "continuity.control"
 
 TASK_MODULES = ["workers.node", "workers.backup", "workers.control", "workers.drills",
                 "workers.agent",  # the node agent bootstep (heartbeats, leases, self-fencing)
-                "workers.failover"]  # failover chain steps (fence, prepare, promote, repoint, verify, record)
+                "workers.replication",  # the node's replicator process (continuous replication, sync mode, lag)
+                "workers.shipping",  # the node's log shipper process (ledger appends to the repository, for PITR)
+                "workers.failover",  # failover chain steps (fence, prepare, promote, repoint, verify, record)
+                "workers.observe"]  # control workers: the /metrics endpoint and the webhook notification loop
 
 
 def broker_url() -> str:
@@ -49,7 +56,8 @@ def build_queues(bp: Blueprint | None) -> list[Queue]:
 
 def make_app() -> Celery:
     """The app, configured from the environment as it is now (called once, below, at import)."""
-    url, transport = celery_urls(broker_url())
+    fleet = broker_url()
+    url, transport = celery_urls(fleet)
     # Longer than any countdown we use, far shorter than Redis's 1 h default, so a task lost
     # with an unacked message comes back in minutes, not an hour.
     visibility_timeout = settings.VISIBILITY_TIMEOUT.get()
@@ -85,13 +93,22 @@ def make_app() -> Celery:
         timezone="UTC",
         enable_utc=True,
         beat_scheduler="workers.beat:ContinuityScheduler",
-        redbeat_redis_url=url,
+        **redbeat_config(fleet),  # RedBeat spells Sentinel its own way (redis-sentinel:// plus options)
         redbeat_key_prefix=settings.KEY_PREFIX.get() + "beat",
         # takeover within a minute (RedBeat's default lock is 25 min)
         redbeat_lock_timeout=settings.BEAT_LOCK_TIMEOUT.get(),
         beat_max_loop_interval=settings.BEAT_MAX_LOOP.get(),
     )
     return app
+
+
+@before_task_publish.connect
+def sign_message(sender: Any = None, body: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every message this process publishes carries a signature envelope (see :mod:`continuity.task_auth`);
+    workers refuse control-plane tasks without a valid one."""
+    if headers is None or not isinstance(body, (tuple, list)) or len(body) < 2:
+        return
+    task_auth.sign_headers(headers, body[0] or (), body[1] or {})
 
 
 def _exists(module: str) -> bool:
@@ -101,4 +118,5 @@ def _exists(module: str) -> bool:
 
 
 # `celery -A workers.app` and every task module need the app object at import: the one deliberate import-time read.
+broker.install()  # a worker survives a Redis restart with a task in flight (workers/broker.py)
 app = make_app()

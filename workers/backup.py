@@ -19,7 +19,7 @@ from continuity import paths, pulse
 from continuity.backup import api, forwarding
 from continuity.backup.config import LoadedConfig, load_backup_config, load_fleet_backup_config
 from continuity.backup.records import timestamp
-from continuity.backup.scheduling import backup_jobs
+from continuity.backup.scheduling import PassCopy, backup_jobs, set_pass_copy
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.events import (
@@ -34,23 +34,47 @@ from continuity.events import (
 )
 from continuity.state import backups, routes
 from workers.node import node_id
-from workers.task import blueprint, continuity_task, redis_client
+from workers.task import blueprint, continuity_task, progress_reporter, redis_client
 
 
 def _progress(task: Any, step: str, set_name: str) -> Any:
+    """The engine's ``progress(done, total)`` as Flower-visible progress, at most twice a second."""
     last = [0.0]
-    task_id = task.request.id  # the engine may call back from its worker threads, where request is empty
+    report = progress_reporter(task)  # made here: the engine calls back from threads without a request
 
-    def report(done: int, total: int) -> None:
+    def update(done: int, total: int) -> None:
         now = time.monotonic()
         if now - last[0] < 0.5 and done < total:
             return
         last[0] = now
         pct = round(100.0 * done / total, 1) if total else 0.0
-        meta = {"set": set_name, "step": step, "done": done, "total": total, "percent": pct}
-        task.update_state(task_id=task_id, state="PROGRESS", meta=meta)
+        report(f"{step} {set_name}: {pct}% ({done} of {total} bytes)",
+               {"set": set_name, "step": step, "done": done, "total": total, "percent": pct})
 
-    return report
+    return update
+
+
+def copy_failure(res: dict[str, Any]) -> str | None:
+    """Why a copy failed (the targets it could not reach and what they said), None when every target took it."""
+    if res.get("ok", True):
+        return None
+    bad = [f"{t.get('repository')}: {t.get('error')}" for t in res.get("targets") or [] if "error" in t]
+    return f"copy of set {res.get('set')} failed for {len(bad)} target(s): " + "; ".join(bad)
+
+
+def verify_failure(res: dict[str, Any]) -> str | None:
+    """Why a restore drill failed (what it found damaged), None when the restore checked out."""
+    if res.get("ok", True):
+        return None
+    found = {k: len(res.get(k) or []) for k in ("damaged", "hash_mismatches")}
+    bad = [c for c in [*(res.get("sqlite") or []), *(res.get("ledgers") or [])] if not c.get("ok", True)]
+    checks = [f"{c.get('name')}: {c.get('reason')}" for c in res.get("checks") or [] if not c.get("ok", True)]
+    pitr = res.get("pitr") or {}
+    return (f"restore drill of set {res.get('set')} snapshot {str(res.get('snapshot'))[:8]} failed: "
+            f"{found['damaged']} damaged file(s), {found['hash_mismatches']} hash mismatch(es), "
+            f"{len(bad)} database/ledger check(s) failed"
+            + (f", command check(s) failed: {'; '.join(checks)}" if checks else "")
+            + (f", point-in-time check failed: {pitr.get('reason')}" if pitr and not pitr.get("ok", True) else ""))
 
 
 def _record(client: Any, set_name: str, fields: dict[str, Any]) -> None:
@@ -115,7 +139,9 @@ def snapshot(self: Any, set_name: str, hops: int = 0, *, client: Any) -> dict[st
         set_name, cfg, task_key=self.request.id, progress=_progress(self, "snapshot", set_name), node=site.node))
     _record(client, set_name, {"last_snapshot": res.get("id"), "last_snapshot_time": time.time(),
                                "last_snapshot_files": res.get("files"), "last_snapshot_bytes": res.get("bytes_total"),
-                               "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id()})
+                               "last_snapshot_partial": int(bool(res.get("partial"))), "node": node_id(),
+                               "last_snapshot_duration": res.get("duration"),
+                               "repository_bytes": res.get("repository_bytes")})
     pulse.emit(BACKUP_SNAPSHOT, node=node_id(), data={"set": set_name, **{k: res.get(k) for k in (
         "id", "files", "bytes_total", "data_added", "duration", "partial", "reused")}})
     return res
@@ -125,9 +151,10 @@ def verified_status(res: dict[str, Any], rpo: float | None, node: str | None, no
     """The status fields a restore drill's result writes for its set (age of the verified snapshot vs the RPO)."""
     snap_ts = timestamp(res.get("snapshot_time"))
     fields: dict[str, Any] = {"last_verify_time": now, "last_verify_ok": int(bool(res.get("ok"))),
-                              "last_verify_node": node}
+                              "last_verify_node": node, "last_verify_duration": res.get("duration")}
     if res.get("ok"):
-        fields.update({"last_verified": res.get("snapshot"), "last_verified_snapshot_time": snap_ts})
+        fields.update({"last_verified": res.get("snapshot"), "last_verified_snapshot_time": snap_ts,
+                       "last_verified_time": now})
         if snap_ts is not None:
             fields["verified_age"] = round(now - snap_ts, 3)
             if rpo:
@@ -136,7 +163,8 @@ def verified_status(res: dict[str, Any], rpo: float | None, node: str | None, no
     return fields
 
 
-@continuity_task("continuity.backup.verify", bind=True, time_limit=3600, soft_time_limit=3500)
+@continuity_task("continuity.backup.verify", bind=True, time_limit=3600, soft_time_limit=3500,
+                 failed_when=verify_failure)
 def verify(self: Any, set_name: str, snapshot: str = "latest", *, client: Any) -> dict[str, Any]:
     """A restore drill on this node (never the source node): restore into a sandbox and check everything."""
     cfg = _config()
@@ -157,17 +185,25 @@ def verify(self: Any, set_name: str, snapshot: str = "latest", *, client: Any) -
 def forget(self: Any, set_name: str, prune: bool = False, *, client: Any) -> dict[str, Any]:
     cfg = _config()
     res = _run(client, "forget", set_name, lambda: api.forget_set(set_name, cfg, prune_after=prune))
+    _record(client, set_name, {"repository_bytes": res.get("repository_bytes")})
     pulse.emit(BACKUP_FORGET, node=node_id(), data={"set": set_name, "removed": len(res.get("remove", []))})
     return res
 
 
-@continuity_task("continuity.backup.copy", bind=True, time_limit=3600, soft_time_limit=3500)
-def copy(self: Any, set_name: str, *, client: Any) -> dict[str, Any]:
-    """Replicate to the set's targets; a satellite runs it when in contact (store and forward)."""
+@continuity_task("continuity.backup.copy", bind=True, time_limit=3600, soft_time_limit=3500,
+                 failed_when=copy_failure)
+def copy(self: Any, set_name: str, pass_start: float | None = None, pass_end: float | None = None, *,
+         client: Any) -> dict[str, Any]:
+    """Replicate to the set's targets. A satellite's copy is sent by beat when its pass starts (``pass_end``
+    given): it stops starting objects ``pass_margin`` before the pass ends, and the next pass resumes."""
     cfg = _config()
-    res = _run(client, "copy", set_name, lambda: api.copy_set(set_name, cfg, progress=_progress(self, "copy",
-                                                                                                set_name)))
-    _record(client, set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok")))})
+    plan = set_pass_copy(cfg, set_name, pass_end, time.time()) if pass_end is not None else PassCopy(None, None)
+    if plan is None:
+        return {"set": set_name, "ok": True, "complete": False, "skipped": "the pass is over"}
+    res = _run(client, "copy", set_name, lambda: api.copy_set(
+        set_name, cfg, progress=_progress(self, "copy", set_name), deadline=plan.deadline, pack_size=plan.pack_size))
+    _record(client, set_name, {"last_copy_time": time.time(), "last_copy_ok": int(bool(res.get("ok"))),
+                               "last_copy_complete": int(bool(res.get("complete", True)))})
     pulse.emit(BACKUP_COPY, node=node_id(), data={"set": set_name, "ok": res.get("ok"),
                                                     "targets": res.get("targets")})
     return res
@@ -198,8 +234,14 @@ def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
             expires = 3600.0
         opts: dict[str, Any] = {"queue": bp.queue(job.node), "routing_key": bp.queue(job.node),
                                 "expires": expires}
+        headers: dict[str, Any] = {}
         if job.tier is not None:
-            opts["headers"] = {"continuity_tier": job.tier}
+            headers["continuity_tier"] = job.tier
+        if job.pass_node is not None:  # beat sends it when the node's pass starts (workers/beat.py)
+            headers.update({"continuity_pass_node": job.pass_node, "continuity_pass_margin": job.pass_margin,
+                            "continuity_pass_every": job.pass_every})
+        if headers:
+            opts["headers"] = headers
         out[job.name] = {"task": job.task, "schedule": schedule, "args": [job.set_name], "kwargs": job.kwargs,
                          "options": opts}
     return out

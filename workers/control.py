@@ -1,74 +1,92 @@
-"""The control plane's periodic task: ``continuity.control.sweep``, the failure detector's heartbeat.
+"""The failure detector as a worker bootstep: a hot standby in every worker that consumes ``continuity.control``.
 
-Beat sends it every ``heartbeat_interval`` (1 s) to ``continuity.control``,
-which every core node consumes, so detection survives the loss of any one node.
-It expires after one interval (a sweep that waited is worthless: the next one
-is already due) and is not late-acked (a lost sweep is replaced, not retried).
-The whole sweep is :func:`continuity.detect.sweep.run_sweep`; this module only
-caches what a process can keep between sweeps and injects the failover planner and launcher
-(``continuity.detect`` never imports ``continuity.failover``: this shell wires them together).
-
-A process that sweeps also runs the ingest loop (:class:`continuity.detect.sweep.IngestLoop`) on a
-thread: it verifies arriving beats between sweeps so the sweep itself only decides. Several prefork
-processes consume the control queue; ingest drains only in the process that made the last sweep (the
-others' loops find their memory stale and do nothing), so no beat ends up in a memory nobody sweeps with.
+The detector used to be a task beat sent every second; it stopped whenever beat did (a Redis blip, a beat
+restart waiting out its lock), queued behind control steps in the pool, and filled Flower with a task a
+second. Now it is :class:`continuity.detect.loop.DetectorLoop`, a thread in the worker's main process, beside
+the consumer and outside the pool, from pool start to shutdown (as the node agent in ``workers/agent.py``).
+Every control worker runs one; the leader lease in Redis picks the one that sweeps. This module only wires
+the loop to the worker's lifecycle and injects what ``continuity.detect`` must not import: the failover
+planner and launcher, the blueprint source (last good copy while an edit is broken) and Redis connections.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from datetime import timedelta
 from typing import Any
 
-from continuity import pulse
-from continuity.blueprint import Blueprint
-from continuity.detect.sweep import IngestLoop, SweepCache, run_sweep
+from celery import bootsteps
+
+from continuity import settings
+from continuity.detect.loop import DetectorLoop, identity
+from continuity.detect.queued_sink import QueuedSink
 from continuity.failover.planner import plan_failovers
+from continuity.pulse import Pulse
 from continuity.redisd import connect
-from workers.app import CONTROL_QUEUE
+from workers.app import CONTROL_QUEUE, app
 from workers.failover import launch_failovers
-from workers.task import blueprint, continuity_task
+from workers.task import blueprint
 
-log = logging.getLogger("continuity.sweep")
-
-SWEEP_TASK = "continuity.control.sweep"
-SWEEP_REDIS = {"socket_timeout": 2, "socket_connect_timeout": 2}  # a sweep must not hang on a blipping Redis
-_state: dict[str, Any] = {}
+log = logging.getLogger("continuity.detector")
 
 
-def current_blueprint() -> Blueprint:
-    """Re-read only when the file changed: an edited blueprint takes effect at the next sweep."""
-    return blueprint()
+def detector_client(lease: float) -> Any:
+    """A client that fails within the lease and never retries on its own: the loop decides what a failure means
+    (step down, grace) and reconnects on its next tick."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return connect(socket_timeout=lease, socket_connect_timeout=lease, retry=Retry(NoBackoff(), 0),
+                   retry_on_timeout=False, health_check_interval=0)
 
 
-@continuity_task(SWEEP_TASK, time_limit=10, soft_time_limit=8, acks_late=False, ignore_result=True,
-                 redis=SWEEP_REDIS)
-def sweep(*, client: Any, bp: Blueprint) -> dict[str, Any]:
-    """One detector step: classify nodes, publish states and mode, hand newly dead nodes to failover."""
-    cache = _state.setdefault("cache", SweepCache())
-    _ensure_ingest(cache, bp)
-    return run_sweep(client, bp, cache=cache, pulse=pulse.default(), launch=launch_failovers,
-                     plan=plan_failovers).summary()
+def build_loop() -> DetectorLoop:
+    node = settings.NODE.get()
+    lease = settings.DETECTOR_LEASE.get()
+
+    def client() -> Any:
+        return detector_client(lease)
+
+    # events through a queue: a process stopped while holding the pulse file's lock must not stop detection
+    return DetectorLoop(client, blueprint, identity(node), pulse=QueuedSink(Pulse(client=client(), node=node)),
+                        launch=launch_failovers, plan=plan_failovers, lease_ttl=lease)
 
 
-def _ensure_ingest(cache: SweepCache, bp: Blueprint) -> None:
-    """Start this process's ingest thread once (again after a fork: threads do not survive one)."""
-    loop = _state.get("ingest")
-    if loop is not None and loop.alive() and _state.get("ingest_pid") == os.getpid():
-        return
-    client = connect(**SWEEP_REDIS)  # its own connection: the ingest thread runs beside the sweeps
-    _state["ingest"] = IngestLoop(client, current_blueprint, cache, IngestLoop.interval_for(bp)).start()
-    _state["ingest_pid"] = os.getpid()
+def consumes_control(worker: Any) -> bool:
+    """Whether this worker consumes the control queue (``continuity worker`` adds it for core nodes)."""
+    try:
+        return CONTROL_QUEUE in worker.app.amqp.queues.consume_from
+    except Exception:  # noqa: BLE001 - unknown queue setup: do not start a detector nobody asked for
+        return False
 
 
-def beat_entries(bp: Blueprint) -> dict[str, dict[str, Any]]:
-    """The sweep's beat entry (collected by beat_schedule.build_schedule)."""
-    interval = bp.policy.heartbeat_interval
-    return {
-        SWEEP_TASK: {
-            "task": SWEEP_TASK,
-            "schedule": timedelta(seconds=interval),
-            "options": {"queue": CONTROL_QUEUE, "routing_key": CONTROL_QUEUE, "expires": interval},
-        }
-    }
+class DetectorStep(bootsteps.StartStopStep):
+    """The detector loop of a control worker: started with the pool, stopped (lease handed back) at shutdown."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.loop: DetectorLoop | None = None
+
+    def start(self, worker: Any) -> None:
+        if not settings.DETECTOR.get() or not consumes_control(worker):
+            return
+        try:
+            self.loop = build_loop().start()
+        except Exception:  # noqa: BLE001 - the other control workers still detect; this one is visible in logs
+            log.exception("the detector loop could not start")
+            return
+        log.info("detector loop started (%s)", self.loop.me.id)
+
+    def stop(self, worker: Any) -> None:
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            loop.stop()
+            if isinstance(loop.pulse, QueuedSink):
+                loop.pulse.close()  # the last events (leader_resigned) reach the history before the exit
+
+    def shutdown(self, worker: Any) -> None:
+        self.stop(worker)
+
+
+app.steps["worker"].add(DetectorStep)

@@ -14,14 +14,14 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from continuity import paths, settings
+from continuity import paths, settings, text
 from continuity.blueprint import Blueprint
 from continuity.drills import gamedays
 from continuity.drills.runner import Runner
 from continuity.drills.scenarios import Scenarios, load_scenarios
 from continuity.errors import ContinuityError
 from workers.app import CONTROL_QUEUE
-from workers.task import continuity_task
+from workers.task import continuity_task, progress_reporter
 
 log = logging.getLogger(__name__)
 RUN_TASK = "continuity.drills.run"
@@ -34,7 +34,18 @@ def game_days_enabled() -> bool:
 
 
 
-@continuity_task(RUN_TASK, bind=True, time_limit=900, soft_time_limit=840, acks_late=False)
+def drill_failure(res: dict[str, Any]) -> str | None:
+    """A drill that ran and failed (or was aborted) is a failed task; a refusal or a dry run is not."""
+    if res.get("status") not in ("failed", "aborted"):
+        return None
+    missed = [f"{e['name']} (expected {text.expectation(e)[0]}, measured {text.expectation(e)[1]})"
+              for e in res.get("expectations") or [] if not e.get("ok")]
+    why = "; ".join(missed) or res.get("aborted") or "see its record"
+    return f"drill {res.get('scenario')} {res.get('status')}: {why} (record {res.get('id')})"
+
+
+@continuity_task(RUN_TASK, bind=True, time_limit=900, soft_time_limit=840, acks_late=False,
+                 failed_when=drill_failure)
 def run(self: Any, name: str, dry_run: bool = False, game_day: bool = False, *, client: Any,
         bp: Blueprint) -> dict[str, Any]:
     """Run one scenario; a refusal (incident open, degraded, wrong environment) is a result, not a crash.
@@ -45,11 +56,13 @@ def run(self: Any, name: str, dry_run: bool = False, game_day: bool = False, *, 
     if game_day and not (game_days_enabled() and gamedays.in_game_day(scenarios, name, dt.datetime.now(dt.UTC))):
         return {"scenario": name, "status": "refused", "reason": "outside the game-day calendar (or disabled)"}
 
+    report = progress_reporter(self)
+
     def progress(phase: str, info: dict[str, Any]) -> None:
-        self.update_state(state="PROGRESS", meta={"scenario": name, "phase": phase, **info})
+        report(f"drill {name}: {phase}", {"scenario": name, "phase": phase, **info})
 
     try:
-        record = Runner(client, bp, scenarios, progress=progress).run(name, dry_run=dry_run)
+        record = Runner(client, bp, scenarios, progress=progress).run(name, dry_run=dry_run, game_day=game_day)
     except ContinuityError as exc:
         return {"scenario": name, "status": "refused", "reason": str(exc)}
     return {k: record.get(k) for k in RESULT_KEYS if k in record}

@@ -22,12 +22,14 @@ from typing import Any
 from celery import chain, group
 from celery.exceptions import Ignore
 
-from continuity import settings
+from continuity import settings, task_auth
 from continuity.blueprint import Blueprint
 from continuity.errors import UsageError
 from continuity.events import FAILOVER_CHAIN_RESUMED, FAILOVER_RETRY
 from continuity.failover import control, records, retry, steps
+from continuity.failover.admission import admit
 from continuity.failover.context import FailoverContext, InvalidContext
+from continuity.failover.mandate import Mandate, NoMandate, grant
 from continuity.failover.planner import (
     STEP_TARGET,
     FailoverPlan,
@@ -36,10 +38,11 @@ from continuity.failover.planner import (
     plan_switchover,
 )
 from continuity.failover.watchdog import STALL_AFTER, Pending, Verdict, decide, pending_step
+from continuity.signing import SigningKey
 from continuity.state import controls, epochs, failover_records, leases, routes, step_markers
 from workers.app import CONTROL_QUEUE
 from workers.task import blueprint as _blueprint
-from workers.task import continuity_task, redis_client
+from workers.task import continuity_task, redis_client, report_rejection
 
 log = logging.getLogger("continuity.failover")
 MAX_FENCE_RETRIES = 60
@@ -72,7 +75,14 @@ EFFECTS = {
 
 
 def _execute(task: Any, step: str, raw: Any, client: Any, bp: Blueprint) -> dict[str, Any]:
-    ctx = FailoverContext.from_dict(raw, bp)  # a message naming anything outside the blueprint stops here
+    try:
+        ctx = FailoverContext.from_dict(raw, bp)  # a message naming anything outside the blueprint stops here
+        admit(client, ctx, time.time())  # ...one its open record does not name, or a manual move with no mandate
+    except (InvalidContext, NoMandate) as exc:
+        envelope = getattr(task.request, task_auth.HEADER, None)
+        report_rejection(f"continuity.failover.{step}", task.request.id, str(exc),
+                         envelope.get("signer") if isinstance(envelope, dict) else None)
+        raise
     _progress(task, ctx, step)
     where = ctx.old_primary if step == "demote" else (ctx.candidate if STEP_TARGET[step] == "candidate"
                                                       else _node())
@@ -145,16 +155,22 @@ def build_chain(bp: Blueprint, ctx: FailoverContext, now: float) -> Any:
     return chain(*sigs)
 
 
-def _context(plan: FailoverPlan, rid: str, expected: int, attempt: int = 0) -> FailoverContext:
+def _context(plan: FailoverPlan, rid: str, expected: int, attempt: int = 0,
+             mandate: Mandate | None = None) -> FailoverContext:
     assert plan.candidate is not None
     return FailoverContext(record_id=rid, service=plan.service, kind=plan.kind, candidate=plan.candidate,
                            fallbacks=tuple(plan.fallbacks), old_primary=plan.old_primary, expected_epoch=expected,
-                           epoch=expected + 1, attempt=attempt, not_before=plan.not_before, steps=tuple(plan.steps))
+                           epoch=expected + 1, attempt=attempt, not_before=plan.not_before, steps=tuple(plan.steps),
+                           mandate=mandate)
 
 
 def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[str, Any], *,
-                     who: str = "detector", client: Any = None, manual: bool = False) -> list[str]:
+                     who: str = "detector", client: Any = None, manual: bool = False,
+                     operator: SigningKey | None = None) -> list[str]:
     """Open a record and start a chain for each plan; escalate plans without a candidate. Returns record ids.
+
+    ``operator``: the key of the person moving a role by hand; each record gets that operator's mandate
+    (:mod:`continuity.failover.mandate`), which every step of a switchover or forced failover requires.
 
     The cool-down key is claimed with SET NX before anything starts, so two
     sweeps racing on the same death launch one failover, not two (manual
@@ -172,12 +188,19 @@ def launch_failovers(plans: list[FailoverPlan | dict[str, Any]], trigger: dict[s
         if not claimed:
             continue
         expected = epochs.current_epoch(client, plan.service)
-        rid = records.open_record(client, dict(plan.to_dict(), expected_epoch=expected), trigger, who, now)
+        rid = records.new_record_id(plan.service, now)
+        mandate = None
+        if operator is not None and plan.candidate is not None:
+            mandate = grant(operator, rid, plan.service, plan.kind, plan.candidate, plan.old_primary, now)
+        meta = dict(plan.to_dict(), expected_epoch=expected)
+        if mandate is not None:
+            meta["mandate"] = mandate.to_dict()
+        records.open_record(client, meta, trigger, who, now, record_id=rid)
         ids.append(rid)
         if plan.action == "escalate" or plan.candidate is None:
             _escalate(client, plan.service, rid, plan.reason or "no usable candidate", who)
             continue
-        ctx = _context(plan, rid, expected)
+        ctx = _context(plan, rid, expected, mandate=mandate)
         records.set_attempt(client, rid, 0, ctx.candidate, expected, ctx.to_dict())
         chains.append(build_chain(bp, ctx, now))
     if chains:
@@ -316,25 +339,37 @@ def _current(client: Any, bp: Blueprint, service: str) -> tuple[str, Any, int]:
     return primary.node, lease, epochs.current_epoch(client, service)
 
 
-def switchover(service: str, target: str, who: str, client: Any = None) -> str:
-    """Coordinated: the old primary demotes itself (stop hook, lease released) before the target is promoted."""
+def _launch_as(operator: SigningKey | None, plan: FailoverPlan, trigger: dict[str, Any], who: str,
+               client: Any) -> str:
+    """Launch a manual move with the operator's mandate, its first message signed by the operator key too."""
+    if operator is None:
+        return launch_failovers([plan], trigger, who=who, client=client, manual=True)[0]
+    with task_auth.signing_as(operator):
+        return launch_failovers([plan], trigger, who=who, client=client, manual=True, operator=operator)[0]
+
+
+def switchover(service: str, target: str, who: str, client: Any = None, operator: SigningKey | None = None) -> str:
+    """Coordinated: the old primary demotes itself (stop hook, lease released) before the target is promoted.
+    Without ``operator`` (an operator key) the steps carry no mandate and every worker refuses them."""
     client = client or _redis()
     bp = _blueprint()
     primary, _, epoch = _current(client, bp, service)
     plan = plan_switchover(bp, service, target, primary, control.read_node_states(client, bp), time.time(), epoch)
     trigger = {"reason": "switchover", "who": who, "requested_at": time.time()}
-    return launch_failovers([plan], trigger, who=who, client=client, manual=True)[0]
+    return _launch_as(operator, plan, trigger, who, client)
 
 
-def force_failover(service: str, target: str, who: str, client: Any = None) -> str:
-    """Old primary unreachable: wait out its lease plus the margin, then fence and promote the target."""
+def force_failover(service: str, target: str, who: str, client: Any = None,
+                   operator: SigningKey | None = None) -> str:
+    """Old primary unreachable: wait out its lease plus the margin, then fence and promote the target.
+    Needs ``operator`` as :func:`switchover` does."""
     client = client or _redis()
     bp = _blueprint()
     primary, lease, epoch = _current(client, bp, service)
     plan = plan_forced(bp, service, target, primary, control.read_node_states(client, bp), lease, time.time(),
                        epoch)
     trigger = {"reason": "forced failover", "who": who, "requested_at": time.time()}
-    return launch_failovers([plan], trigger, who=who, client=client, manual=True)[0]
+    return _launch_as(operator, plan, trigger, who, client)
 
 
 def wait_record(rid: str, timeout: float, client: Any = None, poll: float = 0.1) -> dict[str, Any] | None:

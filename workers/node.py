@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import signals
 
-from continuity import pulse, settings
+from continuity import pulse, registrations, settings, task_auth
 from continuity.events import NODE_PING, NODE_REGISTERED
 from continuity.state import nodes
 from workers.task import continuity_task, redis_client
@@ -31,7 +31,8 @@ def _queue(node: str) -> str:
 
 @signals.worker_ready.connect
 def register_node(sender: Any = None, **_: Any) -> None:
-    """Announce this node (hostname, pid, queue) so `status` and the detector know it exists."""
+    """Announce this node (hostname, pid, queue) so `status` and the detector know it exists; signed with the
+    node's key, because drills signal the pid it names (:mod:`continuity.registrations`)."""
     node = node_id()
     if not node:
         return
@@ -40,7 +41,7 @@ def register_node(sender: Any = None, **_: Any) -> None:
     info = {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "started": now,
             "queue": _queue(node),
             "worker": getattr(sender, "hostname", None)}
-    nodes.register(client, node, info)
+    nodes.register(client, node, registrations.sign(task_auth.role_key(task_auth.NODE, node), info))
     nodes.mark_seen(client, node, now)
     pulse.emit(NODE_REGISTERED, node=node, data=info)
 

@@ -15,8 +15,20 @@ them and are read in one place:
   :class:`~continuity.errors.ContinuityError`, which tasks report themselves, and Celery's own control flow:
   retry, ignore, reject) writes a ``task.crashed`` pulse event, then is re-raised unchanged, so the task
   fails exactly as it would have. At most one event per (task, exception type) a minute in each process.
+* **Signed control plane.** A control-plane task (:data:`continuity.task_auth.POLICY`) first checks the
+  signature envelope its message carries (added by the publish hook in :mod:`workers.app`); a missing, forged,
+  expired or wrong-role one fails the task with :class:`~continuity.task_auth.Unauthenticated` before anything
+  runs (no client, no blueprint, no effect) and writes a ``task.rejected`` pulse event. So does a copy of a
+  signed message that already ran (a replay: :mod:`continuity.state.replay` remembers each signature until
+  its envelope expires).
 * ``bind``: the task's first parameter is the Celery task itself (``self.request``, ``update_state``,
   ``retry``), as with ``app.task(bind=True)``.
+* **A failure is a failure.** A task whose work ran to the end but failed (a copy whose target was locked, a
+  restore drill that found damage, a drill that missed its objectives) returns a result saying so; its
+  ``failed_when`` turns that result into a :class:`TaskFailed` raised after the task recorded everything, so
+  Celery stores FAILURE and Flower shows the task red with the reason, never a green SUCCESS.
+* **Progress Flower shows.** :func:`progress_reporter` sends a ``task-progress`` event (Flower sets the task's
+  state to PROGRESS and shows the text in its Result column) besides the PROGRESS state in the result backend.
 """
 
 from __future__ import annotations
@@ -30,13 +42,13 @@ from typing import Any
 
 from celery.exceptions import Ignore, Reject, Retry
 
-from continuity import paths, pulse, settings
+from continuity import paths, pulse, settings, task_auth
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.config_watch import ConfigError, LastGood
 from continuity.errors import ContinuityError
-from continuity.events import CONFIG_INVALID, CONFIG_RECOVERED, TASK_CRASHED
+from continuity.events import CONFIG_INVALID, CONFIG_RECOVERED, TASK_CRASHED, TASK_REJECTED
 from continuity.redisd import connect
-from continuity.state import config_errors
+from continuity.state import config_errors, replay
 from workers.app import app
 
 log = logging.getLogger("continuity.tasks")
@@ -50,6 +62,29 @@ SOFT_MARGIN = 5
 _clients: dict[tuple[Any, ...], Any] = {}
 _blueprints: dict[str, LastGood[Blueprint]] = {}
 _reported: dict[tuple[str, str], float] = {}
+
+
+class TaskFailed(ContinuityError):
+    """The task's own verdict: its work ended in failure (recorded and reported by the task itself)."""
+
+
+def progress_reporter(task: Any) -> Callable[[str, Mapping[str, Any]], None]:
+    """``report(text, meta)`` for ``task``, callable from any thread (engine worker threads have no request).
+
+    Celery's custom states live only in the result backend, and Flower draws tasks from events: so progress
+    is both ``update_state(PROGRESS, meta)`` and a ``task-progress`` event carrying the text as ``result``.
+    Never raises: progress is a courtesy, the work is what matters."""
+    task_id, hostname = task.request.id, task.request.hostname
+
+    def report(text: str, meta: Mapping[str, Any]) -> None:
+        try:
+            task.update_state(task_id=task_id, state="PROGRESS", meta=dict(meta))
+            with task.app.events.default_dispatcher(hostname=hostname) as events:
+                events.send("task-progress", uuid=task_id, result=text, progress=dict(meta))
+        except Exception as exc:  # noqa: BLE001
+            log.debug("progress of %s not reported: %s", task_id, exc)
+
+    return report
 
 
 def redis_client(**options: Any) -> Any:
@@ -74,12 +109,13 @@ def blueprint() -> Blueprint:
         watch = _blueprints[str(path)] = LastGood(load_blueprint, keep_copy=paths.last_good("blueprint.yml"))
     loaded = watch.get(path)
     if loaded.news is not None:
-        _tell(loaded.news, str(path), loaded.error)
+        tell_config_news(loaded.news, str(path), loaded.error)
     return loaded.value
 
 
-def _tell(news: str, path: str, error: ConfigError | None) -> None:
-    """Say that a config file broke or healed: one pulse event and the status entry; never raises."""
+def tell_config_news(news: str, path: str, error: ConfigError | None) -> None:
+    """Say that a config file broke or healed: one pulse event and the status entry; never raises (every watched
+    ops/ file of a long-running process reports its news here: the blueprint, the notifications)."""
     node = settings.NODE.get() or "control"
     try:
         if news == "invalid" and error is not None:
@@ -114,12 +150,58 @@ def report_crash(name: str, task: Any, exc: BaseException, now: Callable[[], flo
     return True
 
 
+def authenticate(name: str, task: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """Refuse a control-plane message that is not signed by a role allowed to send it (see task_auth), or that
+    already ran (a replay, :mod:`continuity.state.replay`); the signature to mark done once the task ends."""
+    request = task.request
+    if name not in task_auth.POLICY or request.is_eager:  # eager: an in-process call, no message crossed Redis
+        return None
+    raw = getattr(request, task_auth.HEADER, None)
+    try:
+        now = time.time()
+        env, _role = task_auth.check(_trust(), name, request.id, args, kwargs, raw, now)
+        if replay.claim(redis_client(), env.sig, env.expires_at - now + task_auth.SKEW) == replay.DONE:
+            raise task_auth.Unauthenticated(f"replayed: this signed message (key {env.signer}) already ran")
+    except task_auth.Unauthenticated as exc:
+        report_rejection(name, request.id, str(exc), raw.get("signer") if isinstance(raw, Mapping) else None)
+        raise
+    return env.sig
+
+
+def report_rejection(name: str, task_id: str | None, reason: str, signer: str | None) -> None:
+    """Log and write the ``task.rejected`` pulse event of a refused message; never raises (the refusal stands
+    even when it cannot be recorded)."""
+    log.error("task %s %s rejected: %s", name, task_id, reason)
+    try:
+        pulse.emit(TASK_REJECTED, node=settings.NODE.get(),
+                   data={"task": name, "task_id": task_id, "reason": reason, "signer": signer})
+    except Exception:  # noqa: BLE001
+        log.exception("could not write the task.rejected event of %s", name)
+
+
+def _ran(signature: str | None) -> None:
+    """Mark a signed message done (a copy of it is a replay from now on); never raises."""
+    if signature is None:
+        return
+    try:
+        replay.finish(redis_client(), signature)
+    except Exception as exc:  # noqa: BLE001 - the task's own outcome is what matters
+        log.warning("could not mark a signed message done: %s", exc)
+
+
+def _trust() -> task_auth.Trust:
+    """Trusted keys: the role files under the state dir."""
+    return task_auth.load_trust()
+
+
 def continuity_task(name: str, *, time_limit: int, soft_time_limit: int | None = None, acks_late: bool = True,
                     bind: bool = False, redis: Mapping[str, Any] | None = None,
+                    failed_when: Callable[[Any], str | None] | None = None,
                     **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """Register ``fun`` as the Celery task ``name`` (see the module docstring for what every task gets).
 
     ``redis``: connection options of the injected client (e.g. shorter timeouts for the sweep).
+    ``failed_when``: maps the task's result to why it failed (None: it did not); see :class:`TaskFailed`.
     ``options``: passed to ``app.task`` (``ignore_result``, ``max_retries``, ...).
     """
     client_options = dict(redis or {})
@@ -135,17 +217,24 @@ def continuity_task(name: str, *, time_limit: int, soft_time_limit: int | None =
 
         @functools.wraps(fun)
         def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            signature = authenticate(name, self, args, kwargs)
             try:
                 if "client" in wants:
                     kwargs["client"] = redis_client(**client_options)
                 if "bp" in wants:
                     kwargs["bp"] = blueprint()
-                return fun(self, *args, **kwargs) if bind else fun(*args, **kwargs)
+                result = fun(self, *args, **kwargs) if bind else fun(*args, **kwargs)
             except EXPECTED:
                 raise
             except Exception as exc:
                 report_crash(name, self, exc)
                 raise
+            finally:
+                _ran(signature)  # ran to an end (a retry is a new message, re-signed): a copy now is a replay
+            why = failed_when(result) if failed_when is not None else None
+            if why:
+                raise TaskFailed(why)
+            return result
 
         # what Celery checks calls against: the wire arguments only (plus the bound task)
         run.__signature__ = sig.replace(parameters=self_param + wire)  # type: ignore[attr-defined]

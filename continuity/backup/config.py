@@ -23,16 +23,21 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from continuity import paths, settings
+from continuity.backup import excludes
 from continuity.backup.retention import Policy
+from continuity.backup.storage import is_url
+from continuity.backup.throttle import Limits
 from continuity.config import Duration, Strict, load_document, validate
 from continuity.durations import parse_duration
 from continuity.errors import UsageError
 
+DEFAULT_COMMAND_TIMEOUT = 3600.0  # a command source's dump must finish within this (timeout: to change)
+DEFAULT_CHECK_TIMEOUT = 600.0  # a restore drill's check command (check_timeout: to change)
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 
 
@@ -47,33 +52,119 @@ class KeyRef(Strict):
         return self
 
 
+def _command(value: Any) -> Any:
+    """An argv list; numbers (a port) become strings, anything else that is not a string is refused."""
+    if isinstance(value, str):
+        raise ValueError("a command is an argv list, never a shell string: write [\"prog\", \"arg\"]")
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("a command needs at least the program to run")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise ValueError(f"argument {i} of the command is {type(item).__name__}, expected a string")
+            out.append(str(item))
+        if not out[0]:
+            raise ValueError("the program to run is an empty string")
+        return out
+    return value
+
+
+Command = Annotated[list[str], BeforeValidator(_command)]
+"""A command as an argv list (numbers allowed as arguments): run without a shell, nothing re-parsed."""
+
+
+def _pattern(value: str) -> str:
+    try:
+        excludes.parse(value)
+    except excludes.BadPattern as exc:
+        raise ValueError(f"invalid exclude pattern: {exc}") from None
+    return value
+
+
+def _tag_spec(value: str) -> str:
+    try:
+        excludes.parse_tag_spec(value)
+    except excludes.BadPattern as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+ExcludePattern = Annotated[str, AfterValidator(_pattern)]
+"""A restic exclude pattern (``*.tmp``, ``/var/cache``, ``foo/**/bar``, ``!keep``), checked at load time."""
+TagSpec = Annotated[str, AfterValidator(_tag_spec)]
+
+
+def check_file_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise ValueError(f"name {name!r} must be one file name (no '/'): it is the file's name in the snapshot")
+    return name
+
+
 class SourceCfg(Strict):
-    """One thing a set protects: a path, or (``kind: service``) a service's live data on its current primary.
+    """One thing a set protects: a path, a command's output, or a service's live data on its current primary.
 
     A service source names no path because the path moves with the primary: at
     snapshot time it expands into the service's declared data (the blueprint's
     ``data:`` entries, by file name) inside the primary node's service directory,
     as ledger/sqlite/directory sources, so the usual integrity checks apply.
+
+    A command source (``kind: command``) stores what ``command`` prints on
+    stdout as the file ``name`` (a ``pg_dump -Fc``, a ``redis-cli --rdb -``);
+    a non-zero exit or a timeout fails the whole snapshot. Its ``check`` is
+    what a restore drill runs on the restored file (``{file}`` is replaced by
+    its path; without ``{file}`` the file is the check's stdin).
     """
 
-    kind: Literal["directory", "sqlite", "ledger", "service"]
+    kind: Literal["directory", "sqlite", "ledger", "service", "command"]
     path: str | None = Field(None, min_length=1)
     name: str | None = None
     service: str | None = None
+    command: Command | None = None
+    timeout: Duration | None = Field(None, gt=0)
+    check: Command | None = None
+    check_timeout: Duration | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _shape(self) -> SourceCfg:
+        if self.kind != "command":
+            for key in ("command", "timeout", "check", "check_timeout"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: is only for kind: command sources")
         if self.kind == "service":
             if not self.service:
                 raise ValueError("a service source names its service (service: ledger)")
             if self.path is not None:
                 raise ValueError("a service source has no path: its data lives wherever the primary runs")
+        elif self.kind == "command":
+            if self.command is None:
+                raise ValueError("a command source needs command: [prog, arg, ...]")
+            if self.path is not None or self.service is not None:
+                raise ValueError("a command source has no path or service: its data is the command's stdout")
+            if not self.name:
+                raise ValueError("a command source needs name: (the file its output is stored as, e.g. app.dump)")
+            check_file_name(self.name)
         else:
             if self.path is None:
                 raise ValueError(f"a {self.kind} source needs a path")
             if self.service is not None:
                 raise ValueError("service: is only for kind: service sources")
         return self
+
+
+class HookCfg(Strict):
+    """A command run before or after a set's snapshot (quiesce, flush, thaw), with an explicit failure policy.
+
+    ``on_failure: abort`` — a failing ``before`` hook means no snapshot is taken
+    and the run fails; a failing ``after`` hook fails the run (the snapshot,
+    already saved, stays). ``continue`` — the failure is reported and the run
+    goes on. There is no default: what a failed quiesce should cost is the
+    operator's decision, not ours.
+    """
+
+    command: Command
+    timeout: Duration = Field(300.0, gt=0)
+    on_failure: Literal["abort", "continue"]
 
 
 class RetentionCfg(Strict):
@@ -89,10 +180,35 @@ class RetentionCfg(Strict):
         return Policy(**self.model_dump())
 
 
+KiBps = Annotated[int, Field(gt=0)]
+"""A bandwidth limit in KiB/s, restic's unit for --limit-upload / --limit-download."""
+
+
 class ReplicaCfg(Strict):
     repository: str = Field(min_length=1)
     key: KeyRef | None = None  # defaults to the set's key
     schedule: str | None = None
+    limit_upload: KiBps | None = None  # this target's share of the link (the tighter limit wins)
+    limit_download: KiBps | None = None
+
+    def limits(self) -> Limits:
+        return Limits.from_kib(self.limit_upload, self.limit_download)
+
+
+class LinkCfg(Strict):
+    """A node's link to the rest of the fleet (``links: {sat-1: {...}}``): a satellite's radio, a thin WAN.
+
+    Every transfer a set makes from that node is held to these limits (a set or a target may ask for less,
+    never more). ``pass_margin`` is how long before a pass ends store-and-forward copy stops starting
+    objects, so the last one is not cut off by loss of signal.
+    """
+
+    limit_upload: KiBps | None = None
+    limit_download: KiBps | None = None
+    pass_margin: Duration = Field(10.0, ge=0)
+
+    def limits(self) -> Limits:
+        return Limits.from_kib(self.limit_upload, self.limit_download)
 
 
 class VerifyCfg(Strict):
@@ -123,7 +239,22 @@ class BackupSet(Strict):
     replicate_to: list[ReplicaCfg] = []
     verify: VerifyCfg | None = None
     rpo: Duration | None = None
+    # ship ledger appends to the repository this often (point-in-time restore between snapshots); None: never
+    ship_log: Duration | None = Field(None, gt=0)
     tags: list[str] = []
+    before: list[HookCfg] = []
+    after: list[HookCfg] = []
+    # restic's exclude options, one key per flag (see continuity/backup/excludes.py)
+    exclude: list[ExcludePattern] = []
+    iexclude: list[ExcludePattern] = []
+    exclude_file: list[str] = []
+    iexclude_file: list[str] = []
+    exclude_caches: bool = False
+    exclude_if_present: list[TagSpec] = []
+    one_file_system: bool = False
+    # bandwidth limits of this set's transfers in KiB/s (restic's --limit-upload / --limit-download)
+    limit_upload: KiBps | None = None
+    limit_download: KiBps | None = None
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -133,6 +264,9 @@ class BackupSet(Strict):
     def services(self) -> list[str]:
         """Services whose live data this set protects (their snapshots run on the service's primary)."""
         return [src.service for src in self.sources if src.kind == "service" and src.service]
+
+    def limits(self) -> Limits:
+        return Limits.from_kib(self.limit_upload, self.limit_download)
 
     def interval(self) -> float | None:
         """Seconds between runs, or None for a cron schedule."""
@@ -149,6 +283,7 @@ class NodeCfg(Strict):
 class BackupConfig(Strict):
     version: Literal[1] = 1
     nodes: dict[str, NodeCfg] | None = None  # deprecated: the blueprint declares the nodes
+    links: dict[str, LinkCfg] = {}
     sets: dict[str, BackupSet]
 
 
@@ -169,8 +304,22 @@ class LoadedConfig:
     def sets(self) -> dict[str, BackupSet]:
         return self.model.sets
 
+    def link(self, node: str) -> LinkCfg:
+        return self.model.links.get(node) or LinkCfg()
+
+    def set_limits(self, s: BackupSet, target: ReplicaCfg | None = None) -> Limits:
+        """The limits a set's transfer runs under, tightest wins: the set's own, a copy target's, and the
+        node's link for what crosses it (copy targets, and the set's repository when it is a URL; a local
+        repository on the node's own disk is not held to the radio's rate)."""
+        out = s.limits()
+        if target is not None:
+            return out.tighter(target.limits()).tighter(self.link(s.node).limits())
+        if is_url(s.repository) and not s.repository.startswith("file://"):
+            out = out.tighter(self.link(s.node).limits())
+        return out
+
     def resolve(self, path: str) -> str:
-        if "://" in path:
+        if is_url(path):
             return path
         if "{state}" in path:
             path = path.replace("{state}", str(paths.state_dir()))
@@ -262,6 +411,9 @@ def load_backup_config(path: str | Path, root: Path | None = None, *,
     known: Mapping[str, object] | None = fleet if fleet is not None else model.nodes
     where = bp_name if fleet is not None else "the nodes: section"
     service_data = service_data_files(blueprint_services) if blueprint_services is not None else None
+    for nid in model.links:
+        if known is not None and nid not in known:
+            raise doc.error(("links", nid), f"unknown node {nid!r} (declared in {where}: {', '.join(sorted(known))})")
     for name, s in model.sets.items():
         for i, src in enumerate(s.sources):
             if src.kind != "service" or service_data is None:

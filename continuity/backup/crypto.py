@@ -12,12 +12,21 @@ Layering (envelope encryption, so passwords and data keys evolve independently):
 * every stored object is AES-256-GCM sealed with a data key and bound by AAD
   to what it claims to be (a blob to its content ID), so nothing can be
   swapped or altered without the decryption failing.
+
+Key files are read from storage anyone with write access to it can edit, so
+their scrypt parameters are capped (:data:`KDF_LIMITS`): a key file asking for
+gigabytes of memory is refused with the reason, instead of making every open
+of the repository fail with ``MemoryError`` or hang. Each key file also
+carries a *keyring stamp*, the newest keyring generation, authenticated with a
+key derived from the master key: deleting the newest ``keyring/`` file would
+otherwise silently send writers back to a rotated-out data key.
 """
 
 from __future__ import annotations
 
 import base64
 import getpass
+import hmac
 import json
 import os
 import socket
@@ -135,15 +144,55 @@ def open_with(key: bytes, blob: bytes, aad: bytes) -> bytes:
 
 # scrypt cost: ~0.1 s and 32 MiB here, paid once per command per key file tried.
 DEFAULT_KDF = {"n": 2**15, "r": 8, "p": 1}
+# What a key file may ask for. scrypt needs 128 * n * r bytes of memory and ~n * r * p units of work; the caps
+# allow 8x the default's memory and 32x its work (restic's calibration stays well inside), and refuse the
+# n=2**25 that needs 32 GiB.
+KDF_LIMITS = {"max_memory": 256 * 1024 * 1024, "max_work": 2**23, "max_r": 32, "max_p": 16}
+
+
+class KeyFileRefused(DecryptError):
+    """A key file this code will not try: unknown KDF, parameters outside the caps, missing fields."""
+
+
+def check_kdf(params: dict[str, Any]) -> tuple[int, int, int]:
+    """``(n, r, p)`` of a key file, or :class:`KeyFileRefused` saying which parameter is out of bounds and why."""
+    try:
+        n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+    except (KeyError, TypeError, ValueError):
+        raise KeyFileRefused("scrypt parameters n, r, p missing or not integers") from None
+    if n < 2 or n & (n - 1):
+        raise KeyFileRefused(f"scrypt n={n} is not a power of two")
+    if not 1 <= r <= KDF_LIMITS["max_r"] or not 1 <= p <= KDF_LIMITS["max_p"]:
+        raise KeyFileRefused(f"scrypt r={r}, p={p} outside 1..{KDF_LIMITS['max_r']}, 1..{KDF_LIMITS['max_p']}")
+    memory = 128 * n * r
+    if memory > KDF_LIMITS["max_memory"]:
+        raise KeyFileRefused(f"scrypt n={n}, r={r} needs {memory >> 20} MiB of memory "
+                             f"(limit {KDF_LIMITS['max_memory'] >> 20} MiB)")
+    if n * r * p > KDF_LIMITS["max_work"]:
+        raise KeyFileRefused(f"scrypt n={n}, r={r}, p={p} is {n * r * p // (2**18)}x the default work "
+                             f"(limit {KDF_LIMITS['max_work'] // 2**18}x)")
+    return n, r, p
 
 
 def _kek(password: bytes, params: dict[str, Any]) -> bytes:
-    return Scrypt(salt=_unb64(params["salt"]), length=32, n=int(params["n"]),
-                  r=int(params["r"]), p=int(params["p"])).derive(password)
+    n, r, p = check_kdf(params)
+    try:
+        salt = _unb64(params["salt"])
+    except (KeyError, TypeError, ValueError):
+        raise KeyFileRefused("salt missing or not base64") from None
+    try:
+        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password)
+    except MemoryError:  # within the caps, but this machine has less to give
+        raise KeyFileRefused(f"not enough memory for scrypt n={n}, r={r}") from None
 
 
-def make_key_file(password: bytes, master: bytes, kdf: dict[str, int] | None = None) -> dict[str, Any]:
-    """A key file: the master key sealed under scrypt(password). Holds no data key itself."""
+def make_key_file(password: bytes, master: bytes, kdf: dict[str, int] | None = None,
+                  generation: int = 0) -> dict[str, Any]:
+    """A key file: the master key sealed under scrypt(password), stamped with the keyring generation.
+
+    Holds no data key itself. Parameters beyond :data:`KDF_LIMITS` are refused here too, so this code
+    never writes a key file it would then refuse to open.
+    """
     params: dict[str, Any] = dict(kdf or DEFAULT_KDF)
     params["salt"] = _b64(os.urandom(16))
     kek = _kek(password, params)
@@ -151,7 +200,7 @@ def make_key_file(password: bytes, master: bytes, kdf: dict[str, int] | None = N
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = str(os.getuid())
-    return {
+    doc = {
         "version": 1,
         "kdf": "scrypt",
         **params,
@@ -160,13 +209,49 @@ def make_key_file(password: bytes, master: bytes, kdf: dict[str, int] | None = N
         "username": user,
         "data": _b64(seal_with(kek, master, b"continuity-master-key")),
     }
+    return stamp_key_file(doc, master, generation)
 
 
-def unwrap_key_file(doc: dict[str, Any], password: bytes) -> bytes:
-    """Return the master key, or raise DecryptError when the password does not fit this key file."""
+def unwrap_key_file(doc: Any, password: bytes) -> bytes:
+    """Return the master key; :class:`KeyFileRefused` for a key file not worth trying, :class:`DecryptError`
+    when the password does not fit it."""
+    if not isinstance(doc, dict):
+        raise KeyFileRefused("not a key file (JSON object expected)")
     if doc.get("kdf") != "scrypt":
-        raise DecryptError(f"unsupported kdf {doc.get('kdf')!r}")
-    return open_with(_kek(password, doc), _unb64(doc["data"]), b"continuity-master-key")
+        raise KeyFileRefused(f"unsupported kdf {doc.get('kdf')!r}")
+    try:
+        sealed = _unb64(doc["data"])
+    except (KeyError, TypeError, ValueError):
+        raise KeyFileRefused("sealed master key missing or not base64") from None
+    return open_with(_kek(password, doc), sealed, b"continuity-master-key")
+
+
+def _stamp_mac(master: bytes, generation: int) -> str:
+    return hmac.new(hkdf(master, "continuity keyring stamp v1"), f"keyring-generation:{generation}".encode(),
+                    "sha256").hexdigest()
+
+
+def stamp_key_file(doc: dict[str, Any], master: bytes, generation: int) -> dict[str, Any]:
+    """``doc`` recording ``generation`` as the newest keyring, authenticated with the master key."""
+    return {**doc, "keyring": {"generation": int(generation), "mac": _stamp_mac(master, int(generation))}}
+
+
+def stamped_generation(doc: dict[str, Any], master: bytes) -> int | None:
+    """The keyring generation a key file vouches for; None when it carries no stamp (an older key file).
+
+    A stamp whose MAC does not verify raises :class:`DecryptError`: someone edited it.
+    """
+    stamp = doc.get("keyring")
+    if stamp is None:
+        return None
+    try:
+        gen = int(stamp["generation"])
+        ok = hmac.compare_digest(str(stamp["mac"]), _stamp_mac(master, gen))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DecryptError("keyring stamp does not authenticate (edited)")
+    return gen
 
 
 def keyring_key(master: bytes) -> bytes:

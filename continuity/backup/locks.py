@@ -21,11 +21,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from continuity.backup.storage import Backend, NotFound
+from continuity.backup.storage import AppendOnlyRefused, Backend, NotFound
 from continuity.errors import RepositoryLocked
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 5 * 60.0
+# Where storage refuses even lock removal (an SFTP server denying every remove), a finished holder adds
+# ``<lock>-released`` instead: the pair counts as no lock, and a full-access unlock/prune removes both.
+RELEASED = "-released"
 
 
 @dataclass
@@ -73,7 +76,15 @@ def _pid_alive(pid: int) -> bool:
 
 def list_locks(backend: Backend) -> list[LockInfo]:
     out = []
-    for name, _size in backend.list("locks"):
+    names = [name for name, _size in backend.list("locks")]
+    released = {n.removesuffix(RELEASED) for n in names if n.endswith(RELEASED)}
+    for name in names:
+        if name in released:
+            continue
+        if name.endswith(RELEASED):
+            # released lock: not a holder, only litter for a full-access credential to sweep
+            out.append(LockInfo(name, "?", 0, 0.0, False, "released"))
+            continue
         try:
             out.append(LockInfo.parse(name, backend.read(name)))
         except NotFound:
@@ -109,11 +120,21 @@ class Lock:
         for other in list_locks(self.backend):
             if other.name == self.name:
                 continue
+            if other.operation == "released":
+                try:  # the lock first: while its marker exists it stays hidden
+                    self.backend.delete(other.name.removesuffix(RELEASED))
+                    self.backend.delete(other.name)
+                except AppendOnlyRefused:
+                    pass
+                continue
             if not (self.exclusive or other.exclusive):
                 continue
             if other.stale():
-                self.notes.append(f"removed stale {other.describe()}")
-                self.backend.delete(other.name)
+                try:
+                    self.backend.delete(other.name)
+                    self.notes.append(f"removed stale {other.describe()}")
+                except AppendOnlyRefused:
+                    pass  # an append-only credential leaves it to the full-access one
                 continue
             self.backend.delete(self.name)
             raise RepositoryLocked(
@@ -137,7 +158,10 @@ class Lock:
 
     def release(self) -> None:
         self._stop.set()
-        self.backend.delete(self.name)
+        try:
+            self.backend.delete(self.name)
+        except AppendOnlyRefused:
+            self.backend.write(self.name + RELEASED, b"{}")
 
     def __enter__(self) -> Lock:
         return self.acquire()
@@ -149,8 +173,13 @@ class Lock:
 def unlock(backend: Backend, *, remove_all: bool = False) -> list[str]:
     """Remove stale locks (or all with ``remove_all``); returns descriptions of what was removed."""
     removed = []
+    names = {name for name, _size in backend.list("locks")}
     for info in list_locks(backend):
         if remove_all or info.stale():
             backend.delete(info.name)
             removed.append(info.describe())
+    for name in sorted(names):  # released pairs: nobody holds them, sweep both halves
+        if name.endswith(RELEASED):
+            backend.delete(name.removesuffix(RELEASED))
+            backend.delete(name)
     return removed

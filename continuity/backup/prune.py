@@ -35,6 +35,8 @@ def forget(repo: Repository, policy: Policy, *, now: datetime | None = None, set
         snaps = [s for s in snaps if s.get("set") == set_name]
     items = [Snap(s["id"], parse_time(s["time"]), group_key(s)) for s in snaps]
     keep, remove, reasons = apply_policy(items, policy, now or datetime.now(UTC))
+    if not dry_run:
+        repo.require_deletable("forget")
     if not dry_run and remove:
         with Lock(repo.backend, exclusive=False, operation="forget"):
             for s in remove:
@@ -69,6 +71,8 @@ def used_blobs(repo: Repository, snaps: list[dict[str, Any]]) -> set[bytes]:
 
 def prune(repo: Repository, *, dry_run: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     started = time.time()
+    if not dry_run:
+        repo.require_deletable("prune")
     with Lock(repo.backend, exclusive=True, operation="prune"):
         index = repo.load_index()
         repo._index = index
@@ -105,7 +109,7 @@ def prune(repo: Repository, *, dry_run: bool = False, progress: Progress | None 
             raw = repo.read_pack(pack)
             for typ, bid, off, length, raw_len in live:
                 sealed = raw[off:off + length]
-                repo.open_blob(bid, typ, sealed)  # never carry damaged bytes into a new pack
+                repo.open_blob(bid, typ, sealed, raw_len)  # never carry damaged bytes into a new pack
                 if writer.reserve(bid):
                     writer.add(bid, typ, sealed, raw_len)
             if progress:

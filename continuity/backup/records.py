@@ -66,3 +66,32 @@ class ServiceRestore(SnapshotInfo):
     bytes: int = 0
     target: str = ""
     duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class PitrServiceRestore:
+    """A service directory replaced by its state at a point in time: a base snapshot (None: the shipped log
+    reached back to the first line) plus ``records_from_log`` records of the shipped ledger log.
+
+    ``last_seq`` / ``last_ts`` is where the restored ledger ends; ``newest_seq`` / ``newest_ts`` the newest record
+    anything in the repository holds (equal when the newest was asked for). A prepare measures its data loss
+    against what the fleet acknowledged from these.
+    """
+
+    set_name: str
+    base: ServiceRestore | None
+    ledger: str
+    base_snapshot: str | None
+    base_records: int
+    records: int
+    records_from_log: int
+    segments: int
+    last_seq: int | None
+    last_ts: float | None
+    newest_seq: int | None
+    newest_ts: float | None
+    target: str
+    duration: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

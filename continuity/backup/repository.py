@@ -28,8 +28,8 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import blake3
@@ -37,18 +37,24 @@ import zstandard
 
 from continuity import settings
 from continuity.backup import crypto
-from continuity.backup.storage import Backend, NotFound
+from continuity.backup.blobtable import BlobTable
+from continuity.backup.storage import AppendOnlyBackend, AppendOnlyRefused, Backend, NotFound
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError, WrongKey
 
 FORMAT_VERSION = 1
 DATA, TREE = 0, 1
 ENTRY = struct.Struct(">B32sIII")  # type, blob id, offset, length, raw length
 PACK_HEAD = struct.Struct(">32sI")  # pack id, entry count
+INDEX_RATIO = 16  # bound on how far a sealed index file may decompress (real ones: ~1.1x)
 _TLS = threading.local()
 
 
 class DamagedError(ContinuityError):
     """Stored bytes failed authentication or hashing; carries what is damaged."""
+
+
+class KeyringRollback(ContinuityError):
+    """The newest keyring generation a key file records is gone: no write until it is back (or rotated past)."""
 
 
 def _zc() -> zstandard.ZstdCompressor:
@@ -65,11 +71,25 @@ def _zd() -> zstandard.ZstdDecompressor:
     return d
 
 
+def decompress(body: bytes | memoryview, limit: int) -> bytes:
+    """zstd-decompress at most ``limit`` bytes, or raise ValueError / ZstdError.
+
+    Blobs are authenticated before this runs, but anyone holding the repository key (every node sharing
+    it) can seal a few KiB that inflate to gigabytes. python-zstandard trusts a frame's declared content
+    size over ``max_output_size`` and allocates it up front, so that size is checked first; a frame
+    without one is bounded by ``max_output_size``.
+    """
+    declared = zstandard.frame_content_size(body)
+    if declared > limit:
+        raise ValueError(f"compressed frame declares {declared} bytes, {limit} expected")
+    return _zd().decompress(body, max_output_size=max(limit, 1))
+
+
 def file_hash(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per blob in memory: slots halve its size
 class IndexEntry:
     pack: str
     offset: int
@@ -78,33 +98,139 @@ class IndexEntry:
     type: int
 
 
-@dataclass
+Entries = list[tuple[int, bytes, int, int, int]] | bytes | bytearray  # tuples, or ENTRY records packed
+LOCATION = struct.Struct(">IIIIB")  # pack number, offset, length, raw length, type: a blob's record in memory
+
+
+def entry_tuples(ents: Entries) -> list[tuple[int, bytes, int, int, int]]:
+    """(type, id, offset, length, raw length) of each entry, whichever of the two forms ``ents`` is in."""
+    if isinstance(ents, bytes | bytearray):
+        return [ENTRY.unpack_from(ents, i) for i in range(0, len(ents), ENTRY.size)]
+    return ents
+
+
 class Index:
-    """Blob id → location. Built from index files (and pack headers when an index file is damaged)."""
+    """Blob id → location. Built from index files (and pack headers when an index file is damaged).
 
-    entries: dict[bytes, IndexEntry] = field(default_factory=dict)
-    packs: dict[str, list[tuple[int, bytes, int, int, int]]] = field(default_factory=dict)
-    files: dict[str, set[str]] = field(default_factory=dict)  # index file -> packs it names
-    damaged_files: dict[str, str] = field(default_factory=dict)
-    recovered: set[str] = field(default_factory=set)  # packs read from their own header, in no index file
+    Held compactly (see :mod:`continuity.backup.blobtable`): the locations in a :class:`BlobTable`, each
+    pack's entries as their packed 45-byte records. ``entries`` and ``packs`` are read-only mapping views
+    that decode on access, so callers still see :class:`IndexEntry` values and lists of tuples.
+    """
 
-    def add(self, pack: str, entries: Iterable[tuple[int, bytes, int, int, int]]) -> None:
-        ents = self.packs.setdefault(pack, [])
+    def __init__(self, *, pack_entries: bool = True) -> None:
+        # without ``pack_entries`` (a restore: ids to locations is all it needs) each pack's entry list is
+        # not kept, 45 bytes a blob less; ``packs`` then reads the index files again the first time it is used
+        self.pack_entries = pack_entries
+        self.reload: Callable[[], Index] | None = None
+        self._table = BlobTable(LOCATION.size)
+        self._pack_names: list[str] = []
+        self._pack_no: dict[str, int] = {}
+        self._packs: dict[str, bytearray] = {}
+        self.files: dict[str, set[str]] = {}  # index file -> packs it names
+        self.damaged_files: dict[str, str] = {}
+        self.recovered: set[str] = set()  # packs read from their own header, in no index file
+        self.entries = _EntriesView(self)
+        self.packs = _PacksView(self)
+
+    def add(self, pack: str, entries: Entries) -> None:
+        no = self._pack_no.get(pack)
+        if no is None:
+            no = self._pack_no[pack] = len(self._pack_names)
+            self._pack_names.append(pack)
+            self._packs[pack] = bytearray()
+        ents = self._packs[pack]
+        table = self._table
+        if not self.pack_entries:
+            for typ, bid, off, length, raw in entry_tuples(entries):
+                table.add(bid, LOCATION.pack(no, off, length, raw, typ))
+            return
+        if isinstance(entries, bytes | bytearray):
+            ents += entries
+            entries = entry_tuples(entries)
+            for typ, bid, off, length, raw in entries:
+                table.add(bid, LOCATION.pack(no, off, length, raw, typ))
+            return
         for typ, bid, off, length, raw in entries:
-            if bid not in self.entries:
-                self.entries[bid] = IndexEntry(pack, off, length, raw, typ)
-            ents.append((typ, bid, off, length, raw))
+            table.add(bid, LOCATION.pack(no, off, length, raw, typ))
+            ents += ENTRY.pack(typ, bid, off, length, raw)
 
     def __contains__(self, bid: object) -> bool:
-        return bid in self.entries
+        return bid in self._table
+
+    def need_pack_entries(self) -> None:
+        """Make ``packs`` complete: a lean index (see ``pack_entries``) is read again, in full, once."""
+        if self.pack_entries:
+            return
+        if self.reload is None:
+            raise RuntimeError("this index was loaded without pack entries and cannot read them again")
+        full = self.reload()
+        self._table, self._pack_names, self._pack_no, self._packs = full._table, full._pack_names, \
+            full._pack_no, full._packs
+        self.files, self.damaged_files, self.recovered = full.files, full.damaged_files, full.recovered
+        self.pack_entries = True
+        self.packs._packs = self._packs
+
+    def __len__(self) -> int:
+        return len(self._table)
 
     def get(self, bid: bytes) -> IndexEntry | None:
-        return self.entries.get(bid)
+        rec = self._table.get(bid)
+        if rec is None:
+            return None
+        no, off, length, raw, typ = LOCATION.unpack(rec)
+        return IndexEntry(self._pack_names[no], off, length, raw, typ)
 
 
-def encode_index(packs: dict[str, list[tuple[int, bytes, int, int, int]]]) -> bytes:
+class _EntriesView(Mapping[bytes, IndexEntry]):
+    """``index.entries``: blob id → :class:`IndexEntry`, decoded from the compact table on access."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def __getitem__(self, bid: bytes) -> IndexEntry:
+        e = self._index.get(bid)
+        if e is None:
+            raise KeyError(bid)
+        return e
+
+    def __contains__(self, bid: object) -> bool:
+        return bid in self._index._table
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._index._table)
+
+    def __len__(self) -> int:
+        return len(self._index._table)
+
+
+class _PacksView(Mapping[str, list[tuple[int, bytes, int, int, int]]]):
+    """``index.packs``: pack → its entries as tuples, decoded from the packed records on access."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._packs = index._packs
+
+    def __getitem__(self, pack: str) -> list[tuple[int, bytes, int, int, int]]:
+        self._index.need_pack_entries()
+        return entry_tuples(self._packs[pack])
+
+    def __contains__(self, pack: object) -> bool:
+        return pack in self._packs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packs)
+
+    def __len__(self) -> int:
+        return len(self._packs)
+
+
+def encode_index(packs: Mapping[str, Entries]) -> bytes:
     out = bytearray(b"IDX1")
     for pack, ents in sorted(packs.items()):
+        if isinstance(ents, bytes | bytearray):
+            out += PACK_HEAD.pack(bytes.fromhex(pack), len(ents) // ENTRY.size)
+            out += ents
+            continue
         out += PACK_HEAD.pack(bytes.fromhex(pack), len(ents))
         for e in ents:
             out += ENTRY.pack(*e)
@@ -138,6 +264,8 @@ class Repository:
         self.key_id = key_id
         self.config = config
         self._index: Index | None = None
+        self.key_problems: list[str] = []  # key files tried before the one that opened, and why each failed
+        self.keyring_problem: str | None = None  # set when the newest keyring generation is missing
         self._pack_cache: dict[str, bytes] = {}
         self._pack_cache_lock = threading.Lock()
 
@@ -157,7 +285,11 @@ class Repository:
                   "compression": "zstd-3"}
         key_id = uuid.uuid4().hex
         repo = cls(backend, ring, master, key_id, config)
-        backend.write(f"keys/{key_id}", json.dumps(crypto.make_key_file(password, master, kdf)).encode())
+        try:
+            doc = crypto.make_key_file(password, master, kdf, ring.generation)
+        except crypto.KeyFileRefused as exc:
+            raise UsageError(f"key parameters refused: {exc}") from None
+        backend.write(f"keys/{key_id}", json.dumps(doc).encode())
         repo._save_keyring(ring)
         backend.write("config", json.dumps(config, sort_keys=True).encode())  # last: marks "initialised"
         return repo
@@ -173,15 +305,60 @@ class Repository:
             raise ContinuityError(f"repository config at {backend.url} is damaged") from None
         if config.get("version") != FORMAT_VERSION:
             raise ContinuityError(f"unsupported repository format {config.get('version')!r}")
+        failures: list[str] = []
         for name, _ in sorted(backend.list("keys")):
+            kid = name.split("/")[-1]
             try:
                 doc = json.loads(backend.read(name))
                 master = crypto.unwrap_key_file(doc, password)
-            except (crypto.DecryptError, ValueError, KeyError, NotFound):
+            except crypto.KeyFileRefused as exc:
+                failures.append(f"{kid[:8]}: refused, {exc}")
                 continue
+            except crypto.DecryptError:
+                failures.append(f"{kid[:8]}: the password does not open it")
+                continue
+            except (ValueError, NotFound) as exc:
+                failures.append(f"{kid[:8]}: unreadable ({'not JSON' if isinstance(exc, ValueError) else 'gone'})")
+                continue
+            if doc.get("append_only"):
+                # an add-only credential: the guard stands between every later command and the storage
+                backend = AppendOnlyBackend(backend)
             ring = cls._load_keyring(backend, master)
-            return cls(backend, ring, master, name.split("/")[-1], config)
-        raise WrongKey(f"wrong password or no key for repository {backend.url}")
+            repo = cls(backend, ring, master, kid, config)
+            repo.key_problems = failures
+            repo._check_stamp(doc)
+            return repo
+        tried = f"{len(failures)} key file(s) tried: " + "; ".join(failures) if failures else "no key files"
+        raise WrongKey(f"wrong password or no usable key for repository {backend.url} ({tried})")
+
+    def _check_stamp(self, doc: dict[str, Any]) -> None:
+        """Compare the keyring generation the key file vouches for with the newest readable one.
+
+        Fewer generations than stamped means a ``keyring/`` file was deleted or damaged: writing now would
+        seal new data with a data key that ``rotate`` retired. Reads still work (blobs under the lost data
+        key report as damaged); every write refuses (:meth:`require_writable`) and ``verify`` reports it.
+        """
+        try:
+            stamped = crypto.stamped_generation(doc, self.master)
+        except crypto.DecryptError as exc:
+            self.keyring_problem = f"key file {self.key_id[:8]}: {exc}"
+            return
+        if stamped is not None and stamped > self.keyring.generation:
+            self.keyring_problem = (f"keyring generation {stamped} is missing (key file {self.key_id[:8]} records it; "
+                                    f"the newest readable is {self.keyring.generation}): writing would reuse a "
+                                    "retired data key; put the keyring file back, or `continuity backup key "
+                                    "rotate` to start a new generation")
+
+    def require_deletable(self, operation: str) -> None:
+        """Refuse ``forget``/``prune`` up front, before any work, when this credential or server only adds."""
+        if not self.backend.can_delete():
+            raise AppendOnlyRefused(f"repository {self.backend.url} is append-only for this credential: "
+                                    f"{operation} refused (it needs a full-access key or server credential)")
+
+    def require_writable(self) -> None:
+        """Refuse to write anything while the keyring is older than the key files record."""
+        if self.keyring_problem:
+            raise KeyringRollback(f"repository {self.backend.url}: {self.keyring_problem}")
 
     @staticmethod
     def _load_keyring(backend: Backend, master: bytes) -> crypto.Keyring:
@@ -212,16 +389,29 @@ class Repository:
             kid = name.split("/")[-1]
             try:
                 d = json.loads(self.backend.read(name))
-            except (ValueError, NotFound):
+                crypto.check_kdf(d)
+            except (ValueError, NotFound, AttributeError):
                 out.append({"id": kid, "damaged": True, "current": kid == self.key_id})
                 continue
+            except crypto.KeyFileRefused as exc:
+                out.append({"id": kid, "refused": str(exc), "current": False})
+                continue
             out.append({"id": kid, "current": kid == self.key_id, "hostname": d.get("hostname"),
-                        "username": d.get("username"), "created": d.get("created")})
+                        "username": d.get("username"), "created": d.get("created"),
+                        "append_only": bool(d.get("append_only"))})
         return out
 
-    def add_key(self, password: bytes, kdf: dict[str, int] | None = None) -> str:
+    def add_key(self, password: bytes, kdf: dict[str, int] | None = None, *, append_only: bool = False) -> str:
+        """A new password; ``append_only`` makes it a credential that adds snapshots but never deletes."""
+        self.require_writable()
+        try:
+            doc = crypto.make_key_file(password, self.master, kdf, self.keyring.generation)
+        except crypto.KeyFileRefused as exc:
+            raise UsageError(f"key parameters refused: {exc}") from None
+        if append_only:
+            doc["append_only"] = True
         kid = uuid.uuid4().hex
-        self.backend.write(f"keys/{kid}", json.dumps(crypto.make_key_file(password, self.master, kdf)).encode())
+        self.backend.write(f"keys/{kid}", json.dumps(doc).encode())
         return kid
 
     def remove_key(self, key_id: str) -> None:
@@ -234,11 +424,43 @@ class Repository:
         self.backend.delete(f"keys/{matches[0]}")
 
     def rotate(self) -> int:
-        """Start a new data key for new writes; old data keys stay in the keyring to read old blobs."""
+        """Start a new data key for new writes; old data keys stay in the keyring to read old blobs.
+
+        The new generation is written first, then every key file this master key opens is re-stamped with
+        it, so deleting the new ``keyring/`` file afterwards is noticed by whoever opens the repository. A
+        rotate is also how a repository whose newest generation was lost is brought back into service: the
+        new generation is numbered above the lost one.
+        """
         ring = self.keyring.rotated()
+        ring.generation = max(ring.generation, self._stamped_max() + 1)
         self._save_keyring(ring)
         self.keyring = ring
+        self.keyring_problem = None
+        self._restamp(ring.generation)
         return ring.current
+
+    def _key_docs(self) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+        """Every key file that parses, with the generation its stamp vouches for (None: none, or edited)."""
+        for name, _ in sorted(self.backend.list("keys")):
+            try:
+                doc = json.loads(self.backend.read(name))
+            except (ValueError, NotFound):
+                continue
+            if not isinstance(doc, dict):
+                continue
+            try:
+                gen = crypto.stamped_generation(doc, self.master)
+            except crypto.DecryptError:
+                gen = None
+            yield name, doc, gen
+
+    def _stamped_max(self) -> int:
+        return max((gen or 0 for _, _, gen in self._key_docs()), default=0)
+
+    def _restamp(self, generation: int) -> None:
+        for name, doc, gen in self._key_docs():
+            if gen is None or gen < generation:
+                self.backend.write(name, json.dumps(crypto.stamp_key_file(doc, self.master, generation)).encode())
 
     # ---------------------------------------------------------------- blobs
     def blob_id(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -249,12 +471,16 @@ class Repository:
         payload = b"\x01" + comp if len(comp) < len(data) else b"\x00" + bytes(data)
         return self.keyring.seal(payload, bid + bytes([typ]))
 
-    def open_blob(self, bid: bytes, typ: int, sealed: bytes | memoryview) -> bytes:
-        """Decrypt, decompress and check the content hash: the only way blob bytes leave storage."""
-        data = self.open_blob_view(bid, typ, sealed)
+    def open_blob(self, bid: bytes, typ: int, sealed: bytes | memoryview, raw_length: int) -> bytes:
+        """Decrypt, decompress and check the content hash: the only way blob bytes leave storage.
+
+        ``raw_length`` is the plaintext length the index declares; decompression never produces more.
+        """
+        data = self.open_blob_view(bid, typ, sealed, raw_length)
         return data if isinstance(data, bytes) else bytes(data)
 
-    def open_blob_view(self, bid: bytes, typ: int, sealed: bytes | memoryview) -> bytes | memoryview:
+    def open_blob_view(self, bid: bytes, typ: int, sealed: bytes | memoryview,
+                       raw_length: int) -> bytes | memoryview:
         """As :meth:`open_blob`, checked the same way, but a blob stored uncompressed comes back as a view
         of the decrypted payload: restore writes it out directly, sparing a copy of up to 4 MiB per thread."""
         try:
@@ -263,9 +489,9 @@ class Repository:
             raise DamagedError(f"blob {bid.hex()[:16]}: {exc}") from None
         body = memoryview(payload)[1:]
         try:
-            data = _zd().decompress(body) if payload[:1] == b"\x01" else body
-        except zstandard.ZstdError:
-            raise DamagedError(f"blob {bid.hex()[:16]}: bad compression") from None
+            data = decompress(body, raw_length) if payload[:1] == b"\x01" else body
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise DamagedError(f"blob {bid.hex()[:16]}: {exc}") from None
         if self.blob_id(data) != bid:
             raise DamagedError(f"blob {bid.hex()[:16]}: content hash mismatch")
         return data
@@ -277,15 +503,24 @@ class Repository:
             self._index = self.load_index()
         return self._index
 
-    def load_index(self, *, rebuild_missing: bool = True) -> Index:
-        idx = Index()
+    def lean_index(self) -> Index:
+        """The index for reading blobs only (a restore): loaded without each pack's entry list if not yet
+        loaded. ``packs`` still works on it (it reads the index files again, once)."""
+        if self._index is None:
+            self._index = self.load_index(pack_entries=False)
+        return self._index
+
+    def load_index(self, *, rebuild_missing: bool = True, pack_entries: bool = True) -> Index:
+        idx = Index(pack_entries=pack_entries)
+        idx.reload = lambda: self.load_index(rebuild_missing=rebuild_missing)
         for name, _ in sorted(self.backend.list("index")):
             fid = name.split("/")[-1]
             try:
                 sealed = self.backend.read(name)
                 if file_hash(sealed) != fid:
                     raise ValueError("file content does not match its name")
-                raw = _zd().decompress(self.keyring.open(sealed, b"index"))
+                # an index entry is 45 bytes of mostly random ids: a real index barely compresses
+                raw = decompress(self.keyring.open(sealed, b"index"), INDEX_RATIO * len(sealed) + 65536)
                 named = set()
                 for pack, ents in decode_index(raw):
                     idx.add(pack, ents)
@@ -306,14 +541,18 @@ class Repository:
                         continue
         return idx
 
-    def save_index(self, packs: dict[str, list[tuple[int, bytes, int, int, int]]], *,
-                   adopt_recovered: bool = True) -> str:
+    def drop_index(self) -> None:
+        """Forget the in-memory index; the next use reads it again from the index files."""
+        self._index = None
+
+    def save_index(self, packs: Mapping[str, Entries], *, adopt_recovered: bool = True) -> str:
         """Write one index file for ``packs``, after they are durable.
 
         Packs recovered from their own headers (left by an interrupted run)
         are adopted too: this run may have deduplicated against their blobs,
         and a committed snapshot must never depend on a pack no index names.
         """
+        self.require_writable()
         if adopt_recovered and self._index is not None and self._index.recovered:
             packs = {**{p: self._index.packs[p] for p in self._index.recovered}, **packs}
             self._index.recovered = set()
@@ -361,10 +600,11 @@ class Repository:
             sealed = self.backend.read_range(pack_name(e.pack), e.offset, e.length)
         except NotFound:
             raise DamagedError(f"blob {bid.hex()[:16]}: pack {e.pack[:16]} is missing") from None
-        return self.open_blob(bid, e.type, sealed)
+        return self.open_blob(bid, e.type, sealed, e.raw_length)
 
     # ---------------------------------------------------------------- files (snapshots)
     def save_file(self, kind: str, obj: Any) -> str:
+        self.require_writable()
         sealed = self.keyring.seal(json.dumps(obj, sort_keys=True).encode(), kind.encode())
         fid = file_hash(sealed)
         self.backend.write(f"{kind}/{fid}", sealed)
@@ -424,34 +664,39 @@ class PackWriter:
     """
 
     def __init__(self, repo: Repository, *, target: int | None = None,
-                 on_pack: Callable[[str, int], None] | None = None) -> None:
+                 on_pack: Callable[[str, int], None] | None = None, index_every: int | None = None) -> None:
+        repo.require_writable()
         self.repo = repo
+        # with ``index_every``: once the uploaded packs hold that many blobs, they are made durable and an
+        # index file names them, so what is kept for the final index stays bounded (restic does the same);
+        # an index file naming packs no snapshot uses is harmless (prune collects them)
+        self.index_every = index_every
+        self.packs_written = 0
         # $CONTINUITY_PACK_SIZE, ~16 MiB: few objects per GB (cheap listing, S3 requests) yet cheap to repack
         self.target = target or settings.PACK_SIZE.get()
         self.on_pack = on_pack
         self._lock = threading.Lock()
         self._known = repo.index
-        self._pending: set[bytes] = set()
+        self._pending = BlobTable()  # ids reserved by this writer: compact, it holds every new blob of a run
         self._buf = bytearray()
         self._entries: list[tuple[int, bytes, int, int, int]] = []
-        self.written: dict[str, list[tuple[int, bytes, int, int, int]]] = {}
+        # pack id -> its entries as packed ENTRY records (45 bytes a blob: they stay until the index is written)
+        self.written: dict[str, bytes] = {}
         self.bytes_added = 0
         self.blobs_added = 0
-        self._q: queue.Queue[tuple[bytes, list[tuple[int, bytes, int, int, int]]] | None] = queue.Queue(2)
+        # one pack waiting while one uploads and one fills: each is ~16 MiB of peak memory
+        self._q: queue.Queue[tuple[bytearray, bytes] | None] = queue.Queue(1)
         self._error: BaseException | None = None
         self._uploader = threading.Thread(target=self._upload_loop, name="pack-upload", daemon=True)
         self._uploader.start()
 
     def reserve(self, bid: bytes) -> bool:
         with self._lock:
-            if bid in self._known or bid in self._pending:
-                return False
-            self._pending.add(bid)
-            return True
+            return bid not in self._known and self._pending.add(bid)
 
     def unreserve(self, bid: bytes) -> None:
         with self._lock:
-            self._pending.discard(bid)
+            self._pending.remove(bid)
 
     def add(self, bid: bytes, typ: int, sealed: bytes, raw_len: int) -> None:
         full = None
@@ -471,17 +716,18 @@ class PackWriter:
             self.add(bid, typ, self.repo.seal_blob(bid, typ, data), len(data))
         return bid
 
-    def _take(self) -> tuple[bytes, list[tuple[int, bytes, int, int, int]]] | None:
+    def _take(self) -> tuple[bytearray, bytes] | None:
         if not self._entries:
             return None
         buf, ents = self._buf, self._entries
         self._buf, self._entries = bytearray(), []
-        header = self.repo.keyring.seal(b"".join(ENTRY.pack(*e) for e in ents), b"pack-header")
+        plain = b"".join(ENTRY.pack(*e) for e in ents)
+        header = self.repo.keyring.seal(plain, b"pack-header")
         buf += header
         buf += struct.pack(">I", len(header))
-        return bytes(buf), ents
+        return buf, plain  # handed on as is: a bytes() copy would hold a second pack in memory
 
-    def _submit(self, item: tuple[bytes, list[tuple[int, bytes, int, int, int]]]) -> None:
+    def _submit(self, item: tuple[bytearray, bytes]) -> None:
         if self._error:
             raise self._error
         self._q.put(item)
@@ -499,13 +745,25 @@ class PackWriter:
                 self.repo.backend.write(pack_name(pid), data, sync=False)
                 with self._lock:
                     self.written[pid] = ents
+                    self.packs_written += 1
+                    full = self.index_every and sum(map(len, self.written.values())) >= self.index_every * ENTRY.size
+                    chunk = self.written if full else None
+                    if full:
+                        self.written = {}
+                if chunk:
+                    self.repo.backend.barrier()
+                    self.repo.save_index(chunk, adopt_recovered=False)
                 if self.on_pack:
                     self.on_pack(pid, len(data))
             except BaseException as exc:  # surfaced to the caller at the next add/finish
                 self._error = exc
 
-    def finish(self) -> dict[str, list[tuple[int, bytes, int, int, int]]]:
-        """Flush, wait for uploads, make packs durable; returns pack → entries for the index."""
+    def finish(self, *, update_index: bool = True) -> dict[str, bytes]:
+        """Flush, wait for uploads, make packs durable; returns pack → entries (packed) for the index.
+
+        Without ``update_index`` the repository's in-memory index is dropped instead of extended (it is
+        read again if used): a snapshot that only writes the index file need not hold a second copy.
+        """
         with self._lock:
             last = self._take()
         if last is not None:
@@ -515,6 +773,9 @@ class PackWriter:
         if self._error:
             raise self._error
         self.repo.backend.barrier()
+        self._pending = BlobTable()
+        if not update_index:
+            return self.written
         idx = self.repo.index
         for pid, ents in self.written.items():
             idx.add(pid, ents)

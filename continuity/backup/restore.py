@@ -3,19 +3,42 @@
 The whole plan is built and checked before the first write: every name in
 the snapshot must be a plain path component (no ``..``, no ``/``, no NUL,
 no duplicates), so a crafted snapshot is refused outright rather than half
-restored. Content is then restored pack by pack in a thread pool; within a
-pack only the needed blobs are read, batched into windows of a few MiB (see
+restored; and the sizes the snapshot declares must fit in the target's free
+space, so a restore does not fill a disk halfway and fail there.
+
+Content is then restored pack by pack in a thread pool; within a pack only
+the needed blobs are read, batched into windows of a few MiB (see
 :func:`read_windows`) rather than the whole ~16 MiB pack, so peak memory is a
-window plus a blob per thread. Each blob is decrypted and hash-checked once,
-whatever it is read with, and written into a hidden temporary file
-per file, which is renamed into place only when all its blobs verified. A
-file with any damaged blob is named in the result and its temporary file
-deleted: a damaged file is never left looking restored.
+window plus a blob per thread. Each blob is decrypted, decompressed no further
+than the length the index declares, and hash-checked once, whatever it is read
+with, and written into a hidden temporary file per file, which is renamed into
+place only when all its blobs verified. Every entry — file, symlink, fifo —
+goes through a temporary name and a rename, so whatever stood at its path
+before (a planted symlink, a hard link to a file elsewhere) is replaced, never
+written through. A file with any damaged blob is named in the result and its
+temporary file deleted: a damaged file is never left looking restored.
+
+Metadata comes back as restic brings it back: mode, mtime (symlinks' too),
+hard links as hard links, ``user.*`` extended attributes (every namespace when
+restoring as root), ownership as root.
+
+What cannot be restored is said, never skipped silently: names longer than the
+target filesystem allows and write errors are ``failed`` (exit 1); device
+nodes and sockets, which a restore deliberately never creates, are ``skipped``
+(reported, exit 0). Names that were hard links of one inode are linked again.
+
+Ownership is restored only when running as root (as tar does); otherwise, and
+whenever a chown fails, setuid/setgid bits are dropped: a restore must not
+hand out setuid files owned by whoever ran it.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
+import itertools
 import os
+import shutil
 import stat
 import threading
 import time
@@ -25,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from continuity.backup import memory
 from continuity.backup.repository import DATA, DamagedError, Repository, pack_name
 from continuity.backup.storage import NotFound
 from continuity.errors import ContinuityError
@@ -36,6 +60,17 @@ class UnsafeSnapshot(ContinuityError):
     """The snapshot names a path that would escape the target: refused, nothing written."""
 
 
+class NotEnoughSpace(ContinuityError):
+    """The snapshot declares more bytes than the target's filesystem has free: refused, nothing written."""
+
+
+# Entries a restore reports instead of creating: a device node from a backup could open raw disks or memory
+# to whoever can read the target, and a socket belongs to the process listening on it.
+NOT_CREATED = {"chardev": "character device", "blockdev": "block device", "socket": "socket"}
+PATH_MAX = 4096
+_TMP_SEQ = itertools.count()
+
+
 def check_name(name: Any, where: str) -> str:
     if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\x00" in name
             or (os.sep != "/" and os.sep in name)):
@@ -43,17 +78,53 @@ def check_name(name: Any, where: str) -> str:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     rel: str
     node: dict[str, Any]
     final: str
     tmp: str
     remaining: int
-    direct: bool = False  # one blob: verified before the first byte is written, so no temp file needed
     damaged: list[str] = field(default_factory=list)
+    error: str | None = None  # this restore could not write it here (not damage in the repository)
+    meta_problem: str | None = None  # restored, but some of its metadata could not be set
     fd: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _tmp_name(directory: str) -> str:
+    """A hidden name unique to this process, of fixed length: a 255-byte file name still gets a temp file."""
+    return os.path.join(directory, f".continuity-restore-{os.getpid()}-{next(_TMP_SEQ)}")
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def check_space(target: str, need: int) -> None:
+    """Refuse up front when the declared bytes exceed what the target's filesystem has free."""
+    probe = os.path.abspath(target)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise NotEnoughSpace(f"refusing to restore: the snapshot declares {_human(need)} of file data but "
+                             f"{probe} has {_human(free)} free")
+
+
+def _name_max(root: str) -> int:
+    try:
+        return int(os.pathconf(root, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "",
@@ -104,184 +175,385 @@ def _selected(rel: str, includes: list[str] | None) -> bool:
     return any(rel == inc or rel.startswith(inc + "/") or inc.startswith(rel + "/") for inc in includes)
 
 
+BATCH_FILES = 4096  # files restored together: bounds the memory a restore holds, whatever the tree's size
+BATCH_BYTES = 64 * 1024 * 1024
+
+
 def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes: list[str] | None = None,
-            progress: Progress | None = None, workers: int | None = None) -> dict[str, Any]:
-    """Restore ``snapshot`` (or the paths in ``includes``) below ``target``; returns a JSON-ready report."""
+            progress: Progress | None = None, workers: int | None = None,
+            same_owner: bool | None = None) -> dict[str, Any]:
+    """Restore ``snapshot`` (or the paths in ``includes``) below ``target``; returns a JSON-ready report.
+
+    ``same_owner`` (default: running as root) restores each entry's uid/gid; without it setuid/setgid bits
+    are dropped. Raises :class:`UnsafeSnapshot` or :class:`NotEnoughSpace` before writing anything.
+
+    The tree is walked twice and never held whole: a first walk checks every name and adds up the sizes;
+    the second restores files in batches of :data:`BATCH_FILES` (or :data:`BATCH_BYTES`), so memory holds
+    one batch, the directories (their metadata is set last) and the names of hard-linked files.
+    """
     started = time.time()
+    memory.return_large_blocks()
+    repo.lean_index()  # ids to locations is all a restore needs of the index
+    same_owner = os.geteuid() == 0 if same_owner is None else same_owner
     includes = [i.strip("/") for i in includes] if includes else None
-    damaged: list[dict[str, str]] = []
-    plan = [(rel, node) for rel, node in walk(repo, snapshot["tree"], "", damaged) if _selected(rel, includes)]
+    need = sum(_int(node.get("size")) for rel, node in walk(repo, snapshot["tree"], "", [])
+               if node.get("type") == "file" and _selected(rel, includes))
+    check_space(target, need)
     os.makedirs(target, exist_ok=True)
     root = os.path.realpath(target)
-    dirs: list[tuple[str, dict[str, Any]]] = []
-    files: list[_File] = []
-    by_pack: dict[str, list[tuple[bytes, int, _File, int]]] = defaultdict(list)
-    total = 0
-    index = repo.index
-    for rel, node in plan:
-        path = os.path.join(root, *rel.split("/"))
-        kind = node.get("type")
-        if kind == "dir":
-            _mkdir(path)
-            dirs.append((path, node))
-            continue
-        _mkdir(os.path.dirname(path))
-        if kind == "symlink":
-            _replace_with_symlink(path, str(node.get("target", "")))
-            continue
-        if kind != "file":
-            continue
-        content = node.get("content") or []
-        d, base = os.path.split(path)
-        f = _File(rel, node, path, os.path.join(d, f".{base}.continuity-restore-{os.getpid()}"), len(content),
-                  direct=len(content) == 1)
-        files.append(f)
-        offset = 0
-        for cid in content:
-            bid = bytes.fromhex(cid)
-            e = index.get(bid)
-            if e is None:
-                f.damaged.append(f"blob {cid[:16]} missing from the index")
-                f.remaining -= 1
-                continue
-            by_pack[e.pack].append((bid, e.raw_length, f, offset))
-            offset += e.raw_length
-            total += e.raw_length
-    for f in files:
-        if f.remaining == 0:  # empty, or every blob already known to be missing
-            _open(f)
-            _finish(f)
-    done = [0]
-    done_lock = threading.Lock()
-    backend = repo.backend
+    run = _Run(repo, root, same_owner, progress, need)
+    damaged: list[dict[str, str]] = []
+    # file creation is latency-bound (the GIL is released in every syscall): more threads than cores pay off
+    with ThreadPoolExecutor(workers or max(4, min(8, 3 * (os.cpu_count() or 2)))) as pool:
+        run.pool = pool
+        for rel, node in walk(repo, snapshot["tree"], "", damaged):
+            if _selected(rel, includes):
+                run.place(rel, node)
+        run.flush()
+    links = _relink(run.linked, run.failed)
+    for path, node in reversed(run.dirs):
+        if problem := _apply_meta(path, node, 0o755, same_owner):
+            run.failed.append({"path": os.path.relpath(path, root), "reason": problem})
+    return {
+        "snapshot": snapshot["id"], "target": root,
+        "files": run.ok_files, "dirs": len(run.dirs), "bytes": run.ok_bytes, "links": links,
+        "damaged": damaged + run.bad, "failed": run.failed, "skipped": run.skipped,
+        "duration": round(time.time() - started, 3),
+    }
 
-    def _deliver(data: bytes | memoryview | str, targets: list[tuple[_File, int]]) -> None:
+
+class _Run:
+    """One restore in progress: places entries as the walk yields them and restores file contents in batches."""
+
+    def __init__(self, repo: Repository, root: str, same_owner: bool, progress: Progress | None,
+                 total: int) -> None:
+        self.repo, self.root, self.same_owner, self.progress, self.total = repo, root, same_owner, progress, total
+        self.name_max = _name_max(root)
+        self.index = repo.index
+        self.pool: ThreadPoolExecutor | None = None
+        self.dirs: list[tuple[str, dict[str, Any]]] = []
+        self.failed: list[dict[str, str]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.bad: list[dict[str, str]] = []
+        self.linked: list[_File] = []  # restored names of hard-linked inodes, linked again at the end
+        self.blocked: set[str] = set()  # entries not created: nothing below them is restored either
+        self.batch: list[_File] = []
+        self.batch_bytes = 0
+        self.ok_files = 0
+        self.ok_bytes = 0
+        self.done = 0
+        self.done_lock = threading.Lock()
+
+    def place(self, rel: str, node: dict[str, Any]) -> None:
+        parent, _, name = rel.rpartition("/")
+        if parent in self.blocked:
+            self.blocked.add(rel)
+            return
+        path = os.path.join(self.root, *rel.split("/"))
+        kind = node.get("type")
+        problem = _placement_problem(name, path, self.name_max)
+        if problem is None and kind == "dir":
+            problem = _mkdir(path, report=True)
+        if problem is not None:
+            self.failed.append({"path": rel, "reason": problem})
+            self.blocked.add(rel)
+            return
+        if kind == "dir":
+            self.dirs.append((path, node))
+            return
+        _mkdir(os.path.dirname(path))
+        if kind in ("symlink", "fifo"):
+            problem = _place_special(path, node, self.same_owner)
+            if problem:
+                self.failed.append({"path": rel, "reason": problem})
+            return
+        if kind in NOT_CREATED:
+            self.skipped.append({"path": rel, "reason": _not_created(kind, node)})
+            return
+        if kind != "file":
+            self.failed.append({"path": rel, "reason": f"unknown entry type {kind!r}, not restored"})
+            return
+        content = node.get("content") or []
+        self.batch.append(_File(rel, node, path, _tmp_name(os.path.dirname(path)), len(content)))
+        self.batch_bytes += _int(node.get("size"))
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Restore the contents of the batched files, finish them, keep only what the report needs."""
+        files, self.batch, self.batch_bytes = self.batch, [], 0
+        by_pack: dict[str, list[tuple[bytes, _File, int]]] = defaultdict(list)
+        for f in files:
+            offset = 0
+            for cid in f.node.get("content") or []:
+                bid = bytes.fromhex(cid)
+                e = self.index.get(bid)
+                if e is None:
+                    f.damaged.append(f"blob {cid[:16]} missing from the index")
+                    f.remaining -= 1
+                    continue
+                by_pack[e.pack].append((bid, f, offset))
+                offset += e.raw_length
+        for f in files:
+            if f.remaining == 0:  # empty, or every blob already known to be missing
+                _open(f)
+                _finish(f, self.same_owner)
+        units = [unit for pack in sorted(by_pack) for unit in self._units(pack, by_pack[pack])]
+        assert self.pool is not None
+        list(self.pool.map(self._restore_window, units))
+        for f in files:
+            if f.damaged:
+                self.bad.append({"path": f.rel, "reason": "; ".join(sorted(set(f.damaged)))})
+            elif f.error:
+                self.failed.append({"path": f.rel, "reason": f.error})
+            else:
+                if f.meta_problem:
+                    self.failed.append({"path": f.rel, "reason": f.meta_problem})
+                self.ok_files += 1
+                self.ok_bytes += _int(f.node.get("size"))
+                n = f.node
+                if _int(n.get("nlink")) > 1 and "dev" in n and "ino" in n:
+                    self.linked.append(f)
+
+    def _units(self, pack: str, refs: list[tuple[bytes, _File, int]]) -> list[tuple[str, int, int, list[Any]]]:
+        """The reads of one pack, each with the blobs it covers and every place each blob goes: a pack's
+        windows are restored by several threads, so a batch of small files in one pack still runs in parallel."""
+        uses: dict[bytes, list[tuple[_File, int]]] = {}
+        for bid, f, off in refs:
+            uses.setdefault(bid, []).append((f, off))
+        blobs = [(bid, e, uses[bid]) for bid in uses if (e := self.index.get(bid)) is not None]
+        backend = self.repo.backend
+        return [(pack, lo, hi, [blobs[i] for i in members])
+                for lo, hi, members in read_windows([(e.offset, e.length) for _, e, _ in blobs],
+                                                    backend.read_window, backend.read_gap)]
+
+    def _restore_window(self, unit: tuple[str, int, int, list[Any]]) -> None:
+        # each blob decrypted once, written to every place it occurs, then dropped (bounded memory)
+        pack, lo, hi, blobs = unit
+        try:
+            raw: bytes | None = self.repo.backend.read_range(pack_name(pack), lo, hi - lo)
+        except NotFound:
+            raw = None
+        for bid, e, targets in blobs:
+            data: bytes | memoryview | str
+            if raw is None:
+                data = f"pack {pack[:16]} missing"
+            else:
+                try:
+                    data = self.repo.open_blob_view(bid, DATA, memoryview(raw)[e.offset - lo:e.offset - lo + e.length],
+                                                    e.raw_length)
+                except DamagedError as exc:
+                    data = str(exc)
+            self._deliver(data, targets)
+        del raw
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def _deliver(self, data: bytes | memoryview | str, targets: list[tuple[_File, int]]) -> None:
         """Write one verified blob (or its damage reason) to every place it occurs."""
         for f, off in targets:
             with f.lock:
                 if isinstance(data, str):
                     f.damaged.append(data)
-                elif not f.damaged:
+                elif not (f.damaged or f.error):
                     if f.fd is None:  # opened on first data, so open files stay few
                         _open(f)
-                    assert f.fd is not None
-                    os.pwrite(f.fd, data, off)
+                    if f.fd is not None:
+                        try:
+                            os.pwrite(f.fd, data, off)
+                        except OSError as exc:
+                            f.error = f"write failed: {exc.strerror or exc}"
                 f.remaining -= 1
                 last = f.remaining == 0
             if last:
-                _finish(f)
+                _finish(f, self.same_owner)
         if not isinstance(data, str):
-            with done_lock:
-                done[0] += len(data) * len(targets)
+            with self.done_lock:
+                self.done += len(data) * len(targets)
 
-    def restore_pack(pack: str) -> None:
-        # each blob decrypted once, written to every place it occurs, then dropped (bounded memory)
-        uses: dict[bytes, list[tuple[_File, int]]] = {}
-        for bid, _raw_len, f, off in by_pack[pack]:
-            uses.setdefault(bid, []).append((f, off))
-        blobs = [(bid, e) for bid in uses if (e := index.get(bid)) is not None]
-        missing = False
-        for lo, hi, members in read_windows([(e.offset, e.length) for _, e in blobs], backend.read_window,
-                                            backend.read_gap):
-            raw: bytes | None = None
-            if not missing:
+
+def _relink(files: list[_File], failed: list[dict[str, str]]) -> int:
+    """Names that were hard links of one inode when the snapshot was taken become hard links again.
+
+    Each name was restored as a verified copy first; a copy is then replaced (link to a temporary name,
+    rename) by a link to the first restored name of its inode, when their recorded contents agree (a
+    file written to between reading its two names keeps its own copy). Returns how many links were made.
+    """
+    groups: dict[tuple[int, int], list[_File]] = defaultdict(list)
+    for f in files:  # restored files that had more than one name
+        groups[(_int(f.node["dev"]), _int(f.node["ino"]))].append(f)
+    made = 0
+    for first, *others in groups.values():
+        for other in others:
+            if any(other.node.get(k) != first.node.get(k) for k in ("hash", "content")):
+                continue
+            tmp = _tmp_name(os.path.dirname(other.final))
+            try:
+                os.link(first.final, tmp, follow_symlinks=False)
+                os.replace(tmp, other.final)
+                made += 1
+            except OSError as exc:  # e.g. across a mount point below the target: the copy stays, and is said
+                failed.append({"path": other.rel, "reason": f"restored as a copy, not as a hard link of "
+                                                            f"{first.rel}: {exc.strerror or exc}"})
                 try:
-                    raw = backend.read_range(pack_name(pack), lo, hi - lo)
-                except NotFound:
-                    missing = True
-            for i in members:
-                bid, e = blobs[i]
-                data: bytes | memoryview | str
-                if raw is None:
-                    data = f"pack {pack[:16]} missing"
-                else:
-                    try:
-                        data = repo.open_blob_view(bid, DATA,
-                                                   memoryview(raw)[e.offset - lo:e.offset - lo + e.length])
-                    except DamagedError as exc:
-                        data = str(exc)
-                _deliver(data, uses[bid])
-            del raw
-        if progress:
-            progress(done[0], total)
-
-    # file creation is latency-bound (the GIL is released in every syscall): more threads than cores pay off
-    with ThreadPoolExecutor(workers or max(4, min(8, 3 * (os.cpu_count() or 2)))) as pool:
-        list(pool.map(restore_pack, sorted(by_pack)))
-    for path, node in reversed(dirs):
-        _apply_meta(path, node, is_dir=True)
-    bad = [{"path": f.rel, "reason": "; ".join(sorted(set(f.damaged)))} for f in files if f.damaged]
-    return {
-        "snapshot": snapshot["id"], "target": root,
-        "files": sum(1 for f in files if not f.damaged), "dirs": len(dirs),
-        "bytes": sum(int(f.node.get("size", 0)) for f in files if not f.damaged),
-        "damaged": damaged + bad, "duration": round(time.time() - started, 3),
-    }
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+    return made
 
 
-def _mkdir(path: str) -> None:
+def _placement_problem(name: str, path: str, name_max: int) -> str | None:
+    """Why an entry cannot exist at ``path`` on this filesystem at all (checked before any syscall fails)."""
+    size = len(os.fsencode(name))
+    if size > name_max:
+        return f"name is {size} bytes long; the target filesystem allows {name_max}"
+    if len(os.fsencode(path)) >= PATH_MAX:
+        return f"path is {len(os.fsencode(path))} bytes long; the limit is {PATH_MAX - 1}"
+    return None
+
+
+def _not_created(kind: str, node: dict[str, Any]) -> str:
+    what = NOT_CREATED[kind]
+    if kind in ("chardev", "blockdev"):
+        rdev = _int(node.get("rdev"))
+        what += f" {os.major(rdev)}:{os.minor(rdev)}"
+    return f"{what} not recreated (a restore never creates device nodes or sockets)"
+
+
+def _mkdir(path: str, *, report: bool = False) -> str | None:
+    """Make sure ``path`` is a real directory. A non-directory there is refused (never written through);
+    with ``report`` an OS error is returned as the reason instead of raised."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
-        st = os.lstat(path)
+        try:
+            os.makedirs(path, exist_ok=True)
+            st = os.lstat(path)
+        except OSError as exc:
+            if not report:
+                raise
+            return f"cannot create directory: {exc.strerror or exc}"
     if not stat.S_ISDIR(st.st_mode):
         # an existing symlink here could point anywhere: never write through it
         raise UnsafeSnapshot(f"refusing to restore into {path}: exists and is not a directory")
+    return None
 
 
-def _replace_with_symlink(path: str, target: str) -> None:
+def _place_special(path: str, node: dict[str, Any], same_owner: bool) -> str | None:
+    """Create a symlink or fifo under a temporary name, set its metadata, rename it over ``path``."""
+    tmp = _tmp_name(os.path.dirname(path))
     try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, path)
+        if node.get("type") == "symlink":
+            os.symlink(str(node.get("target", "")), tmp)
+            _apply_meta(tmp, node, 0o777, same_owner, symlink=True)
+        else:
+            os.mkfifo(tmp, 0o600)
+            # the fifo's own fd (O_NONBLOCK: no writer needed), so metadata never lands on something swapped in
+            fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            try:
+                _apply_meta(fd, node, 0o644, same_owner)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, IsADirectoryError) or os.path.isdir(path) and not os.path.islink(path):
+            return f"a directory stands at {path}"
+        return f"cannot create {node.get('type')}: {exc.strerror or exc}"
+    return None
 
 
 def _open(f: _File) -> None:
-    if f.damaged:
-        return
-    if f.direct:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        try:
-            f.fd = os.open(f.final, flags, 0o600)
-        except OSError:  # ELOOP: a symlink stands there; replace it, never write through it
-            os.unlink(f.final)
-            f.fd = os.open(f.final, flags | os.O_EXCL, 0o600)
+    if f.damaged or f.error:
         return
     try:
-        os.unlink(f.tmp)  # leftover of an interrupted restore
-    except FileNotFoundError:
-        pass
-    f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.unlink(f.tmp)  # leftover of an earlier restore by a process with the same pid
+        except FileNotFoundError:
+            pass
+        f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        f.error = f"cannot create: {exc.strerror or exc}"
 
 
-def _finish(f: _File) -> None:
+def _finish(f: _File, same_owner: bool) -> None:
     fd, f.fd = f.fd, None
     opened = fd is not None
     if fd is not None:
-        size = int(f.node.get("size", 0))
-        if not f.damaged and os.fstat(fd).st_size != size:
+        size = _int(f.node.get("size"))
+        if not f.damaged and not f.error and os.fstat(fd).st_size != size:
             f.damaged.append(f"restored size {os.fstat(fd).st_size} != recorded size {size}")
-        if not f.damaged:
-            _apply_meta(fd, f.node, is_dir=False)
+        if not f.damaged and not f.error:
+            f.meta_problem = _apply_meta(fd, f.node, 0o644, same_owner)
         os.close(fd)
-    if f.damaged:
-        if opened:  # only what this restore created; a file it never touched stays as it was
-            try:
-                os.unlink(f.final if f.direct else f.tmp)
-            except FileNotFoundError:
-                pass
-        return
-    if not f.direct:
-        os.replace(f.tmp, f.final)
+    if opened and not f.damaged and not f.error:
+        try:
+            os.replace(f.tmp, f.final)  # replaces a planted symlink or hard link itself, never its target
+            return
+        except OSError as exc:
+            f.error = (f"a directory stands at {f.final}" if isinstance(exc, IsADirectoryError)
+                       else f"cannot rename into place: {exc.strerror or exc}")
+    if opened:  # only what this restore created; a file it never touched stays as it was
+        try:
+            os.unlink(f.tmp)
+        except FileNotFoundError:
+            pass
 
 
-def _apply_meta(path: str | int, node: dict[str, Any], *, is_dir: bool) -> None:
+def _apply_meta(where: str | int, node: dict[str, Any], default_mode: int, same_owner: bool, *,
+                symlink: bool = False) -> str | None:
+    """Owner (only with ``same_owner``), extended attributes, mode and mtime; returns what could not be set.
+
+    Owner first: chown clears setuid bits and file capabilities (``security.capability``), and setuid or
+    setgid bits are kept only on an entry whose recorded owner was restored. Extended attributes before the
+    mode, which may take away the write permission setting them needs.
+    """
+    owned = False
+    uid, gid = node.get("uid"), node.get("gid")
+    if same_owner and _int(uid, -1) >= 0 and _int(gid, -1) >= 0:
+        try:
+            if isinstance(where, int):
+                os.chown(where, uid, gid)
+            else:
+                os.chown(where, uid, gid, follow_symlinks=not symlink)
+            owned = True
+        except (OSError, OverflowError):
+            pass
+    problem = None if symlink else _set_xattrs(where, node.get("xattrs"), same_owner)
+    mt = _int(node.get("mtime"))
     try:
-        os.chmod(path, int(node.get("mode", 0o755 if is_dir else 0o644)) & 0o7777)
-        mt = int(node.get("mtime", 0))
-        os.utime(path, ns=(mt, mt))
+        if symlink:
+            os.utime(where, ns=(mt, mt), follow_symlinks=False)
+            return problem
+        mode = _int(node.get("mode"), default_mode) & 0o7777
+        if not owned:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        os.chmod(where, mode)
+        os.utime(where, ns=(mt, mt))
     except OSError:
         pass
+    return problem
+
+
+def _set_xattrs(where: str | int, xattrs: Any, privileged: bool) -> str | None:
+    """Restore recorded extended attributes: ``user.*`` always, every other namespace (``trusted``,
+    ``security``, ``system``) only when restoring as root, which alone may set them. A target file system
+    without extended attributes is not an error (as restic); any other refusal is named."""
+    if not isinstance(xattrs, dict):
+        return None
+    refused = []
+    for name, value in sorted(xattrs.items()):
+        if not isinstance(name, str) or not isinstance(value, str) or not (privileged or name.startswith("user.")):
+            continue
+        try:
+            os.setxattr(where, name, base64.b64decode(value, validate=True))
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            refused.append(f"{name}: {exc.strerror or exc}")
+        except ValueError:
+            refused.append(f"{name}: value is not valid base64")
+    return f"extended attribute(s) not restored: {'; '.join(refused)}" if refused else None

@@ -9,8 +9,10 @@ that depend on it, which is what an operator needs to decide what to do.
 
 :func:`restore_drill` is what none of restic/borg/Kopia ship (restic#2332):
 restore a snapshot into a sandbox, re-hash every restored file against the
-snapshot, run ``PRAGMA integrity_check`` on restored databases and re-count
-ledger records against the manifest.
+snapshot, run ``PRAGMA integrity_check`` on restored databases, re-count
+ledger records against the manifest, and run each command source's declared
+check on its restored file (``pg_restore --list`` on a dump): a dump whose
+bytes are intact but which its own tool cannot read is not a backup.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import shutil
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import blake3
 
+from continuity.backup import commands
 from continuity.backup import sources as src_mod
 from continuity.backup.repository import DamagedError, Repository, file_hash
 from continuity.backup.restore import restore, walk
@@ -36,6 +40,22 @@ from continuity.backup.storage import NotFound
 from continuity.errors import UsageError
 
 Progress = Callable[[int, int], None]
+FILE_PLACEHOLDER = "{file}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A command a restore drill runs on a restored command-source file: ``{file}`` in ``argv`` becomes its
+    path; without ``{file}`` the file is its stdin. Exit 0 within ``timeout`` seconds passes."""
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+def run_check(check: Check, path: str, cwd: str) -> commands.Outcome:
+    placed = FILE_PLACEHOLDER in " ".join(check.argv)
+    argv = [a.replace(FILE_PLACEHOLDER, path) for a in check.argv]
+    return commands.run(argv, check.timeout, cwd=cwd, stdin=None if placed else path)
 
 
 def select_subset(packs: list[str], subset: str | None, rng: random.Random | None = None) -> list[str]:
@@ -75,7 +95,7 @@ def _check_pack(repo: Repository, pack: str, blobs: list[bytes]) -> tuple[int, d
             bad[bid] = f"pack {pack[:16]} truncated"
             continue
         try:
-            repo.open_blob(bid, e.type, memoryview(raw)[e.offset:e.offset + e.length])
+            repo.open_blob(bid, e.type, memoryview(raw)[e.offset:e.offset + e.length], e.raw_length)
         except DamagedError as exc:
             bad[bid] = f"{exc} (pack {pack[:16]})"
     try:
@@ -97,7 +117,7 @@ def check(repo: Repository, *, read_data: bool = False, subset: str | None = Non
         "damaged_index_files": [{"file": f"index/{k}", "reason": v} for k, v in index.damaged_files.items()],
         "damaged_snapshots": [{"id": k, "reason": v} for k, v in bad_snaps.items()],
         "damaged_packs": [], "damaged_files": [], "damaged_trees": [],
-        "packs": len(stored), "packs_read": 0, "bytes_read": 0,
+        "packs": len(stored), "packs_read": 0, "bytes_read": 0, "keyring": repo.keyring_problem,
     }
     # packs the index names must exist and be long enough for their blobs
     damaged_blobs: dict[bytes, str] = {}
@@ -168,8 +188,8 @@ def check(repo: Repository, *, read_data: bool = False, subset: str | None = Non
     if relevant:
         _name_damage(repo, snaps, relevant, report)
     report["damaged_blobs"] = len(relevant)
-    report["ok"] = not (report["damaged_index_files"] or report["damaged_snapshots"] or report["damaged_packs"]
-                        or relevant)
+    report["ok"] = not (report["keyring"] or report["damaged_index_files"] or report["damaged_snapshots"]
+                        or report["damaged_packs"] or relevant)
     report["duration"] = round(time.time() - started, 3)
     return report
 
@@ -188,9 +208,26 @@ def _name_damage(repo: Repository, snaps: list[dict[str, Any]], damaged: dict[by
         report["damaged_trees"].extend({"snapshot": s["id"], **t} for t in tree_damage)
 
 
+def _expected_hash(repo: Repository, node: dict[str, Any]) -> tuple[str | None, Any]:
+    """The hash a restored file must have, and the hasher that computes it.
+
+    A file's own (unkeyed) BLAKE3 when the snapshot recorded one; for a one-blob file, which records none,
+    its blob id: the keyed BLAKE3 of exactly the file's bytes. An empty file has neither: its size is checked.
+    """
+    if node.get("hash"):
+        return node["hash"], blake3.blake3(max_threads=1)
+    content = node.get("content") or []
+    if len(content) == 1:
+        return content[0], blake3.blake3(key=repo.keyring.id_key, max_threads=1)
+    return None, blake3.blake3(max_threads=1)
+
+
 def restore_drill(repo: Repository, snapshot_ref: str, sandbox: str | None = None, *, keep: bool = False,
-                  progress: Progress | None = None) -> dict[str, Any]:
-    """Restore into a sandbox and prove it: hashes, SQLite integrity, ledger counts. JSON-ready result."""
+                  progress: Progress | None = None, checks: Mapping[str, Check] | None = None) -> dict[str, Any]:
+    """Restore into a sandbox and prove it: hashes, SQLite integrity, ledger counts, command checks.
+
+    ``checks`` maps a command source's name to the check its set declares. JSON-ready result.
+    """
     started = time.time()
     snap = repo.find_snapshot(snapshot_ref)
     made = sandbox is None
@@ -199,27 +236,33 @@ def restore_drill(repo: Repository, snapshot_ref: str, sandbox: str | None = Non
         raise UsageError(f"drill sandbox {sandbox} is not empty")
     try:
         result = restore(repo, snap, sandbox, progress=progress)
+        not_restored = result["damaged"] + result["failed"]
         mismatches: list[dict[str, str]] = []
         checked = 0
         for rel, node in walk(repo, snap["tree"]):
-            if node.get("type") != "file" or any(d["path"] == rel for d in result["damaged"]):
+            if node.get("type") != "file" or any(d["path"] == rel for d in not_restored):
                 continue
             path = os.path.join(sandbox, *rel.split("/"))
-            h = blake3.blake3(max_threads=1)
+            want, h = _expected_hash(repo, node)
+            size = 0
             try:
                 with open(path, "rb") as f:
                     while block := f.read(1 << 20):
                         h.update(block)
+                        size += len(block)
             except OSError as exc:
                 mismatches.append({"path": rel, "reason": f"unreadable: {exc.strerror}"})
                 continue
             checked += 1
-            if node.get("hash") and h.hexdigest() != node["hash"]:
+            if (want is not None and h.hexdigest() != want) or (want is None and size != node.get("size")):
                 mismatches.append({"path": rel, "reason": "content hash differs from the snapshot"})
-        sqlite_checks, ledger_checks = [], []
+        sqlite_checks, ledger_checks, command_checks = [], [], []
         for src in snap.get("sources", []):
             path = os.path.join(sandbox, src["name"])
             if src.get("error") and not src.get("manifest"):
+                continue
+            if src["kind"] == "command":
+                command_checks.append(_check_command(src, path, sandbox, (checks or {}).get(src["name"])))
                 continue
             if src["kind"] == "sqlite":
                 res = src_mod.check_sqlite(path) if os.path.exists(path) else {"integrity": "missing"}
@@ -238,16 +281,41 @@ def restore_drill(repo: Repository, snapshot_ref: str, sandbox: str | None = Non
                 ledger_checks.append({"name": src["name"], "records": got.get("records"),
                                       "expected_records": man.get("records"), "last_seq": got.get("last_seq"),
                                       "expected_last_seq": man.get("last_seq"), "ok": ok})
-        ok = (not result["damaged"] and not mismatches and all(c["ok"] for c in sqlite_checks)
-              and all(c["ok"] for c in ledger_checks))
+        ok = (not not_restored and not mismatches and all(c["ok"] for c in sqlite_checks)
+              and all(c["ok"] for c in ledger_checks) and all(c["ok"] for c in command_checks))
         return {
             "snapshot": snap["id"], "set": snap.get("set"), "snapshot_time": snap["time"],
             "source_node": snap.get("hostname"), "ok": ok, "files": result["files"], "bytes": result["bytes"],
-            "files_hashed": checked, "damaged": result["damaged"], "hash_mismatches": mismatches,
-            "sqlite": sqlite_checks, "ledgers": ledger_checks, "sandbox": sandbox if keep else None,
+            "files_hashed": checked, "damaged": not_restored, "skipped": result["skipped"],
+            "hash_mismatches": mismatches,
+            "sqlite": sqlite_checks, "ledgers": ledger_checks, "checks": command_checks,
+            "sandbox": sandbox if keep else None,
             "duration": round(time.time() - started, 3),
         }
     finally:
         if not keep:
             shutil.rmtree(sandbox, ignore_errors=True)
 
+
+
+def _check_command(src: dict[str, Any], path: str, sandbox: str, check: Check | None) -> dict[str, Any]:
+    """A restored command-source file: its size against the manifest, then the set's check command on it."""
+    expected = (src.get("manifest") or {}).get("bytes")
+    out: dict[str, Any] = {"name": src["name"], "bytes": None, "expected_bytes": expected, "check": None,
+                           "ok": False, "reason": ""}
+    try:
+        out["bytes"] = os.path.getsize(path)
+    except OSError as exc:
+        out["reason"] = f"not restored: {exc.strerror}"
+        return out
+    if expected is not None and out["bytes"] != expected:
+        out["reason"] = f"{out['bytes']} bytes restored, the command wrote {expected}"
+        return out
+    if check is not None:
+        outcome = run_check(check, path, sandbox)
+        out["check"] = outcome.as_dict()
+        if not outcome.ok:
+            out["reason"] = f"check {outcome.describe()}"
+            return out
+    out["ok"] = True
+    return out

@@ -11,6 +11,11 @@ of a ``continuity backup list`` that scripts call in loops. Groups with
 subcommands (``backup``, ``failover``, ``drill``, ``pulse``) are lazy the same
 way, one level down, so each small module imports what it needs at its top.
 Celery and ``workers/`` are reached only through :mod:`continuity.cli.launch`.
+
+Shell completion (bash, zsh, fish) is typer's: ``continuity --install-completion``
+adds it for the shell it runs in, ``--show-completion`` prints the script. The
+command is always called ``continuity`` (also under ``python -m continuity``), so
+the completion scripts work however it was started.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import typer
 
+from continuity import __version__
 from continuity.cli.lazy import LazyCommand, LazyGroup
 from continuity.errors import ContinuityError, ExitCode
 
@@ -43,6 +49,11 @@ COMMANDS: dict[str, LazyCommand] = {
     "failover": LazyCommand("failover", "Failover: status, switchover, forced failover, maintenance pause, history."),
     "drill": LazyCommand("drill", "Chaos drills: list scenarios, run one (or plan it with --dry-run), read reports."),
     "pulse": LazyCommand("pulse", "Read and verify the pulse history; list its event kinds."),
+    "operator": LazyCommand("operator", "Operator identity: make an operator key, show who commands act as."),
+    "metrics": LazyCommand("metrics", "Print the fleet's Prometheus metrics once (what /metrics serves): backups, "
+                                      "services, replication, nodes, drills, pulse."),
+    "notify": LazyCommand("notify", "Webhook notifications: check ops/notifications.yml, see deliveries, send a "
+                                    "test."),
 }
 
 
@@ -62,20 +73,27 @@ app = typer.Typer(
     help="Continuity & resilience layer: backups, failure detection, failover, chaos drills.",
     cls=RootGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"continuity {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_show_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     # a callback makes typer build a group even though no command is registered eagerly
     pass
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, prog_name="continuity", standalone_mode=False)
     except ContinuityError as exc:
         typer.echo(f"continuity: {exc}", err=True)
         sys.exit(int(exc.exit_code))

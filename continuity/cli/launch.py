@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from continuity.blueprint import Blueprint  # every caller has loaded it already: no start-up cost
+from continuity.signing import SigningKey
 
 CELERY_APP = "workers.app"  # what ``celery -A`` loads in the processes started below
 BEAT_SCHEDULER = "workers.beat:ContinuityScheduler"  # beat's scheduler class, loaded by ``celery beat -S``
@@ -39,20 +40,20 @@ def check_beat_schedule(bp: Blueprint) -> None:
     beat_schedule.build_schedule(bp)
 
 
-def switchover(service: str, target: str, who: str) -> str:
-    """Send a coordinated switchover of ``service`` to ``target``; returns the failover record id."""
+def switchover(service: str, target: str, who: str, operator: SigningKey) -> str:
+    """Send a coordinated switchover of ``service`` to ``target`` under ``operator``'s mandate; the record id."""
     # why: sending a task imports the Celery app and its task modules; only this command pays for that
     from workers.failover import switchover as send_switchover
 
-    return send_switchover(service, target, who)
+    return send_switchover(service, target, who, operator=operator)
 
 
-def force_failover(service: str, target: str, who: str) -> str:
-    """Send a forced failover of ``service`` to ``target``; returns the failover record id."""
+def force_failover(service: str, target: str, who: str, operator: SigningKey) -> str:
+    """Send a forced failover of ``service`` to ``target`` under ``operator``'s mandate; the record id."""
     # why: as switchover, only the command that sends the task imports Celery
     from workers.failover import force_failover as send_force_failover
 
-    return send_force_failover(service, target, who)
+    return send_force_failover(service, target, who, operator=operator)
 
 
 def wait_record(rid: str, timeout: float) -> dict[str, Any] | None:

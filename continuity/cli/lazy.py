@@ -76,6 +76,14 @@ class LazyGroup(TyperGroup):
         finally:
             self._help_only = False
 
+    def shell_complete(self, ctx: Any, incomplete: str) -> Any:
+        """Completing a command name needs names and short help only: a tab press imports no command."""
+        self._help_only = True
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._help_only = False
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """As typer's, but "did you mean" also offers commands not imported yet."""
         try:

@@ -33,11 +33,14 @@ def __getattr__(name: str) -> Any:
     return made
 
 
-def table(*headers: str, **options: Any) -> Table:
-    """A rich table with these column headers (``options`` as for ``rich.table.Table``, e.g. ``title``)."""
-    from rich.table import Table  # why: only human output draws tables (module docstring)
+def table(*headers: str, keep: tuple[str, ...] = (), **options: Any) -> Table:
+    """A rich table with these column headers (``options`` as for ``rich.table.Table``, e.g. ``title``).
 
-    return Table(*headers, **options)
+    Columns named in ``keep`` hold what people type next (scenario names, ids, sets): they are never wrapped
+    or cut with an ellipsis; the other columns wrap to make room at 80 columns."""
+    from rich.table import Column, Table  # why: only human output draws tables (module docstring)
+
+    return Table(*(Column(h, no_wrap=h in keep) for h in headers), **options)
 
 
 def group(*renderables: Any) -> Any:
@@ -47,11 +50,25 @@ def group(*renderables: Any) -> Any:
     return Group(*renderables)
 
 
+def text(line: str) -> Any:
+    """A plain line among tables (no markup is read from it)."""
+    from rich.text import Text  # why: only human output draws (module docstring)
+
+    return Text(line)
+
+
 def warning(text: str) -> Any:
     """A line a human must not miss, printed as is (no markup is read from it: it may quote a user's file)."""
     from rich.text import Text  # why: only human output draws (module docstring)
 
     return Text(text, style="bold red")
+
+
+def note(text: str) -> Any:
+    """A line about work in progress (a failover, a drill), printed as is."""
+    from rich.text import Text  # why: only human output draws (module docstring)
+
+    return Text(text, style="bold yellow")
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from continuity import paths, settings
 from continuity.blueprint import load_blueprint
 from continuity.cli import launch
 from continuity.errors import UsageError
+from continuity.notify.config import load_notifications
 
 commands = typer.Typer()
 
@@ -27,6 +28,7 @@ def worker(
 ) -> None:
     """Run a Celery worker for one node's queue (hostname NODE@%h) that registers the node in Redis."""
     bp = load_blueprint(paths.blueprint_path())
+    load_notifications(paths.notifications_path())  # a broken ops/notifications.yml: exit 2 here, not in the worker
     if node not in bp.nodes:
         raise UsageError(f"unknown node {node!r}; the blueprint declares: {', '.join(sorted(bp.nodes))}")
     queue = bp.queue(node)

@@ -3,7 +3,8 @@
 ``tail`` prefers the Redis Stream (the whole fleet's events, live) and falls
 back to this machine's history file when Redis is not configured or not
 answering, because the moments an operator needs the history most are the
-moments Redis may be down. ``verify`` checks the file's hash chain. ``kinds``
+moments Redis may be down. ``verify`` checks the file's hash chain and its
+signatures (see :mod:`continuity.pulse_trust` for whose keys count). ``kinds``
 prints the event catalogue (``continuity/events.py``), so a script author
 learns what ``tail --json`` can show without reading the source.
 
@@ -24,6 +25,7 @@ from continuity.cli.output import emit_json
 from continuity.errors import ContinuityError, UsageError
 from continuity.events import KINDS, PREFIX, as_dict
 from continuity.pulse import verify_file
+from continuity.pulse_trust import Trust
 
 COMMANDS: dict[str, LazyCommand] = {
     "tail": LazyCommand("pulse_tail", "Show the most recent pulse events, from the Redis Stream if reachable, else "
@@ -44,15 +46,23 @@ app = typer.Typer(help="Read and verify the pulse history; list its event kinds.
 def verify(
     file: Path | None = typer.Option(None, "--file",
                                      help="History file (default: the state dir's pulse_history.jsonl)."),
+    trust: list[Path] = typer.Option([], "--trust", metavar="PUBKEY",
+                                     help="Accept only signatures by the keys in this public-key file (a writer's "
+                                          "keys/pulse-writer.ed25519.pub kept elsewhere); repeatable. Default: the "
+                                          "history's own state dir keys."),
+    hashes_only: bool = typer.Option(False, "--hashes-only",
+                                     help="Check the hash chain only, not the signatures."),
     json_out: bool = typer.Option(False, "--json", help="Result as JSON on stdout."),
 ) -> None:
-    """Check the hash chain: exit 0 if intact, 1 naming the first bad event (line, id, reason)."""
+    """Check the hash chain and signatures: exit 0 if intact, 1 naming the first bad event (line, id, reason)."""
     path = file if file is not None else paths.pulse_file()
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a pulse history file")
     if file is not None and not path.exists():
         raise UsageError(f"{path}: file not found")
-    result = verify_file(path)
+    if trust and hashes_only:
+        raise UsageError("--trust and --hashes-only exclude each other")
+    result = verify_file(path, Trust.pinned(trust) if trust else None, signatures=not hashes_only)
     if result.ok and not path.exists() and not json_out:
         typer.echo(f"{path}: no pulse history yet (0 events)")
         return
@@ -60,8 +70,12 @@ def verify(
         emit_json({**result.as_dict(), "file": str(path)})
     if result.ok:
         if not json_out:
-            typer.echo(f"{path}: {result.count} events, chain intact")
+            signed = ("signatures not checked" if result.signers is None
+                      else f"every event signed by {', '.join(result.signers)}" if result.signers else "")
+            typer.echo(f"{path}: {result.count} events, chain intact" + (f", {signed}" if signed else ""))
         return
+    if result.bad_line is None:
+        raise ContinuityError(f"{path}: {result.reason}")
     event = f"event {result.bad_id}" if result.bad_id else "event ?"
     raise ContinuityError(f"{path}:{result.bad_line}: {event}: {result.reason} "
                           f"({result.count} events verified before it)")

@@ -15,6 +15,16 @@ small threads, so that no single blocking call can silence the others:
   we are demoted before anyone may be promoted. This is the case that matters
   most when Redis itself is unreachable, so nothing here waits on Redis.
 
+**Redis down is not "cut off".** Every failed beat is explained (:func:`continuity.redisd.diagnose`, then
+the pure :func:`continuity.detect.outage.classify`): a refused connection, Redis loading or read-only, or
+sentinels reporting the master down or replaced mean Redis itself is down or failing over — nobody can take
+a lease or move an epoch meanwhile — and the primary keeps serving, retrying its renewal every
+``interval / 4`` so it renews the moment Redis answers (then ``detect.redis_outage`` is recorded). Timeouts,
+no sentinel answering, or sentinels that see the master healthy mean this node is cut off, and it stops
+after ``lease_ttl - safety`` as before. Why that is safe, and where it ends, is in
+:mod:`continuity.detect.outage`; the decision is :func:`~continuity.detect.outage.must_stop`. A Sentinel
+promotion (about 3 s, more than the 2.25 s self-fence limit of a 3 s lease) no longer demotes every primary.
+
 The probe thread also runs **local recovery** (:mod:`continuity.detect.recovery`): a held
 service that fails ``restart_after_failures`` probes in a row is started again in place
 (same epoch, ``failover.service_restarted``); one still failing after ``max_local_restarts``
@@ -26,6 +36,15 @@ A role lost while this node looked away (its lease is now someone else's, or
 gone) is demoted at once. A role this node self-demoted but which nobody took
 over (Redis came back before a failover fenced it) is reclaimed with the same
 epoch: the epoch check in :func:`leases.acquire` makes that safe.
+
+**A node never serves less than was acknowledged** (issue 10 item 5). Before it
+takes a role it finds in its name (a lease still live after a fast restart, a
+reclaim, a restart in place), the agent compares the records its own files hold
+with the role's committed position (:mod:`continuity.services.survivors`). A node
+behind it — the replaced machine back at once on an empty disk — does not serve:
+it abandons the role (lease released or its record dropped, service marked
+failed, :func:`leases.abandon`), so the detector moves it to a node that holds
+everything, and this node's replicator catches it up as a standby.
 
 None of these threads runs a service hook: start, demote and stop hooks go to the
 service's lane (:mod:`continuity.detect.lanes`), one serial queue per service with a
@@ -54,11 +73,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from continuity.blueprint import Blueprint
+from continuity.detect import outage
 from continuity.detect.lanes import TIMED_OUT, HookLanes, Job
 from continuity.detect.recovery import Decision, RecoveryPolicy, Tracker
 from continuity.events import (
     DETECT_HOOK_TIMED_OUT,
     DETECT_LEASE_RETAKEN,
+    DETECT_REDIS_OUTAGE,
     DETECT_ROLE_BOOTSTRAPPED,
     FAILOVER_SELF_DEMOTED,
     FAILOVER_SELF_REPROMOTED,
@@ -67,14 +88,48 @@ from continuity.events import (
     EventKind,
     EventSink,
 )
+from continuity.services import survivors
 from continuity.services.hooks import run_service_hook
+from continuity.services.layout import service_dir
 from continuity.services.probes import ProbeResult, probe_service
 from continuity.state import heartbeats, leases
+from continuity.state import replication as replication_state
 
 log = logging.getLogger("continuity.agent")
 
 HookRunner = Callable[..., Any]
 Prober = Callable[[Blueprint, str, str, int | None], ProbeResult]
+# explains a failed round trip: returns something with ``symptom`` and ``sentinels`` (continuity.redisd.Diagnosis)
+Diagnose = Callable[[BaseException], Any]
+# what this node holds of a service (source -> complete records), and the role's committed positions
+Holdings = Callable[[Blueprint, str, str], dict[str, int | None]]
+
+
+def held_records(bp: Blueprint, node: str, service: str) -> dict[str, int | None]:
+    """Complete records of each ledger source in ``node``'s own copy of ``service`` (0: no file). Only this
+    node's own directory is read."""
+    out: dict[str, int | None] = {}
+    for ds in bp.services[service].spec.data:
+        if ds.kind != "ledger":
+            continue
+        name = ds.path.rsplit("/", 1)[-1]
+        try:
+            with open(service_dir(node, service) / name, "rb") as fh:
+                out[name] = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+        except FileNotFoundError:
+            out[name] = 0
+    return out
+
+
+@dataclass
+class Outage:
+    """The agent's view of an ongoing stretch of failed beats."""
+
+    since: float  # monotonic time the first failed beat was sent
+    since_wall: float
+    verdict: outage.Verdict
+    attempts: int = 1
+    causes: set[str] | None = None
 
 
 @dataclass
@@ -91,20 +146,29 @@ def default_safety(bp: Blueprint) -> float:
 class Agent:
     """One node's agent state and steps; the threads in :class:`AgentRunner` just call these."""
 
-    def __init__(self, bp: Blueprint, node: str, client: Any, key: bytes, *, pulse: EventSink | None = None,
+    def __init__(self, bp: Blueprint, node: str, client: Any, key: heartbeats.Signer, *, pulse: EventSink | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  run_hook: HookRunner | None = None, prober: Prober = probe_service,
-                 safety: float | None = None, hook_timeout: float = 10.0, hook_grace: float = 5.0) -> None:
+                 safety: float | None = None, hook_timeout: float = 10.0, hook_grace: float = 5.0,
+                 diagnose: Diagnose | None = None, holdings: Holdings = held_records) -> None:
         self.bp = bp
         self.node = node
         self.client = client
         self.key = key
+        # the beat's one-time tokens: a slot every half heartbeat interval, so a beat is never late for its slot
+        self.signer = heartbeats.HeartbeatSigner(node, key, step=min(1.0, bp.policy.heartbeat_interval) / 2)
         self.pulse = pulse
         self.clock = clock
         self.wall = wall
         self.run_hook = run_service_hook if run_hook is None else run_hook
         self.prober = prober
         self.safety = default_safety(bp) if safety is None else safety
+        self.diagnose = diagnose or _symptom_only
+        self.holdings = holdings
+        self.tolerance = bp.policy.redis_outage_tolerance
+        self.outage: Outage | None = None
+        # when the latest failed beat was sent, if it proved Redis down (None: it read as cut off, or no failure)
+        self.down_at: float | None = None
         self.hook_timeout = hook_timeout
         self.services = sorted(s for s, v in bp.services.items() if node == v.primary or node in v.standbys)
         self.held: dict[str, Held] = {}
@@ -116,6 +180,7 @@ class Agent:
         self.trackers: dict[str, tuple[int, Tracker]] = {}  # held service -> (epoch, its probe history)
         self.seq = 0
         self.bootstrapped = False
+        self.unsure: set[str] = set()  # services whose bootstrap failed after it may have written
         self.redis_ok = True
         self.lock = threading.RLock()
         # a hook may wait up to its timeout for the node's lock of the service's hooks (a failover step may hold
@@ -142,7 +207,18 @@ class Agent:
         return self.seq
 
     def beat_once(self) -> bool:
-        """Send one heartbeat and renew held leases; False when Redis could not be reached."""
+        """Send one heartbeat and renew held leases; False when Redis could not be reached.
+
+        A connection that broke mid-way says nothing about why: one more attempt at once, on a fresh
+        connection, tells a refused (Redis down) from a timed-out (cut off) one.
+        """
+        ok = self._beat_attempt()
+        if ok is None:
+            ok = self._beat_attempt()
+        return bool(ok)
+
+    def _beat_attempt(self) -> bool | None:
+        """One heartbeat; None when it failed on a broken connection (worth one immediate retry)."""
         if not self.bootstrapped:
             self._bootstrap()
         # A process that was frozen (SIGSTOP, a long GC or fork stall) past its renewal limit must demote
@@ -154,23 +230,71 @@ class Agent:
         with self.lock:
             hb = heartbeats.Heartbeat(node=self.node, seq=self.next_seq(), ts=self.wall(), services=self._report(),
                                      nonce=secrets.token_hex(6))
-        raw = heartbeats.encode(hb, self.key)
+        raw = self.signer.encode(hb)
         lease_keys = heartbeats.service_keys(self.services)
         try:
             res = self._beat(keys=[*heartbeats.beat_keys(), *lease_keys],
                              args=[self.node, raw, max(1, int(self.bp.policy.lease_ttl * 1000))], client=self.client)
         except Exception as exc:  # noqa: BLE001 - any Redis failure: keep beating, let the watchdog decide
-            if self.redis_ok:
-                log.warning("agent %s: heartbeat failed: %s", self.node, exc)
-            self.redis_ok = False
-            return False
-        if not self.redis_ok:
-            log.warning("agent %s: Redis reachable again", self.node)
-        self.redis_ok = True
+            return self._beat_failed(exc, sent)
         holders = {svc: (_text(res[1 + 3 * i]), int(float(_text(res[2 + 3 * i]))), int(float(_text(res[3 + 3 * i]))))
                    for i, svc in enumerate(self.services)}
+        with self.lock:
+            kept = sorted(self.held)  # what rode the outage out (before the answer re-takes or reclaims roles)
         self._apply_holders(holders, sent)
+        self._reached(sent, kept)
         return True
+
+    def _beat_failed(self, exc: BaseException, sent: float) -> bool | None:
+        """Explain the failure and remember whether it proved Redis down; None for a broken connection."""
+        try:
+            diagnosis = self.diagnose(exc)
+        except Exception as why:  # noqa: BLE001 - a failing diagnosis proves nothing: cut off
+            log.warning("agent %s: could not diagnose %r: %s", self.node, exc, why)
+            diagnosis = _Diagnosis("other")
+        verdict = outage.classify(diagnosis.symptom, diagnosis.sentinels)
+        with self.lock:
+            first = self.outage is None
+            if first:
+                self.outage = Outage(sent, self.wall(), verdict, causes={verdict.cause})
+            else:
+                assert self.outage is not None
+                changed = self.outage.verdict.cause != verdict.cause
+                self.outage.verdict = verdict
+                self.outage.attempts += 1
+                self.outage.causes = (self.outage.causes or set()) | {verdict.cause}
+                first = changed
+            self.down_at = sent if verdict.cause == outage.REDIS_DOWN else None
+        self.redis_ok = False
+        if first:
+            log.warning("agent %s: heartbeat failed (%s): %s: %s", self.node, verdict.cause, verdict.why, exc)
+        if diagnosis.symptom == "reset" and self.outage is not None and self.outage.attempts == 1:
+            self._drop_connections()
+            return None
+        return False
+
+    def _drop_connections(self) -> None:
+        """Close every pooled connection: after a server died they are all broken, and a retry on another stale
+        one would read as a second reset instead of what a fresh connection meets (refused, or silence)."""
+        pool = getattr(self.client, "connection_pool", None)
+        try:
+            if pool is not None:
+                pool.disconnect()
+        except Exception as exc:  # noqa: BLE001 - best effort: the retry tells what it meets either way
+            log.debug("agent %s: could not drop pooled connections: %s", self.node, exc)
+
+    def _reached(self, sent: float, kept: list[str]) -> None:
+        """Redis answered: close the outage (if any) and record that it was ridden out."""
+        with self.lock:
+            was, self.outage, self.down_at = self.outage, None, None
+        self.redis_ok = True
+        if was is None:
+            return
+        seconds = sent - was.since
+        log.warning("agent %s: Redis reachable again after %.2fs (%s)", self.node, seconds, was.verdict.why)
+        self._emit(DETECT_REDIS_OUTAGE, data={"since": was.since_wall, "seconds": round(seconds, 3),
+                                              "causes": sorted(was.causes or ()), "attempts": was.attempts,
+                                              "last": was.verdict.why, "kept": kept, "at": self.wall()})
 
     def _apply_holders(self, holders: dict[str, tuple[str, int, int]], sent: float) -> None:
         """Act on who holds each role, as the beat script saw it: ``(holder, epoch, orphan epoch)``.
@@ -190,6 +314,7 @@ class Agent:
         lost: list[tuple[str, Held, str]] = []
         reclaim: list[tuple[str, int]] = []
         retake: list[tuple[str, Held]] = []
+        fresh: list[tuple[str, int]] = []
         with self.lock:
             for svc, (holder, epoch, orphan) in holders.items():
                 if svc in self.demoting:
@@ -197,13 +322,15 @@ class Agent:
                 held = self.held.get(svc)
                 if holder == self.node:
                     if held is None or held.epoch != epoch:
-                        log.info("agent %s: primary of %s at epoch %s", self.node, svc, epoch)
+                        fresh.append((svc, epoch))  # a role found in our name: ours only if we hold enough
+                        continue
                     self.held[svc] = Held(epoch, sent)
                     if self.demoted.pop(svc, None) == epoch:  # our lease outlived our self-demotion
                         reclaim.append((svc, epoch))
                 elif held is not None:
-                    if not holder and orphan == held.epoch and sent - held.renewed_at <= limit:
-                        retake.append((svc, held))  # renewing all along: only the lease key is gone
+                    if not holder and orphan == held.epoch and self._may_hold(held, sent) is None:
+                        # renewing all along, or riding out a Redis outage: only the lease key is gone
+                        retake.append((svc, held))
                         continue
                     del self.held[svc]
                     self.demoting.add(svc)
@@ -214,12 +341,76 @@ class Agent:
                     self.demoted.pop(svc, None)  # someone else took over: nothing to reclaim
                 elif not holder and orphan:
                     reclaim.append((svc, orphan))  # ours before this process started (fast restart)
+        for svc, epoch in fresh:
+            why = self.behind(svc)
+            if why is not None:
+                self._abandon(svc, epoch, why)
+                continue
+            log.info("agent %s: primary of %s at epoch %s", self.node, svc, epoch)
+            with self.lock:
+                if svc in self.demoting:
+                    continue
+                self.held[svc] = Held(epoch, sent)
+                if self.demoted.pop(svc, None) == epoch:  # our lease outlived our self-demotion
+                    reclaim.append((svc, epoch))
         for svc, held in retake:
             self._retake(svc, held, sent)
         for svc, held, why in lost:
             self._demote(svc, held.epoch, why)
         for svc, epoch in reclaim:
+            why = self.behind(svc)
+            if why is not None:
+                self._abandon(svc, epoch, why)
+                continue
             self._reclaim(svc, epoch)
+
+    # --- a node never serves less than was acknowledged ------------------------------------------------------------
+    def behind(self, svc: str) -> str | None:
+        """Why this node must not serve ``svc`` with what its own files hold (behind the role's committed
+        position), or None. An unreadable committed position guards nothing: the role-taking that follows
+        needs the same Redis, and the replicas' hash chains check every byte a promotion fetches."""
+        try:
+            committed = replication_state.read_committed(self.client, [svc]).get(svc, {})
+        except Exception as exc:  # noqa: BLE001 - Redis flapping: the lease operations that follow fail alike
+            log.warning("agent %s: committed position of %s unreadable: %s", self.node, svc, exc)
+            return None
+        if not committed:
+            return None
+        try:
+            held = self.holdings(self.bp, self.node, svc)
+        except OSError as exc:  # its own disk unreadable: it holds nothing it can serve
+            log.warning("agent %s: cannot read its copy of %s: %s", self.node, svc, exc)
+            held = {}
+        return survivors.shortfall(held, committed)
+
+    def _abandon(self, svc: str, epoch: int, why: str) -> None:
+        """Give up a role we hold too little for: stop whatever runs of it, drop the lease (or its record) and mark
+        the service failed here, so the detector moves it; we stay a standby and catch up."""
+        with self.lock:
+            if svc in self.demoting:
+                return
+            self.held.pop(svc, None)
+            self.demoted.pop(svc, None)
+            self.demoting.add(svc)
+            self.health.pop(svc, None)
+            self.started.pop(svc, None)
+        log.warning("agent %s: not serving %s (epoch %s): %s", self.node, svc, epoch, why)
+
+        def then(result: Any) -> None:
+            released: bool | None = None
+            try:
+                released = leases.abandon(self.client, svc, self.node, epoch,
+                                          {"at": self.wall(), "since": None, "reason": why, "restarts": 0})
+            except Exception as exc:  # noqa: BLE001 - the lease lapses on its own; the next beat decides again
+                log.warning("agent %s: could not abandon %s: %s", self.node, svc, exc)
+            finally:
+                with self.lock:
+                    self.demoting.discard(svc)
+                    self.trackers.pop(svc, None)
+            self._emit(FAILOVER_SERVICE_FAILED, service=svc, epoch=epoch,
+                       data={"reason": why, "restarts": 0, "released": released, "since": None, "at": self.wall()})
+
+        self._submit(svc, "demote", epoch, then)
 
     def _retake(self, svc: str, held: Held, sent: float) -> None:
         """Re-create the lease of a role we still run, at the same epoch; demote if that is refused."""
@@ -244,19 +435,28 @@ class Agent:
 
     # --- roles ---------------------------------------------------------------------------------
     def _bootstrap(self) -> None:
-        """First start of the fleet: the blueprint's primary takes epoch 1 of services never placed."""
-        try:
-            for svc in self.services:
-                if self.bp.services[svc].primary != self.node:
-                    continue
-                if leases.bootstrap(self.client, svc, self.node, self.bp.policy.lease_ttl):
-                    with self.lock:
-                        self.held[svc] = Held(1, self.clock())
-                        self.started[svc] = 1
-                    self._start(svc, 1, self._bootstrapped(svc))
-            self.bootstrapped = True
-        except Exception as exc:  # noqa: BLE001 - retried on the next beat
-            log.warning("agent %s: bootstrap deferred: %s", self.node, exc)
+        """First start of the fleet: the blueprint's primary takes epoch 1 of services never placed.
+
+        A bootstrap that failed after it may have written (not confirmed by the replicas, or the answer
+        lost) is retried as such: epoch 1 still ours is confirmed again, and only then started.
+        """
+        for svc in self.services:
+            if self.bp.services[svc].primary != self.node:
+                continue
+            try:
+                took = leases.bootstrap(self.client, svc, self.node, self.bp.policy.lease_ttl,
+                                        retry=svc in self.unsure)
+            except Exception as exc:  # noqa: BLE001 - retried on the next beat
+                self.unsure.add(svc)
+                log.warning("agent %s: bootstrap of %s deferred: %s", self.node, svc, exc)
+                return
+            self.unsure.discard(svc)
+            if took:
+                with self.lock:
+                    self.held[svc] = Held(1, self.clock())
+                    self.started[svc] = 1
+                self._start(svc, 1, self._bootstrapped(svc))
+        self.bootstrapped = True
 
     def _reclaim(self, svc: str, epoch: int) -> None:
         """Start again a service we stopped only because Redis was out of reach, if the role is still ours."""
@@ -282,22 +482,30 @@ class Agent:
 
         self._start(svc, epoch, then)
 
+    def _may_hold(self, held: Held, now: float) -> str | None:
+        """Why ``held`` must be given up at ``now`` (see :func:`outage.must_stop`), or None."""
+        return outage.must_stop(now, held.renewed_at, self.down_at, self.bp.policy.lease_ttl - self.safety,
+                                self.tolerance)
+
     def check_fence(self) -> list[str]:
-        """Demote every held service whose lease we could not renew in time; returns their ids."""
+        """Demote every held service whose lease we could not renew in time; returns their ids.
+
+        "In time" is ``lease_ttl - safety`` since the last renewal, unless the latest failed renewal proved
+        Redis itself down (then the primary keeps serving, see :mod:`continuity.detect.outage`).
+        """
         now = self.clock()
-        limit = self.bp.policy.lease_ttl - self.safety
-        due: list[tuple[str, Held]] = []
+        due: list[tuple[str, Held, str]] = []
         with self.lock:
             for svc, held in list(self.held.items()):
-                if now - held.renewed_at > limit:
+                why = self._may_hold(held, now)
+                if why is not None:
                     del self.held[svc]
                     self.demoted[svc] = held.epoch
                     self.demoting.add(svc)
-                    due.append((svc, held))
-        for svc, held in due:
-            self._demote(svc, held.epoch, f"lease not renewed for {now - held.renewed_at:.2f}s "
-                                          f"(limit {limit:.2f}s of a {self.bp.policy.lease_ttl:g}s lease)")
-        return [svc for svc, _ in due]
+                    due.append((svc, held, why))
+        for svc, held, why in due:
+            self._demote(svc, held.epoch, f"{why}; a {self.bp.policy.lease_ttl:g}s lease")
+        return [svc for svc, _, _ in due]
 
     def demote_all(self, reason: str) -> list[str]:
         """Stop every held role (worker shutdown): a primary nobody watches must not keep running.
@@ -316,6 +524,7 @@ class Agent:
     def _demote(self, svc: str, epoch: int, reason: str) -> None:
         """Queue the demote hook; the caller has already taken the role away and marked it ``demoting``."""
         log.warning("agent %s: demoting %s (epoch %s): %s", self.node, svc, epoch, reason)
+        decided = self.wall()
         with self.lock:
             self.health.pop(svc, None)
             self.started.pop(svc, None)
@@ -324,7 +533,7 @@ class Agent:
             with self.lock:
                 self.demoting.discard(svc)  # stopped: a reclaim may start it again from now on
             self._emit(FAILOVER_SELF_DEMOTED, service=svc, epoch=epoch,
-                       data={"reason": reason, "hook_rc": _rc(result), "at": self.wall()})
+                       data={"reason": reason, "hook_rc": _rc(result), "at": self.wall(), "decided_at": decided})
 
         self._submit(svc, "demote", epoch, then)
 
@@ -421,7 +630,13 @@ class Agent:
         return done
 
     def _restart(self, svc: str, epoch: int, decision: Decision, since: float | None) -> None:
-        """Start hook again at the same epoch: the hooks are idempotent, and the role never left this node."""
+        """Start hook again at the same epoch: the hooks are idempotent, and the role never left this node.
+
+        Not when this node's copy is behind the committed position (its disk lost data): then the role goes."""
+        why = self.behind(svc)
+        if why is not None:
+            self._give_up(svc, epoch, Decision("give_up", why, decision.failures, decision.restarts), since)
+            return
         with self.lock:
             held = self.held.get(svc)
             if held is None or held.epoch != epoch or svc in self.demoting:
@@ -466,7 +681,10 @@ class Agent:
                              "hook_rc": _rc(result)})
             info = {"at": self.wall(), "since": since, "reason": decision.reason, "restarts": decision.restarts}
             try:
-                given = leases.give_up(self.client, svc, self.node, epoch, info)
+                # signed by this node's heartbeat key: the detector fails a service over on a node's own word
+                # only, never on a marker anyone with Redis access could SET
+                given = leases.give_up(self.client, svc, self.node, epoch, info,
+                                       sign=lambda claim: heartbeats.sign_claim(self.key, claim))
             except Exception as exc:  # noqa: BLE001 - the lease lapses on its own; the ladder starts again
                 log.warning("agent %s: could not release %s after giving it up: %s", self.node, svc, exc)
         finally:
@@ -484,6 +702,19 @@ class Agent:
             self.pulse.emit(kind, node=self.node, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the history must never stop the agent
             log.warning("agent %s: could not record %s: %s", self.node, kind, exc)
+
+
+@dataclass(frozen=True)
+class _Diagnosis:
+    symptom: str
+    sentinels: Any = None
+
+
+def _symptom_only(exc: BaseException) -> _Diagnosis:
+    """The default diagnosis: what the error itself proves (no sentinels asked)."""
+    from continuity.redisd import symptom_of  # redis-py's exception classes
+
+    return _Diagnosis(symptom_of(exc))
 
 
 def _rc(result: Any) -> int | None:
@@ -521,21 +752,26 @@ class AgentRunner:
             t.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _every(self, period: float, step: Callable[[], Any]) -> None:
+    def _every(self, period: float, step: Callable[[], Any], retry: float | None = None) -> None:
+        """Run ``step`` every ``period``; every ``retry`` instead after it returned False (a failed beat)."""
         next_at = time.monotonic()
         while not self._stop.is_set():
+            ok: Any = True
             try:
-                step()
+                ok = step()
             except Exception:  # noqa: BLE001 - a bug in one step must not end the loop
                 log.exception("agent %s: %s failed", self.agent.node, getattr(step, "__name__", step))
-            next_at += period
+            step_period = retry if retry is not None and ok is False else period
+            next_at += step_period
             now = time.monotonic()
             if next_at < now:  # we were paused or starved: do not fire a burst to catch up
-                next_at = now + period
+                next_at = now + step_period
             self._stop.wait(next_at - now)
 
     def _beat_loop(self) -> None:
-        self._every(self.interval, self.agent.beat_once)
+        # through an outage the renewal is retried four times as often: the role is renewed as soon as Redis
+        # answers, well inside the grace the detector gives nodes after a Redis outage
+        self._every(self.interval, self.agent.beat_once, retry=max(0.05, self.interval / 4))
 
     def _probe_loop(self) -> None:
         self._every(self.interval, lambda: self.agent.tend(self._pool))

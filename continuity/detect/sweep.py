@@ -1,34 +1,35 @@
 """One detector sweep against Redis: read everything once, decide purely, write back what changed.
 
-This is the imperative shell around :mod:`detector` and :mod:`mode`: the Celery
-task ``continuity.control.sweep`` calls :func:`run_sweep` every second and
-injects the failover planner and launcher, so nothing in here imports Celery
-or :mod:`continuity.failover` (the layering test holds ``detect`` and
-``failover`` apart; what both need lives in :mod:`continuity.state` and
+This is the imperative shell around :mod:`detector` and :mod:`mode`: the detector loop
+(:mod:`continuity.detect.loop`, a thread in every control worker) calls :func:`run_sweep` once per
+heartbeat interval while it holds the leader lease, and the Celery shell injects the failover planner
+and launcher, so nothing in here imports Celery or :mod:`continuity.failover` (the layering test holds
+``detect`` and ``failover`` apart; what both need lives in :mod:`continuity.state` and
 :mod:`continuity.services`).
 
 Shape of a sweep, chosen for 10,000 nodes in well under 50 ms:
 
-1. a short lock (two control workers may both receive a sweep; only one acts);
-2. one pipelined round trip: Redis ``TIME`` (the only clock used, the same one
+1. one pipelined round trip: Redis ``TIME`` (the only clock used, the same one
    that stamped heartbeat arrivals), all heartbeats, their arrival stamps, the
    previous node states, the detector meta, the mode and every lease;
-3. verify each changed heartbeat (HMAC, node, sequence, freshness); a beat that
+2. verify each changed heartbeat (Ed25519 signature with the node's registered public key, node, sequence,
+   freshness); a beat that
    fails is reported once as ``detect.heartbeat_rejected`` and changes nothing;
-4. :func:`detector.sweep` and :func:`mode.compute`;
-5. one pipelined write of changed states, meta and mode; pulse events for every
-   transition; the newly dead nodes go to the failover planner and launcher, and so does
-   every service a live node gave up on (``keys.service_failed``, set by the agent's local
-   recovery when restarting in place did not help).
+3. :func:`detector.sweep` (with the loop's :class:`~continuity.detect.detector.View` of its own watch: the
+   grace after a gap, TILT after its own pause) and :func:`mode.compute`;
+4. one transaction, guarded by the leader lease (and renewing it), writing changed states, meta, mode and a
+   journal entry; pulse events for every transition; the newly dead nodes go to the failover planner and
+   launcher, and so does every service a live node gave up on (``keys.service_failed``, set by the agent's
+   local recovery when restarting in place did not help).
 
-Ingest is split from decide: verifying 10,000 MACs a second is per-arrival work, and doing it all
+Ingest is split from decide: verifying 10,000 signatures a second is per-arrival work, and doing it all
 inside the sweep made the sweep (what a failover waits on) pay for it every second. :func:`run_ingest`
 drains and verifies the pending hash in small slices between sweeps (the control worker runs it from a
 background thread, every ~150 ms); the verified beats wait in the process's :class:`SweepCache` and the
-sweep only drains what arrived since the last slice. Ingest is sticky: it drains only while the
-generation in Redis is the one its cache holds (its process made the last sweep), so a process whose
-memory is stale never swallows beats; a sweep landing in another process reads in full as before, and
-beats an ingest slice drained there are still in the heartbeat hash, found by the full read or the recheck.
+sweep only drains what arrived since the last slice. The leader runs the ingest; it drains only while the
+generation in Redis is the one its cache holds (its process made the last sweep), so a process that lost the
+lease never swallows beats meant for the new leader, whose first sweep reads in full (and finds the beats
+an ingest slice drained, which stay in the heartbeat hash).
 """
 
 from __future__ import annotations
@@ -41,15 +42,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import compress, repeat
 from typing import Any
 
+from continuity import pause_auth
 from continuity.blueprint import Blueprint
 from continuity.detect import detector
 from continuity.detect import mode as modes
 from continuity.events import (
+    DETECT_CLAIM_REJECTED,
     DETECT_FAILOVER_LAUNCH_FAILED,
     DETECT_FAILOVER_REQUESTED,
+    DETECT_GRACE_ENDED,
+    DETECT_GRACE_STARTED,
     DETECT_HEARTBEAT_REJECTED,
     DETECT_MODE_CHANGED,
     DETECT_NODE_ALIVE,
@@ -60,12 +64,15 @@ from continuity.events import (
     DETECT_STORM_CLEARED,
     DETECT_TILT,
     DETECT_TILT_ENDED,
+    FAILOVER_PAUSE_REJECTED,
     EventKind,
     EventSink,
 )
+from continuity.services import survivors
 from continuity.state import controls as state_controls
 from continuity.state import detection, heartbeats, incidents, leases, routes
 from continuity.state import mode as state_mode
+from continuity.state import replication as replication_state
 from continuity.state.detection import Snapshot
 
 log = logging.getLogger("continuity.sweep")
@@ -102,13 +109,24 @@ class SweepCache:
     ingested: dict[str, detector.Beat] = field(default_factory=dict)
     ingest_rejected: dict[str, tuple[heartbeats.Rejected, bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    bad_claims: dict[str, str] = field(default_factory=dict)  # service -> fingerprint of a refused marker, told once
+    chains: dict[str, heartbeats.ChainState] = field(default_factory=dict)  # node -> its statement + newest token
+    last_raw: dict[str, bytes] = field(default_factory=dict)  # node -> the beat that token came in
+    pauses: pause_auth.Memory = field(default_factory=pause_auth.Memory)  # signed pauses seen (deletion != resume)
+    statement_budget: int | None = 200  # statement signatures (Ed25519) verified per call; the rest wait
     _names: dict[bytes, str] = field(default_factory=dict)
-    _keys: dict[str, bytes | None] = field(default_factory=dict)
+    _keys: dict[str, heartbeats.Verifier | None] = field(default_factory=dict)
     _bp: Any = None
 
     def prepare(self, bp: Blueprint) -> None:
-        """Per-blueprint lookups (node name bytes -> name, name -> key), rebuilt when the blueprint changes."""
+        """Per-blueprint lookups (node name bytes -> name, name -> key), rebuilt when the blueprint changes; keys
+        still missing (a node whose worker has not created its key yet) are looked up again now and then."""
+        if self._bp is bp and self.keyring.refresh():
+            self._keys = {n: self.keyring.get(n) for n in bp.nodes}  # the operator re-registered a key
         if self._bp is bp:
+            if self.keyring.missing():
+                for n in [n for n, k in self._keys.items() if k is None]:
+                    self._keys[n] = self.keyring.get(n)
             return
         self._names = {n.encode(): n for n in bp.nodes}
         self._keys = {n: self.keyring.get(n) for n in bp.nodes}
@@ -120,6 +138,17 @@ class SweepCache:
         if None in out:
             out = [n if n is not None else f.decode(errors="replace") for n, f in zip(out, fields, strict=True)]
         return out
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """The leader lease a sweep runs under: ``holder`` (the lease's id) guards its write, which renews the lease
+    for ``ttl`` seconds; ``node`` and ``term`` go into the sweep journal."""
+
+    holder: str
+    node: str = ""
+    term: int = 0
+    ttl: float = 1.5
 
 
 @dataclass
@@ -214,84 +243,9 @@ def _recheck(client: Any, bp: Blueprint, snap: Snapshot, prev: Mapping[str, dete
             entries[node] = (raw, arrival)
 
 
-def _take(mask: list[bool], slow: list[str], names: list[str], *cols: list[Any]) -> tuple[list[Any], ...]:
-    """Keep the rows where ``mask`` holds; the names of the others go to the slow path."""
-    if all(mask):
-        return (names, *cols)
-    slow.extend(n for n, m in zip(names, mask, strict=True) if not m)
-    return tuple(list(compress(c, mask)) for c in (names, *cols))
-
-
-def _verify_fast(entries: Mapping[str, tuple[bytes, bytes | None]], prev: Mapping[str, detector.NodeState],
-                 cache: SweepCache, strict: bool, age: float, beats: dict[str, detector.Beat],
-                 rejected: dict[str, heartbeats.Rejected], slow: list[str]) -> None:
-    """The batch form of :func:`heartbeats.verify`, column by column, every step one C-level pass.
-
-    Same checks in the same order (known node, wire form, MAC, signed node name, freshness, sequence);
-    a row failing any of them leaves the batch for the slow path, which names the precise reason.
-    """
-    names = list(entries)
-    raws, arrivals_b = (list(c) for c in zip(*entries.values(), strict=True))
-    key_list = list(map(cache._keys.get, names))
-    end = len(heartbeats.PREFIX) + heartbeats.TAG_LEN
-    mask = [k is not None and r.startswith(heartbeats.PREFIX) and r[end:end + 1] == b"." and a is not None
-            for k, r, a in zip(key_list, raws, arrivals_b, strict=True)]
-    names, raws, arrivals_b, key_list = _take(mask, slow, names, raws, arrivals_b, key_list)
-    bodies = [r[end + 1:] for r in raws]
-    ok = heartbeats.check_macs(key_list, bodies, [r[len(heartbeats.PREFIX):end] for r in raws])
-    names, raws, arrivals_b, bodies = _take(ok, slow, names, raws, arrivals_b, bodies)
-    splits = list(map(bytes.split, bodies, repeat(b"|"), repeat(4)))
-    mask = [len(sp) == 5 and sp[0] == n.encode() for sp, n in zip(splits, names, strict=True)]
-    names, raws, arrivals_b, splits = _take(mask, slow, names, raws, arrivals_b, splits)
-    if not names:
-        return
-    try:
-        _n, seq_b, ts_b, _nonce, svc_raws = zip(*splits, strict=True)
-        seqs, stamps, arrivals = list(map(int, seq_b)), list(map(float, ts_b)), list(map(float, arrivals_b))
-    except ValueError:
-        slow.extend(names)  # a signed beat with unreadable numbers, or a bad arrival: per row, slow path
-        return
-    mask = [-age <= a - t <= age for a, t in zip(arrivals, stamps, strict=True)]
-    names, raws, seqs, arrivals, svc_raws = _take(mask, slow, names, raws, seqs, arrivals, svc_raws)
-    lasts = [-1 if st is None or st.last_seq is None else st.last_seq for st in map(prev.get, names)]
-    if cache.ingested:  # a beat verified by an ingest slice since the last sweep is the newest accepted
-        for i, b in enumerate(map(cache.ingested.get, names)):
-            if b is not None:
-                lasts[i] = b.seq
-    mask = [q > last for q, last in zip(seqs, lasts, strict=True)]
-    if not all(mask):
-        for n, q, last, raw, fresh in zip(names, seqs, lasts, raws, mask, strict=True):
-            if fresh:
-                continue
-            if q < last or strict:
-                rejected[n] = heartbeats.Rejected("replayed", f"seq {q} not after last accepted {last}")
-            else:
-                cache.accepted[n] = raw  # already counted (by another process's sweep)
-        names, raws, seqs, arrivals, svc_raws = _take(mask, [], names, raws, seqs, arrivals, svc_raws)
-    known_raw, known = cache.services_raw, cache.services
-    services = list(map(known.get, names))
-    same = list(map(bytes.__eq__, svc_raws, map(known_raw.get, names, repeat(b""))))
-    if not all(same):
-        for i, (n, svc_raw) in enumerate(zip(names, svc_raws, strict=True)):
-            if same[i]:
-                continue
-            try:
-                parsed = json.loads(svc_raw) if svc_raw != b"{}" else {}
-            except ValueError:
-                parsed = None
-            if not isinstance(parsed, dict):
-                same[i] = False
-                services[i] = None
-                continue
-            known_raw[n], known[n], services[i] = svc_raw, parsed, parsed
-        mask = [sv is not None for sv in services]
-        names, raws, seqs, arrivals, services = _take(mask, slow, names, raws, seqs, arrivals, services)
-    cache.accepted.update(zip(names, raws, strict=True))
-    beats.update(zip(names, map(detector.Beat, seqs, arrivals, services), strict=True))
-
-
 def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]],
                  prev: Mapping[str, detector.NodeState], cache: SweepCache, *, strict: bool = True,
+                 budget: int | None = None,
                  ) -> tuple[dict[str, detector.Beat], dict[str, heartbeats.Rejected]]:
     """New authentic beats per node, and the rejections (by hash field) of every other entry.
 
@@ -301,46 +255,57 @@ def verify_beats(bp: Blueprint, entries: Mapping[str, tuple[bytes, bytes | None]
     arrival forward. A full read (``strict`` False) sees beats another sweeper may already have
     counted, so an equal sequence is skipped silently there; an older one is still a replay.
 
-    The MACs of all well-formed entries are checked in one batch (:func:`heartbeats.check_macs`);
-    anything malformed or failing goes through :func:`heartbeats.verify` for its precise reason.
+    Per beat the check is a few SHA-256 of its chain token against the token accepted before
+    (:func:`heartbeats.check_beat`, state in ``cache.chains``); the Ed25519 signature of a node's statement is
+    verified only when the statement's bytes change, at most ``cache.statement_budget`` times per call: a beat
+    past the budget waits for a later call (a new leader's first reads verify every node's statement).
     """
     cache.prepare(bp)
     beats: dict[str, detector.Beat] = {}
     rejected: dict[str, heartbeats.Rejected] = {}
     age = max_beat_age(bp)
-    slow: list[str] = []
-    if entries:
-        _verify_fast(entries, prev, cache, strict, age, beats, rejected, slow)
-    prev_get, accepted, Beat = prev.get, cache.accepted, detector.Beat
-    for node in slow:
-        raw, arrival_b = entries[node]
-        if node not in bp.nodes:
+    left = heartbeats.Budget(cache.statement_budget if budget is None else budget)
+    prev_get, accepted, chains, keys_, ingested = prev.get, cache.accepted, cache.chains, cache._keys, cache.ingested
+    check, nodes, Beat = heartbeats.check_beat, bp.nodes, detector.Beat
+    for node, (raw, arrival_b) in entries.items():
+        if node not in nodes:
             rejected[node] = heartbeats.Rejected("unknown-node", f"{node!r} is not in the blueprint")
             continue
-        state = prev_get(node)
-        last = state.last_seq if state is not None else None
-        if node in cache.ingested:
-            last = cache.ingested[node].seq
         try:
             arrival = float(arrival_b) if arrival_b else None
         except ValueError:
             arrival = None
+        state = chains.get(node)
         try:
-            hb = heartbeats.verify(raw.decode(errors="replace"), node, cache.keyring, last_seq=last if strict else None,
-                                  arrival=arrival, max_age=age)
+            new_state, hb = check(node, raw, arrival, keys_.get(node), state, age, left)
+        except heartbeats.Deferred:
+            continue
         except heartbeats.Rejected as exc:
+            if not strict and exc.reason == "replayed" and state is not None and raw == state_raw(cache, node):
+                accepted[node] = raw  # the very beat this process accepted: already counted
+                continue
             rejected[node] = exc
             continue
-        # only reached when the fast path could not read the arrival stamp or a non-strict equal seq
+        st = prev_get(node)
+        last = st.last_seq if st is not None else None
+        if node in ingested:
+            last = ingested[node].seq
+        chains[node] = new_state
+        cache.last_raw[node] = raw
         if last is not None and hb.seq <= last:
-            if hb.seq < last:
+            if hb.seq < last or strict:
                 rejected[node] = heartbeats.Rejected("replayed", f"seq {hb.seq} not after last accepted {last}")
             else:
-                accepted[node] = raw
+                accepted[node] = raw  # already counted (by another process's sweep)
             continue
         accepted[node] = raw
         beats[node] = Beat(hb.seq, arrival if arrival is not None else hb.ts, hb.services)
     return beats, rejected
+
+
+def state_raw(cache: SweepCache, node: str) -> bytes | None:
+    """The wire beat whose token is the newest this process accepted for ``node``."""
+    return cache.last_raw.get(node)
 
 
 @dataclass
@@ -357,7 +322,7 @@ class IngestResult:
 def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
     """Drain and verify the pending heartbeats into ``cache`` (for the next sweep to decide on).
 
-    Every beat still passes the full check (MAC, signed node name, freshness against its Redis arrival,
+    Every beat still passes the full check (signature, signed node name, freshness against its Redis arrival,
     sequence after the newest accepted one, counting earlier slices); a rejected one is kept, with its
     bytes, for the sweep to report once like any other. Does nothing until this process has swept, and
     nothing while another process swept since (its memory would be stale; the sweep there reads in full).
@@ -381,6 +346,7 @@ def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
             cache.ingested.clear()
             cache.ingest_rejected.clear()
             return IngestResult(skipped="misaligned batch", seconds=time.perf_counter() - t0)
+        # the same budget as a sweep: a slice holds the cache's lock, and a sweep waiting on it is a late sweep
         beats, rejected = verify_beats(bp, entries, cache.states, cache, strict=True)
         cache.ingested.update(beats)
         for node, exc in rejected.items():
@@ -444,23 +410,20 @@ class IngestLoop:
                 self.rejected += len(res.rejected)
 
 
-def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pulse: EventSink | None = None,
-              launch: Launcher | None = None, plan: Planner | None = None, controls: Controls | None = None,
-              lock_ttl: float = 2.0) -> SweepResult:
-    """Run one sweep; returns what it saw and did (the task's result, the bench's measurement).
+def run_sweep(client: Any, bp: Blueprint, lead: Leadership, *, view: detector.View | None = None,
+              cache: SweepCache | None = None, pulse: EventSink | None = None, launch: Launcher | None = None,
+              plan: Planner | None = None, controls: Controls | None = None) -> SweepResult:
+    """Run one sweep under the leader lease ``lead``; returns what it saw and did (the loop's and the
+    bench's measurement). Nothing is written or launched unless ``lead.holder`` still holds the lease when
+    the results are written.
 
+    ``view`` is what the calling loop measured about its own watch (default: an unbroken one).
     ``plan`` (the failover planner) and ``launch`` come from the shell; without ``plan`` dead nodes are
     classified and published but no failover is requested. ``controls`` defaults to the pauses and
     cool-downs in :mod:`continuity.state.controls`.
     """
     cache = cache or SweepCache()
     t0 = time.perf_counter()
-    token = detection.lock(client, lock_ttl)
-    if token is None:
-        # the detector as a whole is still awake: record it, so a sweeper that stalled holding the
-        # lock is not mistaken for the detector having been paused (TILT)
-        detection.note_attempt(client)
-        return SweepResult(now=time.time(), skipped="another sweep holds the lock")
     # The cyclic garbage collector, left on, runs dozens of times inside a 10,000-node sweep (each run
     # scanning every object the cache holds) and was most of its time. Nothing here makes cycles worth
     # waiting for: collect after the sweep, between sweeps, instead of inside it.
@@ -468,15 +431,15 @@ def run_sweep(client: Any, bp: Blueprint, *, cache: SweepCache | None = None, pu
     gc.disable()
     try:
         with cache.lock:  # an ingest thread of this process waits while we sweep
-            return _sweep_locked(client, bp, cache, pulse, launch, plan, controls, t0, token)
+            return _sweep_locked(client, bp, lead, view, cache, pulse, launch, plan, controls, t0)
     finally:
         if gc_was_on:
             gc.enable()
-        detection.unlock(client, token)
 
 
-def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: EventSink | None, launch: Launcher | None,
-                  plan: Planner | None, controls: Controls | None, t0: float, token: str) -> SweepResult:
+def _sweep_locked(client: Any, bp: Blueprint, lead: Leadership, view: detector.View | None, cache: SweepCache,
+                  pulse: EventSink | None, launch: Launcher | None, plan: Planner | None, controls: Controls | None,
+                  t0: float) -> SweepResult:
     services = sorted(bp.services)
     snap = _read(client, bp, services, cache)
     if snap.misaligned:
@@ -500,11 +463,8 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: EventSin
                 prev[node] = detector.NodeState.from_dict(data)
         cache.accepted.clear()  # arrivals/sequences in Redis may lag: re-derive them from the beats
     t_read = time.perf_counter()
-    attempt = snap.attempt
     meta_data = _loads(snap.meta)
     meta = detector.Meta.from_dict(meta_data) if isinstance(meta_data, dict) else detector.Meta()
-    if attempt is not None and meta.last_sweep is not None and meta.last_sweep < attempt <= now:
-        meta = replace(meta, last_sweep=attempt)
     beats, rejected = verify_beats(bp, snap.entries, prev, cache, strict=not snap.full)
     bad_raw = {n: e[0] for n, e in snap.entries.items() if n in rejected}
     if cache.ingested or cache.ingest_rejected:
@@ -516,7 +476,7 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: EventSin
         cache.ingested, cache.ingest_rejected = {}, {}
     t_verify = time.perf_counter()
 
-    outcome = detector.sweep(prev, beats, bp, now, meta)
+    outcome = detector.sweep(prev, beats, bp, now, meta, view)
     holders = {s: (lease.node if lease is not None else None) for s, lease in lease_map.items()}
     prev_mode = state_mode.parse(snap.mode)
     mode = modes.compute(bp, holders, outcome.states, now, prev_mode if isinstance(prev_mode, dict) else None)
@@ -542,31 +502,37 @@ def _sweep_locked(client: Any, bp: Blueprint, cache: SweepCache, pulse: EventSin
     stale = [n for n in prev if n not in outcome.states]
     mode_doc = mode.as_dict()
     storm_ids = [i for i in incidents.ids(client) if i.startswith("storm-")] if outcome.storm_cleared else []
-    # write only while we still hold the lock: a sweeper that stalled past its lock (paused process)
+    # write only while we still hold the lease: a leader that stalled past its lease (paused process)
     # must not overwrite newer states with old ones, nor launch failovers from stale evidence
     generation = detection.write(
-        client, token, changed=changed, stale=stale, meta=out_meta.as_dict(),
+        client, lead.holder, changed=changed, stale=stale, meta=out_meta.as_dict(),
         mode=mode_doc if not isinstance(prev_mode, dict) or _mode_key(prev_mode) != _mode_key(mode_doc) else None,
         open_incidents={_storm_id(outcome): _storm_incident(outcome, now)} if outcome.storm_started else {},
-        close_incidents=storm_ids)
+        close_incidents=storm_ids, mark=detection.SweepMark(now, outcome.sweep_gap, lead.node, lead.term),
+        lease_ttl=lead.ttl)
     if generation is None:
-        log.warning("sweep: lost the lock before writing (stalled too long); results discarded")
+        log.warning("sweep: lost the leader lease before writing (stalled too long); results discarded")
         cache.generation = ""
-        return SweepResult(now=now, skipped="lost the lock before writing")
+        return SweepResult(now=now, skipped=LOST_LEASE)
     cache.states, cache.generation = outcome.states, generation
     t_write = time.perf_counter()
 
     result = SweepResult(now=now, outcome=outcome, mode=mode, accepted=len(beats),
                          rejected={n: e.reason for n, e in rejected.items()})
     _emit_events(pulse, outcome, new_rejections, prev_mode, mode, now)
+    for removed in cache.pauses.observe(snap.pauses, lambda scopes: state_controls.read_resumes(client, scopes), now):
+        log.warning("sweep: pause of %s removed without a signed resume: still honoured", removed["scope"])
+        _emit(pulse, FAILOVER_PAUSE_REJECTED, data={"scope": removed["scope"], "reason": removed["reason"],
+                                                    "signer": removed["signer"]})
     if outcome.eligible:
         # a role whose lease vanished is still its last holder's: if that node is the one now dead, it
         # fails over like any dead primary (its own agent takes back a vanished lease while it lives)
         planned = {s: lease if lease is not None else snap.records.get(s) for s, lease in lease_map.items()}
-        result.launched = _fail_over(client, bp, outcome, planned, now, pulse, launch, plan, controls)
-    if snap.failed and not outcome.tilt:
+        result.launched = _fail_over(client, bp, outcome, planned, now, pulse, launch, plan, controls, cache)
+    if snap.failed and not outcome.tilt and not outcome.grace:
         # no storm check: the evidence is the node's own word that it stopped the service, not silence
-        result.launched += _fail_failed_services(client, bp, outcome, snap, now, pulse, launch, plan, controls)
+        result.launched += _fail_failed_services(client, bp, outcome, snap, now, pulse, launch, plan, controls,
+                                                 cache)
     t_end = time.perf_counter()
     result.timings = {"read": t_read - t0, "verify": t_verify - t_read, "decide": t_decide - t_verify,
                       "write": t_write - t_decide, "total": t_end - t0}
@@ -596,6 +562,10 @@ def _emit(pulse: EventSink | None, kind: EventKind, **kwargs: Any) -> None:
         log.warning("sweep: could not record %s: %s", kind, exc)
 
 
+LOST_LEASE = "lost the leader lease before writing"
+TILT_WHY = {"paused": "the detector itself was paused: no action until the grace ends",
+            "clock-jump": "Redis time moved unlike the detector's own clock: no action until the grace ends"}
+
 EVENT_FOR = {detector.SUSPECT: DETECT_NODE_SUSPECT, detector.DEAD: DETECT_NODE_DEAD,
              detector.ALIVE: DETECT_NODE_ALIVE, detector.EXPECTED_OFFLINE: DETECT_NODE_EXPECTED_OFFLINE}
 
@@ -611,10 +581,16 @@ def _emit_events(pulse: EventSink | None, outcome: detector.Outcome, rejected: M
             st = outcome.states[tr.node]
             _emit(pulse, kind, node=tr.node, data={**tr.as_dict(), "last_seen": st.last_arrival})
     if outcome.tilt_started:
-        _emit(pulse, DETECT_TILT, data={"gap": outcome.sweep_gap, "until": outcome.meta.tilt_until,
-                                          "reason": "the detector itself was paused: no action until the grace ends"})
+        _emit(pulse, DETECT_TILT, data={"gap": outcome.sweep_gap, "own_gap": outcome.own_gap,
+                                          "until": outcome.meta.tilt_until,
+                                          "reason": TILT_WHY.get(outcome.tilt_reason or "", outcome.tilt_reason)})
     if outcome.tilt_ended:
         _emit(pulse, DETECT_TILT_ENDED, data={"at": now})
+    if outcome.grace_started:
+        _emit(pulse, DETECT_GRACE_STARTED, data={"reason": outcome.meta.grace_reason, "gap": outcome.sweep_gap,
+                                                   "at": now, "until": outcome.meta.grace_until})
+    if outcome.grace_ended:
+        _emit(pulse, DETECT_GRACE_ENDED, data={"at": now})
     if outcome.storm_started:
         _emit(pulse, DETECT_STORM, data=_storm_incident(outcome, now))
     if outcome.storm_cleared:
@@ -625,24 +601,58 @@ def _emit_events(pulse: EventSink | None, outcome: detector.Outcome, rejected: M
                                                   "shed_tiers": mode.shed_tiers})
 
 
-def _planning(client: Any, bp: Blueprint, controls: Controls | None,
-              ) -> tuple[dict[str, Any], tuple[set[str], bool, dict[str, float]]]:
+_pause_rejections: dict[tuple[str, str], float] = {}  # (scope, reason) -> when last reported (monotonic)
+
+
+def _planning(client: Any, bp: Blueprint, controls: Controls | None, pulse: EventSink | None = None,
+              cache: SweepCache | None = None) -> tuple[dict[str, Any], tuple[set[str], bool, dict[str, float]]]:
     """The planner's extra kwargs and the pause/cool-down state (read from :mod:`continuity.state.controls`
-    unless a test injected ``controls``)."""
+    unless a test injected ``controls``). Only pauses an operator signed count (:mod:`continuity.pause_auth`);
+    each ignored note is reported as ``failover.pause_rejected``, at most once a minute. A signed note this
+    detector honoured and saw removed without a signed resume still pauses its scope (``cache.pauses``)."""
     # who is primary once the dead node's lease has already expired
-    extra: dict[str, Any] = {"routes": routes.read_many(client, sorted(bp.services))}
-    if controls is None:
-        return extra, state_controls.read(client, bp.services).as_tuple()
-    return extra, controls(client, bp)
+    extra: dict[str, Any] = {"routes": routes.read_many(client, sorted(bp.services)),
+                             "behind": _behind(client, bp)}
+    if controls is not None:
+        return extra, controls(client, bp)
+    checker = pause_auth.Checker()
+    state = state_controls.read(client, bp.services, honour=checker).as_tuple()
+    at = time.monotonic()
+    for rejected in checker.rejected:
+        key = (rejected["scope"], rejected["reason"])
+        if at - _pause_rejections.get(key, -1e9) >= 60.0:
+            _pause_rejections[key] = at
+            log.warning("sweep: pause of %s ignored: %s", rejected["scope"], rejected["reason"])
+            _emit(pulse, FAILOVER_PAUSE_REJECTED, data={"scope": rejected["scope"], "reason": rejected["reason"],
+                                                        "signer": rejected["signer"]})
+    if cache is not None:
+        held = cache.pauses.paused()
+        paused, global_pause, cooldowns = state
+        state = (paused | {s for s in held if s in bp.services}, global_pause or state_controls.GLOBAL in held,
+                 cooldowns)
+    return extra, state
+
+
+def _behind(client: Any, bp: Blueprint) -> dict[str, dict[str, int]]:
+    """Service -> placement node -> committed records it lacks, from the positions standbys published (the planner
+    ranks nodes holding everything acknowledged first). Services with nothing committed are left out."""
+    services = sorted(bp.services)
+    committed = replication_state.read_committed(client, services)
+    applied = replication_state.read_applied(client, committed)
+    out = {}
+    for svc, positions in committed.items():
+        sv = bp.services[svc]
+        out[svc] = survivors.shortfalls((sv.primary, *sv.standbys), applied.get(svc, ()), positions)
+    return out
 
 
 def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map: Mapping[str, Any], now: float,
                pulse: EventSink | None, launch: Launcher | None, plan: Planner | None,
-               controls: Controls | None) -> list[str]:
+               controls: Controls | None, cache: SweepCache | None = None) -> list[str]:
     """Hand the newly dead nodes to the planner and the launcher (failover's code, injected by the shell)."""
     if plan is None:
         return []
-    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls)
+    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls, pulse, cache)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
     plans = plan(bp, set(outcome.eligible), states, dict(lease_map), now, paused, global_pause, cooldowns, **extra)
     trigger = {"by": "detector", "reason": "node dead", "dead": outcome.eligible, "detected_at": now,
@@ -661,7 +671,7 @@ def _fail_over(client: Any, bp: Blueprint, outcome: detector.Outcome, lease_map:
 
 def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome, snap: Snapshot, now: float,
                           pulse: EventSink | None, launch: Launcher | None, plan: Planner | None,
-                          controls: Controls | None) -> list[str]:
+                          controls: Controls | None, cache: SweepCache) -> list[str]:
     """Fail over each service a live node gave up on, one launch (and one record) per service.
 
     Each gets its own trigger, so its record says ``service-failed`` with the node's reason, and its
@@ -671,6 +681,17 @@ def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome,
     """
     failed: dict[str, dict[str, Any]] = {}
     for svc, marker in snap.failed.items():
+        # the node's own word, or nothing: a marker anyone with Redis access SET is not a reason to fail over
+        why = heartbeats.verify_claim(marker, cache.keyring) if marker.get("service", svc) == svc else "other-service"
+        if why is not None:
+            fp = heartbeats.digest(json.dumps(marker, sort_keys=True))
+            if cache.bad_claims.get(svc) != fp:
+                cache.bad_claims[svc] = fp
+                log.warning("sweep: service-failed marker of %s naming %r not believed: %s", svc, marker.get("node"),
+                            why)
+                _emit(pulse, DETECT_CLAIM_REJECTED, service=svc,
+                      data={"reason": why, "claim": "service-failed", "claimed_node": str(marker.get("node"))})
+            continue
         lease = snap.leases.get(svc)
         if lease is not None and lease.epoch > int(marker["epoch"]) and snap.epochs.get(svc, 0) == lease.epoch:
             # someone serves a newer epoch (its verify step would have cleared this; it crashed before)
@@ -679,7 +700,7 @@ def _fail_failed_services(client: Any, bp: Blueprint, outcome: detector.Outcome,
         failed[svc] = marker
     if not failed or plan is None:
         return []
-    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls)
+    extra, (paused, global_pause, cooldowns) = _planning(client, bp, controls, pulse, cache)
     states = {n: s.as_dict() for n, s in outcome.states.items()}
     live = {s: lease for s, lease in snap.leases.items()}
     launched: list[str] = []

@@ -3,18 +3,20 @@
 The split is the safety rule: ``prepare`` touches nothing and returns the
 rollback actions (plain JSON: the pids to SIGCONT, the exact argv/env/cwd to
 relaunch a killed worker, the original bytes of a corrupted region); the runner
-registers them durably and only then calls ``inject``. So no fault can exist
-whose undo was not written down first.
+registers them durably (a 0600 file on this host: :mod:`continuity.drills.rollbacks`)
+and only then calls ``inject``. So no fault can exist whose undo was not written down first.
 
 Faults act on real processes and files found through the blueprint and the
-live registry — the worker pid a node registered, whoever listens on a
-service's port, the node's link proxy — never on names guessed from config.
+live registry — the worker pid a node registered *and signed* (:mod:`continuity.registrations`),
+whoever listens on a service's port, the node's link proxy — never on names guessed from config,
+and never on a pid or argv because Redis alone said so.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import paths, settings
+from continuity import paths, redact, settings, supervision
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.probes import current_primary, http_get, service_port, worker_pid
@@ -32,6 +34,8 @@ from continuity.durations import parse_duration
 from continuity.errors import ContinuityError
 from continuity.services.hooks import run_service_hook
 from continuity.state import epochs, links
+
+SUPERVISOR_RESTART_WAIT = 90.0  # a worker's start (Celery import, registration) on a loaded 2-core host
 
 
 class FaultError(ContinuityError):
@@ -77,6 +81,15 @@ def _service_pids(ctx: FaultContext, node: str, services: list[str] | None = Non
     return out
 
 
+def _hold_for_drill(ctx: FaultContext, nodes: tuple[str, ...]) -> list[str]:
+    """Under a supervisor (``continuity up``), ask it to leave these nodes down until the rollback: one restarter."""
+    if supervision.supervisor() is None:
+        return []
+    for node in nodes:
+        supervision.hold(node, ctx.hold, "node-kill drill")
+    return list(nodes)
+
+
 def _relaunch_action(ctx: FaultContext, node: str, pid: int) -> dict[str, Any]:
     """How to start this worker again exactly as it was started (read from /proc before it dies)."""
     argv = procs.cmdline(pid)
@@ -91,11 +104,12 @@ _SECRET_WORDS = ("KEY", "PASS", "SECRET", "TOKEN", "CRED")
 
 
 def _safe_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The environment minus anything that looks like a secret: rollbacks are stored in Redis (invariant 5).
+    """The environment minus anything that looks like a secret: the rollback file outlives the drill on disk.
     The relaunch takes redacted values from the runner's own environment. Names are matched by word, and the
     settings table's secrets are always redacted (CONTINUITY_FLOWER_AUTH has none of the words)."""
-    redacted = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS) or settings.is_secret(k))
-    return {k: v for k, v in env.items() if k not in redacted}, redacted
+    safe, by_value = redact.redact_env(env)  # by value: CONTINUITY_REDIS_URL carries the Redis password
+    redacted = sorted(set(by_value) | {k for k in safe if any(w in k.upper() for w in _SECRET_WORDS)})
+    return {k: v for k, v in safe.items() if k not in redacted}, redacted
 
 
 # --- node faults -------------------------------------------------------------------------------------------------
@@ -109,13 +123,106 @@ def node_kill(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]) ->
         victims[node] = procs.tree(pid) + sorted({p for ps in services.values() for p in ps})
 
     def inject() -> dict[str, Any]:
+        held = _hold_for_drill(ctx, plan.nodes)
         for pids in victims.values():
             procs.send(pids, signal.SIGKILL)
             procs.wait_gone(pids, 10)
-        return {"killed": victims}
+        return {"killed": victims, "supervisor_held": held}
 
     return Prepared(f"kill -9 the worker and services of {', '.join(plan.nodes)}", rollbacks, inject,
                     {"pids": victims})
+
+
+def node_root(node: str, env: Mapping[str, str], cwd: str | None) -> Path:
+    """The node's own data directory as its worker sees it (``paths.node_dir`` in that process's environment).
+
+    Read from the worker's environment, not the runner's: on a bed of separate hosts each node has its own
+    ``$CONTINUITY_STATE``, and the root to delete is the one the node writes to."""
+    base = Path(cwd or "/")
+    state = env.get(settings.STATE.name)
+    state_path = base / state if state else base / (env.get(settings.ROOT.name) or ".") / ".continuity"
+    return state_path / "nodes" / node
+
+
+def check_loss_root(root: Path, node: str, fenced: Mapping[str, Path]) -> Path:
+    """The directory a node loss may delete, resolved; FaultError when it is anything but ``node``'s own root.
+
+    Deleting is the one step no rollback undoes, so the path is held to its shape (``.../nodes/<node>``, a real
+    directory, not a link: the separate-hosts bed plants links to other nodes' roots exactly there) and must
+    neither be, contain nor sit inside any ``fenced`` path (what -> path: the other nodes' roots, the drill's
+    own state with its rollback files)."""
+    if not node or node in (".", "..") or "/" in node or root.name != node or root.parent.name != "nodes":
+        raise FaultError(f"refusing to delete {root}: not the data root of node {node!r} (.../nodes/{node})")
+    if root.is_symlink():
+        raise FaultError(f"refusing to delete {root}: it is a link ({os.readlink(root)}), not node {node!r}'s root")
+    real = root.resolve()
+    if real.name != node or real.parent.name != "nodes":
+        raise FaultError(f"refusing to delete {root}: it resolves to {real}, not a node root named {node!r}")
+    for what, path in fenced.items():
+        other = path.resolve()
+        if real == other or other.is_relative_to(real) or real.is_relative_to(other):
+            raise FaultError(f"refusing to delete {real}: it overlaps {what} ({other})")
+    return real
+
+
+def _fenced(ctx: FaultContext, node: str) -> dict[str, Path]:
+    """What a loss of ``node`` must not touch: every other node's root, as this host and their workers see it."""
+    out = {"the drill state": ctx.state, "the drill records": paths.state_dir() / "drills"}
+    for other in sorted(ctx.bp.nodes):
+        if other == node:
+            continue
+        out[f"node {other!r}'s root"] = paths.node_dir(other)
+        pid = worker_pid(ctx.client, other)
+        if pid is not None:
+            out[f"node {other!r}'s root (its worker's)"] = node_root(other, procs.environ(pid), procs.cwd(pid))
+    return out
+
+
+def node_loss(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]) -> Prepared:
+    """``node-kill`` plus the node's data root gone, in the same instant: the machine is replaced.
+
+    The node's processes (its worker tree: the replicator and shipper are its children; its services by
+    port) are stopped first, then its root is renamed away (one atomic step), then they are killed: none of
+    them runs between losing the disk and dying, so none writes after the disk is gone. The rollback
+    relaunches the worker on an empty root; it must rejoin as a standby and catch up (it is behind the
+    committed position, so it takes no role: :mod:`continuity.services.survivors`)."""
+    victims: dict[str, list[int]] = {}
+    checked: dict[str, Path] = {}
+    rollbacks = []
+    for node in plan.nodes:
+        pid = _worker(ctx, node)
+        rollbacks.append(_relaunch_action(ctx, node, pid))
+        services = _service_pids(ctx, node)
+        victims[node] = procs.tree(pid) + sorted({p for ps in services.values() for p in ps})
+        if os.getpid() in victims[node]:  # a drill run as a task by the very worker it would freeze and kill
+            raise FaultError(f"this drill runs inside node {node!r}'s worker (pid {os.getpid()}): losing the node "
+                             "would stop the runner before its disk is gone; run it from another node or the CLI")
+        root = node_root(node, procs.environ(pid), procs.cwd(pid))
+        checked[node] = check_loss_root(root, node, _fenced(ctx, node))
+
+    def inject() -> dict[str, Any]:
+        held = _hold_for_drill(ctx, plan.nodes)
+        all_pids = [p for ps in victims.values() for p in ps]
+        procs.send(all_pids, signal.SIGSTOP)
+        moved: dict[str, Path] = {}
+        try:
+            for node, root in checked.items():
+                if root.is_symlink() or not root.is_dir():
+                    continue  # changed since prepare (or never written): nothing of this node to delete
+                trash = root.with_name(f".lost-{node}-{time.time_ns()}")
+                os.rename(root, trash)
+                moved[node] = trash
+        finally:
+            procs.send(all_pids, signal.SIGKILL)  # SIGKILL ends stopped processes too
+            procs.wait_gone(all_pids, 10)
+        for trash in moved.values():
+            shutil.rmtree(trash, ignore_errors=True)
+        return {"killed": victims, "deleted": {n: str(r) for n, r in checked.items() if n in moved},
+                "supervisor_held": held}
+
+    return Prepared(f"kill -9 everything of {', '.join(plan.nodes)} and delete its data root "
+                    f"({', '.join(str(r) for r in checked.values())})", rollbacks, inject,
+                    {"pids": victims, "roots": {n: str(r) for n, r in checked.items()}})
 
 
 def node_stop(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]) -> Prepared:
@@ -302,21 +409,35 @@ def redis_restart(ctx: FaultContext, plan: TargetPlan, params: Mapping[str, Any]
 
     The command line cannot be read back (redis-server rewrites its process title), so the relaunch is
     built from ``executable`` and CONFIG GET; ``requirepass`` is never copied (secrets stay out of the
-    registry) — a password-protected server takes it from $CONTINUITY_REDIS_PASSWORD at restart."""
+    registry). The embedded server of `continuity up` is relaunched from the 0600 config file it was started
+    with (:func:`continuity.redisd.own_conf`): its password stays out of argv (``ps`` shows argv to every user)
+    and its ACL rules (no ``CONFIG SET``, ``MODULE``, ``DEBUG``) stay in force. Any other password-protected
+    server takes the password from $CONTINUITY_REDIS_PASSWORD at restart."""
     info = ctx.client.info("server")
     pid = int(info.get("process_id", 0))
     exe = info.get("executable")
     if not exe or not procs.alive(pid):
         raise FaultError("redis-restart needs a redis-server on this host (its process is not visible here)")
-    argv = [str(exe)]
+    if not procs.same_program(pid, str(exe)):
+        # the server's word is all INFO is: the program relaunched (and the pid killed) must be what /proc says
+        raise FaultError(f"redis-restart: the server says it is {exe} with pid {pid}, but that pid runs another "
+                         "program here (a server on another host, or one that lies): not touching it")
+    from continuity.redisd import own_conf, parse_sentinel  # redis-py: only when this fault is prepared
+
+    conf = own_conf(ctx.client.config_get("dir").get("dir"))
+    argv = [str(exe)] + ([str(conf)] if conf is not None else [])  # redis-server takes its config file first
     for name in _REDIS_RESTART_CONFIG:
         value = ctx.client.config_get(name).get(name)
         if value is not None:
             argv += [f"--{name}", str(value)]
     argv += ["--daemonize", "no"]
     port = int(info.get("tcp_port", 0))
-    url = settings.REDIS_URL.get() or f"redis://127.0.0.1:{port}/0"
-    action = {"kind": "redis-start", "argv": argv, "cwd": procs.cwd(pid), "url": url, "port": port}
+
+    # the restarted server itself (with Sentinel the fleet's URL leads to whichever server is master by then)
+    fleet = settings.REDIS_URL.get()
+    url = fleet if fleet and parse_sentinel(fleet) is None else f"redis://127.0.0.1:{port}/0"
+    action = {"kind": "redis-start", "argv": argv, "cwd": procs.cwd(pid), "url": url, "port": port,
+              "config_file": str(conf) if conf is not None else None}
 
     def inject() -> dict[str, Any]:
         try:
@@ -350,7 +471,7 @@ def extra_rollbacks(ctx: FaultContext, plan: TargetPlan, names: list[str]) -> li
 
 
 INJECTORS: dict[str, Callable[[FaultContext, TargetPlan, Mapping[str, Any]], Prepared]] = {
-    "node-kill": node_kill, "node-stop": node_stop, "satellite-blackout": satellite_blackout,
+    "node-kill": node_kill, "node-loss": node_loss, "node-stop": node_stop, "satellite-blackout": satellite_blackout,
     "service-crash": service_crash, "link-latency": link_latency, "link-partition": link_partition,
     "file-corruption": file_corruption, "backup-corruption": backup_corruption, "redis-restart": redis_restart,
 }
@@ -376,7 +497,18 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
     def do_restart_process(a: Mapping[str, Any]) -> None:
         node = a.get("node")
         if node and worker_pid(ctx.client, str(node)) is not None:
+            supervision.unhold(str(node))
             return  # already back (someone restarted it, or this rollback ran before)
+        if node and supervision.supervisor() is not None:
+            # the supervisor restarts its own child: starting one here too made two workers for one node
+            supervision.unhold(str(node))
+            deadline = time.monotonic() + SUPERVISOR_RESTART_WAIT
+            while worker_pid(ctx.client, str(node)) is None:
+                if time.monotonic() >= deadline:
+                    raise FaultError(f"the supervisor did not bring {node!r}'s worker back within"
+                                     f" {SUPERVISOR_RESTART_WAIT:g}s")
+                time.sleep(0.2)
+            return
         env = dict(a.get("env") or os.environ)
         for name in a.get("env_redacted", []):
             if name in os.environ:
@@ -412,7 +544,9 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
     def do_redis_start(a: Mapping[str, Any]) -> None:
         import redis
 
-        client = redis.Redis.from_url(str(a["url"]), socket_timeout=0.5, socket_connect_timeout=0.5)
+        from continuity.redisd import connect  # redis-py: only when a rollback restarts Redis
+
+        client = connect(str(a["url"]), socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
             try:
                 if client.ping():
@@ -420,9 +554,15 @@ def executors(ctx: FaultContext) -> dict[str, Callable[[Mapping[str, Any]], None
             except redis.RedisError:
                 pass
             argv = list(a["argv"])
-            redis_password = settings.REDIS_PASSWORD.get()
-            if redis_password:
-                argv += ["--requirepass", redis_password]
+            conf = a.get("config_file")
+            if conf:
+                if not Path(conf).is_file():  # never relaunch without it: no password, no ACL rules
+                    raise FaultError(f"redis-server's config file {conf} is gone: not starting it without its "
+                                     "password and ACL rules (start it with `continuity up`)")
+            else:
+                redis_password = settings.REDIS_PASSWORD.get()
+                if redis_password:
+                    argv += ["--requirepass", redis_password]
             procs.launch(argv, dict(os.environ), a.get("cwd"), ctx.state / "logs" / "redis-server.log",
                          ctx.spawned_ledger, "redis-server")
             deadline = time.monotonic() + 20

@@ -118,6 +118,9 @@ class Measurement:
     steady_state_before: bool
     steady_state_after: bool
     integrity_ok: bool
+    # the data loss each failover's prepare step declared (source, loss_records, loss_seconds per service):
+    # what the layer itself says it lost, beside what the load client counted
+    failover_loss: list[dict[str, Any]] = field(default_factory=list)
     expectations: list[Verdict] = field(default_factory=list)
 
     @property
@@ -164,7 +167,9 @@ def _record_id(ev: Mapping[str, Any]) -> str | None:
 
 
 def failovers(events: Sequence[Mapping[str, Any]], since: float) -> tuple[int, list[dict[str, Any]]]:
-    """Failovers started after ``since`` (one ``failover.started`` per record) and each ``failover.step``'s timing."""
+    """Failovers started after ``since`` (one ``failover.started`` per record that names a candidate) and each
+    ``failover.step``'s timing. A record opened with no candidate at all (the service declares no standby) only
+    escalates to a person: no role moved or could move, so it is not counted as a failover."""
     started: set[str] = set()
     anonymous = 0
     steps: list[dict[str, Any]] = []
@@ -174,6 +179,8 @@ def failovers(events: Sequence[Mapping[str, Any]], since: float) -> tuple[int, l
         if ts < since or not kind.startswith("failover."):
             continue
         data = ev.get("data") or {}
+        if kind == FAILOVER_START and data.get("candidate", data.get("to", "")) is None:
+            continue  # nowhere to go (no standby declared): an escalation for a person, not a failover
         if kind == FAILOVER_START:
             rid = _record_id(ev)
             if rid is None:
@@ -258,6 +265,39 @@ def data_loss(writes: Sequence[Write], recovered: Iterable[int] | None) -> tuple
     return len(lost), [w.seq for w in lost], max(0.0, last_lost - newest_ok)
 
 
+def prepare_losses(events: Sequence[Mapping[str, Any]], since: float) -> list[dict[str, Any]]:
+    """The data loss each failover after ``since`` reported at its prepare step, one entry per record and service.
+
+    Prepare states where the new primary's data came from (its own replica, a standby's copy, a snapshot) and
+    how far that is behind the service's committed position (``failover/steps.py``); a redelivered step
+    reports again, and the newest report of a record wins."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for ev in sorted(events, key=lambda e: float(e.get("ts", 0))):
+        data = ev.get("data") or {}
+        if (float(ev.get("ts", 0)) < since or short(str(ev.get("kind", ""))) != FAILOVER_STEP
+                or data.get("step") != "prepare" or not data.get("ok", True)):
+            continue
+        service = str(ev.get("service") or data.get("service") or "")
+        out[(str(data.get("record") or ""), service)] = {
+            "service": service, "record": data.get("record"), "node": data.get("node") or ev.get("node"),
+            "source": data.get("source"), "loss_records": _num(data.get("loss_records")),
+            "loss_seconds": _num(data.get("loss_seconds")), "ts": float(ev.get("ts", 0))}
+    return sorted(out.values(), key=lambda e: e["ts"])
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def service_rpo(metrics: Mapping[str, Any], service: str) -> float | None:
+    """The RPO one drill measured for ``service``: the worst of the loss its failovers reported (prepare) and
+    the span of acknowledged writes the load client found missing; None when neither was measured."""
+    values = [e.get("loss_seconds") for e in metrics.get("failover_loss") or [] if e.get("service") == service]
+    values.append(metrics.get("achieved_rpo"))
+    found = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return max(found) if found else None
+
+
 def _phase_ok(samples: Sequence[Sample], phase: str) -> bool:
     rounds = [r for r in _rounds(samples) if r[1] == phase]
     return bool(rounds) and rounds[-1][2]
@@ -276,6 +316,10 @@ def measure(obs: Observation, objectives: Objectives) -> Measurement:
     lost, lost_seqs, rpo = data_loss(obs.writes, obs.recovered_seqs)
     if rpo is None or (not obs.writes and obs.backup_age is not None):
         rpo = obs.backup_age if obs.backup_age is not None else rpo
+    reported = prepare_losses(obs.events, fault_at)
+    reported_seconds = [e["loss_seconds"] for e in reported if e["loss_seconds"] is not None]
+    if reported_seconds:  # the drill's RPO verdict sees the loss the failover declared, not only the client's
+        rpo = max([*reported_seconds, *([rpo] if rpo is not None else [])])
     before = _phase_ok(obs.samples, "before")
     after = _phase_ok(obs.samples, "after")
     integrity_ok = all(bool(r.get("ok")) for r in obs.integrity)
@@ -283,7 +327,7 @@ def measure(obs: Observation, objectives: Objectives) -> Measurement:
         detection_time=det, detection_event=det_kind, failover_count=count, failover_steps=steps,
         mttr=recovery, impact=impact, writes_sent=len(obs.writes), writes_acked=sum(1 for w in obs.writes if w.acked),
         data_lost=lost, lost_seqs=lost_seqs, achieved_rpo=rpo, steady_state_before=before,
-        steady_state_after=after, integrity_ok=integrity_ok,
+        steady_state_after=after, integrity_ok=integrity_ok, failover_loss=reported,
     )
     m.expectations = judge(m, obs, objectives)
     return m

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continuity import paths, settings
+from continuity import paths, registrations, settings
 from continuity.blueprint import Blueprint
 from continuity.drills import procs
 from continuity.drills.scenarios import ProbeSpec
 from continuity.state import incidents, routes
 from continuity.state import mode as modes
+from continuity.state import replication as replication_state
 from continuity.state.nodes import classifications, read_registry
 from continuity.state.routes import Route
 
@@ -241,27 +242,63 @@ def _redis(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
     return bool(ctx.client.ping()), "PONG", None
 
 
+LAG_FRESH = 10.0  # seconds: a lag reading older than this says nothing about now (its replicator is gone)
+
+
+def _replication_lag(spec: ProbeSpec, ctx: ProbeContext) -> tuple[bool, str, Any]:
+    """Every declared standby of the service's current primary follows it, no further behind than ``tolerance``
+    seconds (default: the policy's ``lag_alert``), as its primary published within the last ``LAG_FRESH`` s.
+
+    The steady state a data-loss drill needs before it strikes: with a standby already behind, the loss it
+    measures is the earlier stall's, not the fault's (and the drill says so before injecting anything)."""
+    assert spec.service
+    svc = ctx.bp.services[spec.service]
+    limit = float(spec.tolerance) if spec.tolerance is not None else ctx.bp.policy.replication.lag_alert
+    primary = current_primary(ctx.client, ctx.bp, spec.service)
+    standbys = [n for n in (svc.primary, *svc.standbys) if n != primary]
+    if not svc.spec.data or not standbys or svc.replication.mode == "off":
+        return True, "nothing replicated", None
+    now = time.time()
+    lags = [g for g in replication_state.read_lags(ctx.client, [spec.service]).get(spec.service, [])
+            if g.primary == primary and now - g.updated <= LAG_FRESH]
+    worst = 0.0
+    for node in standbys:
+        mine = [g for g in lags if g.standby == node]
+        if not mine:
+            return False, f"{node}: no lag published by {primary} lately", None
+        for g in mine:
+            if g.state == "disconnected" or g.lag_seconds > limit:
+                return False, f"{node} {g.source}: {g.state}, {g.lag_seconds:.2f}s behind (limit {limit:g}s)", \
+                    g.lag_seconds
+            worst = max(worst, g.lag_seconds)
+    return True, f"{', '.join(standbys)} within {limit:g}s of {primary} (worst {worst:.2f}s)", worst
+
+
 def worker_pid(client: Any, node: str) -> int | None:
-    """The registered worker pid of ``node`` if that process is alive and really is that node's worker."""
-    info = read_registry(client, node)
+    """The registered worker pid of ``node`` if that process is alive and really is that node's worker.
+
+    Drills signal this pid, so neither half is taken on Redis's word: the registration must be signed by
+    the node's own key (:mod:`continuity.registrations`; a plain ``HSET`` of another pid is ignored), and the
+    process must say it is that node (its environment names it: a pid reused since, or one whose environment
+    this user cannot read, is not a worker of ours)."""
+    info = registrations.verified(read_registry(client, node), node)
     try:
         pid = int(info["pid"]) if info else None
     except (ValueError, KeyError, TypeError):
         return None
-    if pid is None:
+    if pid is None or pid <= 1:
         return None
     if not procs.alive(pid):
         return None
-    env_node = procs.environ(pid).get(settings.NODE.name)
-    if env_node is not None and env_node != node:
-        return None  # pid reused by another process
+    if procs.environ(pid).get(settings.NODE.name) != node:
+        return None
     return pid
 
 
 _PROBES: dict[str, Callable[[ProbeSpec, ProbeContext], tuple[bool, str, Any]]] = {
     "http-health": _http_health, "route": _route, "mode": _mode, "ledger-count": _ledger_count,
     "ledger-integrity": _ledger_integrity, "command": _command, "node-alive": _node_alive,
-    "no-incident": _no_incident, "redis": _redis,
+    "no-incident": _no_incident, "redis": _redis, "replication-lag": _replication_lag,
 }
 
 

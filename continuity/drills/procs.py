@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from continuity import settings
+
 PROC = Path("/proc")
 
 
@@ -90,6 +92,14 @@ def environ(pid: int) -> dict[str, str]:
         if sep:
             out[k] = v
     return out
+
+
+def same_program(pid: int, program: str) -> bool:
+    """Does ``pid`` run ``program``? By executable, not command line: redis-server rewrites its own title."""
+    try:
+        return os.readlink(PROC / str(pid) / "exe") == os.path.realpath(program)
+    except OSError:
+        return False
 
 
 def cwd(pid: int) -> str | None:
@@ -191,7 +201,46 @@ def kill_spawned(ledger: Path) -> None:
     """Stop every process a drill started (test teardown, `continuity down`)."""
     for entry in spawned(ledger):
         pid = int(entry["pid"])
+        if entry.get("argv") and not same_program(pid, str(entry["argv"][0])):
+            continue  # gone, and the pid now belongs to another program
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
+
+
+# processes a fleet runs: Celery workers / beat / Flower, the sample services, drill proxies, redis-server
+FLEET_MARKERS = ("celery", "continuity.sample.ledger_service", "continuity.drills.proxy", "redis-server",
+                 "continuity worker", "continuity beat")
+
+
+def fleet_processes(state: Path, exclude: set[int] | None = None) -> list[int]:
+    """Live processes of the fleet whose state directory is ``state``: a fleet process (by its command line)
+    that runs with ``CONTINUITY_STATE`` set to it, or a redis-server working in a directory inside it."""
+    want = str(Path(state).resolve())
+    skip = set(exclude or ())
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        pid = int(entry.name)
+        line = " ".join(cmdline(pid))
+        if not any(m in line for m in FLEET_MARKERS) or not alive(pid):
+            continue
+        env_state = environ(pid).get(settings.STATE.name)
+        mine = env_state is not None and str(Path(env_state).resolve()) == want
+        if mine or ("redis-server" in line and (cwd(pid) or "").startswith(want + os.sep)):
+            found.append(pid)
+    return sorted(found)
+
+
+def stop_fleet_processes(state: Path, exclude: set[int] | None = None, timeout: float = 5.0) -> list[int]:
+    """SIGTERM every process of the fleet at ``state`` still running, SIGKILL what remains after ``timeout``;
+    returns the pids found. The last step of stopping a fleet: whatever its supervisor did not know about
+    (an instance forked by a hook of a worker killed mid-start, a process a drill launched) goes too."""
+    pids = fleet_processes(state, exclude)
+    send(pids, signal.SIGTERM)
+    if not wait_gone(pids, timeout):
+        send(pids, signal.SIGKILL)
+        wait_gone(pids, 5.0)
+    return pids

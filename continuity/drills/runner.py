@@ -2,14 +2,19 @@
 
 Order is the safety argument (DESIGN invariant 6):
 
-1. finish any rollback a crashed runner left (``recover_pending``), under the drill lock;
-2. refuse while an incident is open, the mode is not normal, the environment is not allowed, a
-   satellite is outside its contact window, or another drill runs — before anything is touched;
+1. refuse while another drill runs, an incident is open, the mode is not normal, the environment is not
+   allowed, failover is paused for what the drill hits, a satellite is outside its contact window, or the
+   steward approvals the drill needs (``ops/stewards.yml``, verified against the stewards' keys) are missing —
+   before anything is touched, not even a pending rollback (a refused drill has no effect at all);
+2. finish any rollback a crashed runner left on this host (``recover_pending``: only this host's own
+   rollback files run, never what Redis lists), under the drill lock;
 3. steady state must hold before injection, else nothing is injected;
 4. every rollback is registered durably, *then* the fault is injected;
 5. rollbacks run on success, failure, abort and exception (``finally``); a kill -9 of the runner
    is covered by step 1 of the next run;
-6. steady state is re-checked after rollback: a system that does not come back fails the drill.
+6. steady state is re-checked after rollback: a system that does not come back fails the drill;
+7. a halt request (``continuity drill halt``) is polled before injection and at every probe round: the drill
+   stops there and its rollbacks run as in 5.
 
 The record (Redis, no expiry) and ``drill.*`` pulse events are the drill's journal; the
 numbers come from :mod:`continuity.drills.measure`, which is pure.
@@ -29,7 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from continuity import paths, report, settings
+from continuity import halt_auth, paths, report, settings, task_auth
 from continuity.blueprint import Blueprint
 from continuity.drills import faults, load, measure, probes, procs, targets
 from continuity.drills.rollbacks import RollbackOutcome, RollbackRegistry
@@ -38,6 +43,7 @@ from continuity.errors import ContinuityError, UsageError
 from continuity.events import (
     DRILL_FAULT_INJECTED,
     DRILL_FINISHED,
+    DRILL_HALTED,
     DRILL_REFUSED,
     DRILL_ROLLBACK,
     DRILL_ROLLBACK_FAILED,
@@ -46,11 +52,14 @@ from continuity.events import (
     EventKind,
 )
 from continuity.pulse import Pulse, read_events
-from continuity.state import backups, incidents, pulse_stream, routes
+from continuity.state import approvals as approval_state
+from continuity.state import backups, controls, incidents, pulse_stream, routes
 from continuity.state import drills as drill_state
 from continuity.state import mode as modes
+from continuity.stewardship import Stewardship, load_stewardship, subject
 
 LOCK_TTL = 30.0
+FROM_OPS: Any = object()  # Runner(stewardship=FROM_OPS): read ops/stewards.yml (the default)
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -118,8 +127,11 @@ def release_lock(client: Any, drill_id: str) -> None:
 class Runner:
     def __init__(self, client: Any, bp: Blueprint, scenarios: Scenarios, state: Path | None = None,
                  pulse: Pulse | None = None, progress: Progress | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, stewardship: Stewardship | None = FROM_OPS) -> None:
         self.client = client
+        if stewardship is FROM_OPS:
+            stewardship = load_stewardship(paths.stewards_path(), scenarios.names())
+        self.stewardship: Stewardship | None = stewardship
         self.bp = bp
         self.scenarios = scenarios
         self.state = Path(state) if state else drills_state()
@@ -147,7 +159,7 @@ class Runner:
         except Exception:  # noqa: BLE001 - synced on the next save / recovery
             pass
 
-    def plan(self, name: str) -> dict[str, Any]:
+    def plan(self, name: str, game_day: bool = False) -> dict[str, Any]:
         """The dry run: what would be hit, how, and what must hold — touching nothing."""
         sc = self.scenarios.get(name)
         try:
@@ -161,10 +173,10 @@ class Runner:
             "steady_state": [p.name for p in sc.steady_state], "stop_conditions": [p.name for p in sc.stop_conditions],
             "load": sc.load.model_dump() if sc.load else None,
             "expectations": asdict(objectives(sc, self.bp, plan)),
-            "refusal": None,
+            "refusal": None, "approvals": [],
         }
         try:
-            self.guards(name, sc, plan)
+            out["approvals"] = self.guards(name, sc, plan, game_day)
         except DrillRefused as exc:
             out["refusal"] = str(exc)
         try:
@@ -177,7 +189,9 @@ class Runner:
             out["fault"]["error"] = str(exc)
         return out
 
-    def guards(self, name: str, sc: Scenario, plan: targets.TargetPlan) -> None:
+    def guards(self, name: str, sc: Scenario, plan: targets.TargetPlan,
+               game_day: bool = False) -> list[dict[str, Any]]:
+        """Refuse (:class:`DrillRefused`, one line saying why) or return the steward approvals the drill runs under."""
         env = environment()
         allowed = self.scenarios.environments(name)
         if env not in allowed:
@@ -193,9 +207,47 @@ class Runner:
             if mode != "normal":
                 raise DrillRefused(f"drill {name!r} refused: continuity mode is {mode!r}, drills run only in normal")
         when = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        self._not_paused(name, plan)
+        if sc.expectations.failovers == "required":
+            self._failover_possible(name, plan, when)
         for node in plan.nodes:
             if self.bp.nodes[node].kind != "core" and not self.bp.in_contact(node, when):
                 raise DrillRefused(f"drill {name!r} refused: satellite {node!r} is outside its contact window")
+        return self._approved(name, sc, game_day)
+
+    def _approved(self, name: str, sc: Scenario, game_day: bool) -> list[dict[str, Any]]:
+        """The k distinct valid steward approvals a destructive scenario or game day needs; each statement is
+        verified against the keys in ops/stewards.yml now (Redis only stores them)."""
+        st = self.stewardship
+        if st is None or not st.drill_needs_approval(name, sc.fault.type, game_day):
+            return []
+        subj = subject("game-day" if game_day else "drill", name)
+        tally = st.tally(subj, approval_state.read(self.client, subj), self.clock())
+        if not tally.ok:
+            flag = " --game-day" if game_day else ""
+            raise DrillRefused(f"drill {name!r} refused: {st.missing(tally, f'continuity drill approve {name}{flag}')}")
+        return tally.approvers()
+
+    def _not_paused(self, name: str, plan: targets.TargetPlan) -> None:
+        """A maintenance pause (fleet-wide, or of a service the drill hits) means people are working on the fleet:
+        no drill starts, whether or not it needs a failover."""
+        ctl = controls.read(self.client, plan.services, now=self.clock())
+        if ctl.global_pause or ctl.paused:
+            scope = "the whole fleet" if ctl.global_pause else ", ".join(sorted(ctl.paused))
+            raise DrillRefused(f"drill {name!r} refused: failover is paused for {scope} (maintenance; "
+                               "`continuity failover resume` ends it)")
+
+    def _failover_possible(self, name: str, plan: targets.TargetPlan, when: dt.datetime) -> None:
+        """A drill that needs a failover cannot pass while failover is paused or cooling down for its services:
+        refuse, saying until when, instead of injecting a fault nothing will recover from."""
+        ctl = controls.read(self.client, plan.services)
+        now = when.timestamp()
+        cooling = {s: t for s, t in ctl.cooldowns.items() if t > now}
+        if cooling:
+            until = max(cooling.values())
+            stamp = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%SZ")
+            raise DrillRefused(f"drill {name!r} refused: {', '.join(sorted(cooling))} in failover cool-down until "
+                               f"{stamp} ({until - now:.0f}s): no automatic failover would happen before then")
 
     def _acquire(self, drill_id: str) -> bool:
         """Take the drill lock; a lock left by a dead runner on this host is taken over at once (not after
@@ -232,6 +284,11 @@ class Runner:
             out.append(info)
         return out
 
+    def _pending_hint(self) -> str:
+        pending = self.registry.pending()
+        return (f" ({len(pending)} rollback(s) of an earlier drill pending on this host: "
+                "`continuity drill recover` runs them)") if pending else ""
+
     def get_record(self, drill_id: str) -> dict[str, Any] | None:
         try:
             record = drill_state.read_record(self.client, drill_id)
@@ -244,10 +301,10 @@ class Runner:
         return record
 
     # --- the drill ---------------------------------------------------------------------------------------------
-    def run(self, name: str, dry_run: bool = False) -> dict[str, Any]:
+    def run(self, name: str, dry_run: bool = False, game_day: bool = False) -> dict[str, Any]:
         sc = self.scenarios.get(name)
         if dry_run:
-            return {"dry_run": True, **self.plan(name)}
+            return {"dry_run": True, **self.plan(name, game_day)}
         started = self.clock()
         drill_id = _now_id(name, started)
         if not self._acquire(drill_id):
@@ -257,19 +314,25 @@ class Runner:
         keeper = threading.Thread(target=self._keep_lock, args=(drill_id, stop), daemon=True)
         keeper.start()
         try:
-            recovered = self.recover()
             try:
                 plan = targets.resolve(sc.target, self.bp, live_primaries(self.client, self.bp))
-                self.guards(name, sc, plan)
+                approvals = self.guards(name, sc, plan, game_day)
             except ValueError as exc:
-                raise DrillRefused(f"drill {name!r}: {exc}") from None
+                raise DrillRefused(f"drill {name!r}: {exc}{self._pending_hint()}") from None
             except DrillRefused as exc:
                 self._emit(DRILL_REFUSED, drill_id, {"scenario": name, "reason": str(exc)})
-                raise
-            return self._run(drill_id, name, sc, plan, started, recovered)
+                raise DrillRefused(f"{exc}{self._pending_hint()}") from None
+            recovered = self.recover()
+            if recovered:  # the fleet changed under the first resolution (a node thawed, a service restarted)
+                plan = targets.resolve(sc.target, self.bp, live_primaries(self.client, self.bp))
+            return self._run(drill_id, name, sc, plan, started, recovered, approvals)
         finally:
             stop.set()
             self._release(drill_id)
+            try:
+                drill_state.clear_halt(self.client, drill_id)
+            except Exception:  # noqa: BLE001 - it lapses on its own
+                pass
 
     def _probe_round(self, specs: list[ProbeSpec], ctx: probes.ProbeContext, phase: str, rnd: int,
                      samples: list[measure.Sample]) -> list[probes.ProbeResult]:
@@ -291,17 +354,44 @@ class Runner:
                 return res, rnd
             time.sleep(interval)
 
+    def _halted(self, drill_id: str, phase: str) -> str | None:
+        """``halted by WHO: REASON`` when an operator asked this drill to stop (``continuity drill halt``)."""
+        try:
+            req = drill_state.halt_request(self.client, drill_id)
+        except Exception:  # noqa: BLE001 - Redis away (broker drill): the drill's own window still ends it
+            return None
+        if req is None:
+            return None
+        who, reason = str(req.get("who", "?")), str(req.get("reason") or "no reason given")
+        # honoured even unverified (halting is the safe direction, :mod:`continuity.halt_auth`); the record says
+        # which trusted operator key signed it, or why none did
+        signer, unverified = halt_auth.signer(req, self._operators())
+        self._emit(DRILL_HALTED, drill_id, {"who": who, "reason": reason, "phase": phase, "signer": signer,
+                                            "unverified": unverified})
+        if signer is None:
+            return f"halted by {who} (unverified): {reason}"
+        return f"halted by {who}: {reason}"
+
+    def _operators(self) -> dict[str, Any]:
+        """Trusted operator keys: the files (:func:`continuity.task_auth.operator_keys`) and this runner's
+        stewards."""
+        ops = dict(task_auth.operator_keys())
+        for member in self.stewardship.members if self.stewardship is not None else ():
+            ops.setdefault(member.key_id, member.key)
+        return ops
+
     def _run(self, drill_id: str, name: str, sc: Scenario, plan: targets.TargetPlan, started: float,
-             recovered: list[dict[str, Any]]) -> dict[str, Any]:
+             recovered: list[dict[str, Any]], approvals: list[dict[str, Any]]) -> dict[str, Any]:
         interval = self.scenarios.defaults.probe_interval
         record: dict[str, Any] = {
             "id": drill_id, "scenario": name, "title": sc.title, "status": "running", "started": started,
             "environment": environment(), "target": plan.as_dict(), "fault": sc.fault.model_dump(),
             "duration": sc.duration, "services": sorted(set(plan.services) | ({sc.load.service} if sc.load else set())),
-            "recovered_before_start": recovered,
+            "recovered_before_start": recovered, "approvals": approvals,
         }
         self._save(record)
-        self._emit(DRILL_STARTED, drill_id, {"scenario": name, "target": plan.as_dict(), "fault": sc.fault.type})
+        self._emit(DRILL_STARTED, drill_id, {"scenario": name, "target": plan.as_dict(), "fault": sc.fault.type,
+                                             "approvals": approvals})
         self.progress("steady-state-before", {"drill": drill_id})
         ctx = probes.ProbeContext(self.client, self.bp, target_nodes=plan.nodes)
         samples: list[measure.Sample] = []
@@ -321,6 +411,8 @@ class Runner:
         if not all(r.ok for r in res):
             bad = [f"{r.name}: {r.detail}" for r in res if not r.ok]
             aborted = "steady state not met before injection: " + "; ".join(bad)
+        halted = self._halted(drill_id, "before-inject") if aborted is None else None
+        aborted = aborted or halted
         registered = False
         try:
             if aborted is None:
@@ -344,7 +436,9 @@ class Runner:
                 self._emit(DRILL_FAULT_INJECTED, drill_id, {"fault": sc.fault.type, "action": prepared.description,
                                                             "detail": injected, "nodes": list(plan.nodes),
                                                             "services": list(plan.services)})
-                aborted = self._observe(sc, ctx, samples, rnd, fault_at, interval)
+                aborted = self._observe(drill_id, sc, ctx, samples, rnd, fault_at, interval)
+                if aborted is not None and aborted.startswith("halted by "):
+                    halted = aborted
                 rnd = max((s.round for s in samples), default=rnd)
         except Exception as exc:  # noqa: BLE001 - any failure is the drill's result; rollbacks run below
             error = f"{type(exc).__name__}: {exc}"
@@ -393,6 +487,8 @@ class Runner:
         status = "passed" if m.passed and fault_at is not None and not error else "failed"
         if fault_at is None and aborted:
             status = "aborted"
+        if halted:
+            status = "halted"
         record.update(
             status=status, finished=finished, fault_at=fault_at, rollback_at=rollback_at, aborted=aborted,
             error=error, rollback_ok=rollback_ok, rollback_errors=rollback_errors,
@@ -421,12 +517,16 @@ class Runner:
         self._emit(DRILL_ROLLBACK, drill_id, {"ok": outcome.ok, "ran": outcome.ran, "errors": outcome.errors})
         return outcome
 
-    def _observe(self, sc: Scenario, ctx: probes.ProbeContext, samples: list[measure.Sample], rnd: int,
-                 fault_at: float, interval: float) -> str | None:
-        """Sample steady state and stop conditions until the fault window ends; a breached stop condition aborts."""
+    def _observe(self, drill_id: str, sc: Scenario, ctx: probes.ProbeContext, samples: list[measure.Sample],
+                 rnd: int, fault_at: float, interval: float) -> str | None:
+        """Sample steady state and stop conditions until the fault window ends; a breached stop condition or a
+        halt request aborts."""
         specs = sc.steady_state
         end = fault_at + sc.duration
         while self.clock() < end:
+            halted = self._halted(drill_id, "during")
+            if halted:
+                return halted
             rnd += 1
             self._probe_round([s for s in specs if s.during != "ignore"], ctx, "during", rnd, samples)
             stops = [probes.run_probe(s, ctx) for s in sc.stop_conditions]

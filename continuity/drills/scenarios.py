@@ -24,6 +24,7 @@ from continuity.errors import UsageError
 
 FAULT_TYPES = (
     "node-kill",          # kill -9 of the node's worker process group and the services it runs
+    "node-loss",          # node-kill and the node's data root deleted in the same instant (a replaced machine)
     "service-crash",      # kill -9 of one service process on its current primary
     "node-stop",          # SIGSTOP of the node's worker: heartbeats stop, the process lingers
     "link-partition",     # the node's Redis link proxy drops every connection
@@ -34,13 +35,13 @@ FAULT_TYPES = (
     "satellite-blackout",  # a satellite goes silent (worker stopped) as in a loss of contact
 )
 FaultType = Literal[
-    "node-kill", "service-crash", "node-stop", "link-partition", "link-latency",
+    "node-kill", "node-loss", "service-crash", "node-stop", "link-partition", "link-latency",
     "file-corruption", "backup-corruption", "redis-restart", "satellite-blackout",
 ]
 PROBE_KINDS = ("http-health", "route", "mode", "ledger-count", "ledger-integrity", "command",
                "node-alive", "no-incident", "redis")
 ProbeKind = Literal["http-health", "route", "mode", "ledger-count", "ledger-integrity", "command",
-                    "node-alive", "no-incident", "redis"]
+                    "node-alive", "no-incident", "redis", "replication-lag"]
 SELECTION_RE = re.compile(r"^(all|count\((\d+)\)|percent\((\d+)\))$")
 
 
@@ -127,7 +128,8 @@ class ProbeSpec(Strict):
     @model_validator(mode="after")
     def _fields(self) -> ProbeSpec:
         need = {"http-health": ["service"], "route": ["service"], "ledger-count": ["service"],
-                "ledger-integrity": ["service"], "command": ["argv"]}.get(self.probe, [])
+                "ledger-integrity": ["service"], "command": ["argv"],
+                "replication-lag": ["service"]}.get(self.probe, [])
         missing = [f for f in need if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.probe} probe needs {', '.join(missing)}")

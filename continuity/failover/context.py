@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from continuity.errors import ContinuityError
+from continuity.failover.mandate import Mandate, NoMandate
 from continuity.failover.planner import STEPS, SWITCHOVER_STEPS
 
 KINDS = ("failover", "switchover", "forced")
@@ -61,6 +62,7 @@ class FailoverContext:
     steps: tuple[str, ...] = STEPS
     kind: str = "failover"
     prepare: str | None = None
+    mandate: Mandate | None = None  # the operator's signed go-ahead of a switchover / forced failover
 
     # --- the wire ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +75,8 @@ class FailoverContext:
         }
         if self.prepare is not None:
             out["prepare"] = self.prepare
+        if self.mandate is not None:
+            out["mandate"] = self.mandate.to_dict()
         return out
 
     @classmethod
@@ -128,9 +132,16 @@ class FailoverContext:
                 not_before = float(not_before)
             except ValueError:
                 raise InvalidContext(f"failover context: not_before must be a number, got {not_before!r}") from None
+        mandate = None
+        if data.get("mandate") is not None:
+            try:
+                mandate = Mandate.from_dict(data["mandate"])
+            except NoMandate as exc:
+                raise InvalidContext(f"failover context: {exc}") from None
         return cls(record_id=record_id, service=service, candidate=candidate, epoch=epoch,
                    expected_epoch=_int(data, "expected_epoch"), old_primary=old_primary, fallbacks=fb,
-                   attempt=attempt, not_before=not_before, steps=tuple(steps), kind=kind, prepare=prepare)
+                   attempt=attempt, not_before=not_before, steps=tuple(steps), kind=kind, prepare=prepare,
+                   mandate=mandate)
 
     # --- derived values ------------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> FailoverContext:
@@ -147,6 +158,30 @@ class FailoverContext:
         return self.replace(candidate=candidate, fallbacks=tuple(fallbacks), attempt=self.attempt + 1,
                             expected_epoch=expected_epoch, epoch=expected_epoch + 1, not_before=now,
                             steps=tuple(s for s in self.steps if s != "demote"))
+
+
+def check_against_record(ctx: FailoverContext, meta: Mapping[str, Any] | None,
+                         attempt: Mapping[str, Any] | None) -> None:
+    """A step's context must be the one its failover record opened: same service, kind and old primary as the
+    record's ``meta``, and the candidate and epochs that the record's ``a:<attempt>`` names. A message made up
+    for a record that does not exist, or naming another candidate than the record chose, stops here
+    (:class:`InvalidContext`). The record alone proves nothing (it is in Redis too); it is a second witness
+    that a signed message and the state that launched it agree."""
+    if meta is None:
+        raise InvalidContext(f"failover context: record {ctx.record_id!r} does not exist")
+    for field, mine in (("service", ctx.service), ("kind", ctx.kind), ("old_primary", ctx.old_primary)):
+        theirs = meta.get(field) if field != "kind" else (meta.get("kind") or "failover")
+        if theirs != mine:
+            raise InvalidContext(f"failover context: {field} {mine!r} is not the record's ({theirs!r})")
+    if attempt is None:
+        raise InvalidContext(f"failover context: record {ctx.record_id!r} has no attempt {ctx.attempt}")
+    if attempt.get("candidate") != ctx.candidate:
+        raise InvalidContext(f"failover context: candidate {ctx.candidate!r} is not the one attempt {ctx.attempt} "
+                             f"of the record chose ({attempt.get('candidate')!r})")
+    expected = attempt.get("expected_epoch")
+    if expected is not None and (ctx.expected_epoch != expected or ctx.epoch != int(expected) + 1):
+        raise InvalidContext(f"failover context: epoch {ctx.epoch} (expected {ctx.expected_epoch}) is not the "
+                             f"record's attempt {ctx.attempt} (expected epoch {expected})")
 
 
 def _check_name(field: str, value: Any, declared: Mapping[str, Any] | None, what: str) -> str:

@@ -10,9 +10,13 @@ unit-tested with plain data:
   the service is cooling down from its last failover (flapping nodes would
   otherwise bounce a role back and forth);
 * candidates are the service's other placement nodes in declared order, alive
-  only, healthy before unhealthy, and a node whose verified data lags more than
-  the service's RPO after one that does not (Patroni's ``maximum_lag`` idea);
-  the rest become fallbacks tried in turn if a step fails;
+  only; a node that holds every record of the role's committed position before
+  one that does not (``behind``: a node behind never takes the role while one
+  that is not can; among those behind, the one lacking least first, and its
+  prepare step catches it up before it is promoted — issue 10 item 5); then
+  healthy before unhealthy, and a node whose verified data lags more than the
+  service's RPO after one that does not (Patroni's ``maximum_lag`` idea); the
+  rest become fallbacks tried in turn if a step fails;
 * the plan never allows promotion before the old lease has expired plus the
   policy's safety margin: it says "not before T" and the fence step enforces it;
 * a service with no usable candidate is escalated (an incident), never dropped;
@@ -131,11 +135,15 @@ def placement_order(bp: Blueprint, service: str) -> list[str]:
 
 def rank_candidates(bp: Blueprint, service: str, exclude: Iterable[str], node_states: Mapping[str, Any],
                     now: float, freshness: Mapping[str, float] | None = None,
-                    ) -> tuple[list[str], dict[str, str]]:
-    """Alive candidates best first, and why each other placement node was left out."""
+                    behind: Mapping[str, int] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Alive candidates best first, and why each other placement node was left out.
+
+    ``behind``: node -> committed records it lacks (:func:`continuity.failover.survivors.shortfalls`).
+    """
     excluded = set(exclude)
     rpo = bp.services[service].rpo
-    ranked: list[tuple[tuple[int, int, int], str]] = []
+    behind = behind or {}
+    ranked: list[tuple[tuple[int, int, int, int, int], str]] = []
     rejected: dict[str, str] = {}
     for index, node in enumerate(placement_order(bp, service)):
         if node in excluded:
@@ -148,9 +156,15 @@ def rank_candidates(bp: Blueprint, service: str, exclude: Iterable[str], node_st
         lagging = 0
         if freshness and node in freshness and freshness[node] is not None:
             lagging = 1 if now - float(freshness[node]) > rpo else 0
-        ranked.append(((unhealthy, lagging, index), node))
+        short = max(0, int(behind.get(node, 0)))
+        ranked.append(((1 if short else 0, unhealthy, lagging, short, index), node))
     ranked.sort()
     return [n for _, n in ranked], rejected
+
+
+def _behind_detail(short: Mapping[str, int] | None) -> dict[str, Any]:
+    lacking = {n: v for n, v in (short or {}).items() if v}
+    return {"behind": lacking} if lacking else {}
 
 
 def _not_before(bp: Blueprint, lease: LeaseLike | None, candidate: str, now: float) -> float:
@@ -167,18 +181,21 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
            leases: Mapping[str, LeaseLike | None], now: float, paused: set[str], global_pause: bool,
            cooldowns: Mapping[str, float], *, routes: Mapping[str, Route] | None = None,
            freshness: Mapping[str, Mapping[str, float]] | None = None,
-           failed_services: Mapping[str, str] | None = None) -> list[Decision]:
+           failed_services: Mapping[str, str] | None = None,
+           behind: Mapping[str, Mapping[str, int]] | None = None) -> list[Decision]:
     """Every affected service's decision, in dependency order (a dependency is restored first).
 
     ``cooldowns`` maps a service to the unix time its cool-down ends; ``routes``
     (service → {node, epoch}) and ``freshness`` (service → node → time of its last
     verified data) are optional refinements; ``failed_services`` (service → reason)
-    names services whose live primary gave them up.
+    names services whose live primary gave them up; ``behind`` (service → node →
+    committed records it lacks) puts nodes that hold everything acknowledged first.
     """
     out: list[Decision] = []
     routes = routes or {}
     freshness = freshness or {}
     failed_services = failed_services or {}
+    behind = behind or {}
     for service in bp.topo_order():
         lease = leases.get(service)
         route = routes.get(service)
@@ -204,14 +221,15 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
                                 details={"until": until}))
             continue
         ranked, rejected = rank_candidates(bp, service, set(dead_nodes) | {primary}, node_states, now,
-                                           freshness.get(service))
+                                           freshness.get(service), behind.get(service))
+        details = {"rejected": rejected, **_behind_detail(behind.get(service))}
         if failed and not ranked and node_state_name(node_states.get(primary)) == ALIVE:
             ranked = [primary]  # nowhere else to go: a new epoch on the same node beats no primary at all
         if not ranked:
             why = "; ".join(f"{n}: {r}" for n, r in rejected.items()) or "no standby is declared"
             plan = FailoverPlan(service=service, old_primary=primary, candidate=None, action="escalate",
                                 reason=f"no usable candidate ({why})", expected_epoch=epoch, planned_at=now)
-            out.append(Decision(service, "escalate", plan.reason, plan, details={"rejected": rejected}))
+            out.append(Decision(service, "escalate", plan.reason, plan, details=details))
             continue
         candidate, fallbacks = ranked[0], tuple(ranked[1:])
         if failed:
@@ -219,12 +237,12 @@ def decide(bp: Blueprint, dead_nodes: set[str], node_states: Mapping[str, Any],
             plan = FailoverPlan(service=service, old_primary=primary, candidate=candidate, fallbacks=fallbacks,
                                 not_before=now, expected_epoch=epoch,
                                 reason=f"service failed on {primary}: {failed_services[service]}", planned_at=now)
-            out.append(Decision(service, "failover", plan.reason, plan, details={"rejected": rejected}))
+            out.append(Decision(service, "failover", plan.reason, plan, details=details))
             continue
         plan = FailoverPlan(service=service, old_primary=primary, candidate=candidate, fallbacks=fallbacks,
                             not_before=_not_before(bp, lease, candidate, now), expected_epoch=epoch,
                             reason=f"primary {primary} is dead", planned_at=now)
-        out.append(Decision(service, "failover", plan.reason, plan, details={"rejected": rejected}))
+        out.append(Decision(service, "failover", plan.reason, plan, details=details))
     return out
 
 
@@ -232,10 +250,12 @@ def plan_failovers(blueprint: Blueprint, dead_nodes: set[str], node_states: dict
                    paused: set[str], global_pause: bool, cooldowns: dict[str, float], *,
                    routes: Mapping[str, Route] | None = None,
                    freshness: Mapping[str, Mapping[str, float]] | None = None,
-                   failed_services: Mapping[str, str] | None = None) -> list[FailoverPlan]:
+                   failed_services: Mapping[str, str] | None = None,
+                   behind: Mapping[str, Mapping[str, int]] | None = None) -> list[FailoverPlan]:
     """The plans to launch (failovers and escalations); skipped services are left out (see :func:`decide`)."""
     return [d.plan for d in decide(blueprint, dead_nodes, node_states, leases, now, paused, global_pause,
-                                   cooldowns, routes=routes, freshness=freshness, failed_services=failed_services)
+                                   cooldowns, routes=routes, freshness=freshness, failed_services=failed_services,
+                                   behind=behind)
             if d.plan is not None]
 
 

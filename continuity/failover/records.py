@@ -10,14 +10,11 @@ read-modify-write, no lost update between concurrent writers.
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 import time
 import uuid
 from typing import Any
 
-from continuity import paths, settings
+from continuity import identity, paths, settings
 from continuity.events import (
     FAILOVER_COMPLETED,
     FAILOVER_ESCALATED,
@@ -34,12 +31,9 @@ FINAL = store.FINAL
 
 
 def operator() -> str:
-    """Who is acting: ``user@host`` for people, carried into every record and pulse event."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = os.environ.get("USER", "unknown")
-    return f"{user}@{socket.gethostname()}"
+    """Who is acting, carried into every record and pulse event: the operator key id when there is an operator
+    key, else the login name marked unauthenticated (:mod:`continuity.identity`)."""
+    return identity.who()
 
 
 def pulse_for(client: Any) -> Pulse:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -33,20 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from continuity import paths, settings
-from continuity.backup import api
+from continuity.backup import api, livecopy
 from continuity.backup.records import SnapshotInfo
-from continuity.backup.sources import inspect_ledger
 from continuity.blueprint import Blueprint
 from continuity.errors import ContinuityError
 from continuity.events import FAILOVER_DEMOTED, FAILOVER_FENCED, FAILOVER_PROMOTED
 from continuity.failover import records
 from continuity.failover.context import FailoverContext
-from continuity.failover.prepare import DataState, decide
+from continuity.failover.prepare import DataState, decide, loss, needs_more
+from continuity.replication import catchup
+from continuity.replication.ledger import LedgerError, LedgerLog
+from continuity.replication.wire import WireError
 from continuity.services import hooks
 from continuity.services.layout import RUNTIME_FILES, routes_file, service_dir
 from continuity.services.probes import probe_service
 from continuity.state import backups, epochs, failover_records, leases, locks, routes, step_markers
+from continuity.state import replication as replication_state
+from continuity.state.durability import Unconfirmed
 
+log = logging.getLogger("continuity.failover")
 Ctx = FailoverContext  # the chain context, typed; its JSON form is FailoverContext.to_dict()
 MARKER_TTL = None  # markers are part of the record of what happened: they do not expire
 
@@ -179,6 +184,8 @@ def fence(client: Any, bp: Blueprint, ctx: Ctx, now: float) -> dict[str, Any]:
         raise Superseded(str(exc)) from None
     except epochs.LeaseHeld:  # the holder renewed between our read and the bump: look again shortly
         raise NotYet(f"{service}: the lease was taken again just now", wait=bp.policy.lease_margin) from None
+    except Unconfirmed as exc:  # on the master, not yet on its replicas: retried (the bump is idempotent)
+        raise NotYet(str(exc), wait=bp.policy.lease_margin) from None
     records.pulse_for(client).emit(FAILOVER_FENCED, service=service, epoch=new,
                                    data={"record": ctx.record_id, "from_epoch": ctx.expected_epoch,
                                          "old_primary": ctx.old_primary})
@@ -193,22 +200,41 @@ def _data_files(d: Path) -> dict[str, os.stat_result]:
             and not p.name.endswith(".tmp")}
 
 
-def _data_state(bp: Blueprint, service: str, d: Path) -> DataState | None:
-    """Freshness of one copy of ``service``'s data: last ledger seq (if it keeps a ledger) and newest mtime.
+def _ledger_source(bp: Blueprint, service: str) -> str | None:
+    """The name of the service's (first) ledger source: what record positions and the committed position count."""
+    return next((Path(ds.path).name for ds in bp.services[service].spec.data if ds.kind == "ledger"), None)
 
-    None when there is no data there, or it cannot be read (a gone or unreadable
-    directory is what an unreachable old primary looks like on this host).
-    """
+
+def _last_line(data: bytes) -> dict[str, Any] | None:
+    end = data.rfind(b"\n")
+    if end < 0:
+        return None
+    line = data[data.rfind(b"\n", 0, end) + 1:end]
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _data_state(bp: Blueprint, service: str, d: Path) -> DataState | None:
+    """Freshness of the candidate's own copy of ``service``'s data: its ledger's record count, last seq and the
+    time of its newest record (else the newest file's mtime). None when there is no data there. Only ever
+    called on the candidate's own directory."""
     try:
         files = _data_files(d)
         if not files:
             return None
-        last_seq = None
-        for ds in bp.services[service].spec.data:
-            name = Path(ds.path).name
-            if ds.kind == "ledger" and name in files:
-                last_seq = inspect_ledger((d / name).read_bytes()).manifest.get("last_seq")
-        return DataState(last_seq if isinstance(last_seq, int) else None, max(st.st_mtime for st in files.values()))
+        name = _ledger_source(bp, service)
+        if name is None or name not in files:
+            return DataState(None, max(st.st_mtime for st in files.values()))
+        data = (d / name).read_bytes()
+        rec = _last_line(data)
+        seq = rec.get("seq") if rec else None
+        ts = rec.get("ts") if rec else None
+        return DataState(seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+                         float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool)
+                         else files[name].st_mtime, data.count(b"\n"))
     except OSError:
         return None
 
@@ -232,42 +258,97 @@ def _verified_snapshot(client: Any, service: str) -> tuple[Any, str, SnapshotInf
     return cfg, set_name, api.snapshot_info(set_name, cfg, "latest-verified", verified=verified)
 
 
-def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Bring the candidate's local copy up to date before it starts serving.
+def _committed(client: Any, service: str, source: str | None) -> replication_state.Committed | None:
+    if source is None:
+        return None
+    try:
+        return replication_state.read_committed(client, [service]).get(service, {}).get(source)
+    except Exception:  # noqa: BLE001 - unreadable: the failover goes on, and cannot say what it lost
+        return None
 
-    The choice is :func:`continuity.failover.prepare.decide`'s: keep the local
-    copy when it is as fresh as the best alternative; else copy the old
-    primary's directory when it can be read (the fast path — the simulated
-    fleet shares one host — labelled "replica copy"); else restore the latest
-    verified snapshot through the backup engine (staged, proven, swapped in).
-    ``$CONTINUITY_FAILOVER_PREPARE=backup`` ignores the old primary's directory.
-    The detail names the source, the last ledger seq the candidate starts
-    from and, for a restore, the snapshot and its age at this moment: the
-    achieved RPO. Copies go through a temp name, fsync and rename, so a crash
-    mid-copy leaves either the old or the new file, never half of one.
+
+def _synced(client: Any, service: str, source: str | None, holder: str | None,
+            committed: replication_state.Committed | None) -> float | None:
+    """When ``holder``'s copy last held everything the primary of the committed position had written (what it
+    published as a standby of that very primary and epoch), else None."""
+    if source is None or holder is None or committed is None:
+        return None
+    try:
+        found = replication_state.read_applied(client, [service]).get(service, [])
+    except Exception:  # noqa: BLE001 - a measurement only: without it the window starts at the newest record
+        return None
+    return next((a.synced for a in found if a.node == holder and a.source == source
+                 and a.primary == committed.node and a.epoch == committed.epoch), None)
+
+
+def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Bring the candidate's copy up to what survives before it starts serving (issue 10 item 6).
+
+    The choice is :func:`continuity.failover.prepare.decide`'s, among what this node can reach without
+    touching another node's disk: its own replica; the freshest reachable standby's copy, fetched over the
+    replication protocol and checked record by record against the hash chain
+    (:mod:`continuity.replication.catchup`); the latest verified snapshot through the backup engine (staged,
+    proven, swapped in). The old primary is asked (over the network, like a standby) only in a switchover:
+    in a failover it is dead, cut off, or being replaced.
+    ``$CONTINUITY_FAILOVER_PREPARE=backup`` goes to the snapshot when it is fresher than the own copy.
+
+    The detail names the source (``replica``, ``standby`` with the node, ``snapshot`` with its id and age),
+    the position the new epoch starts from, the role's committed position, and the measured loss against it
+    (records and seconds). The committed position is then re-based at the new epoch to where it starts, so
+    the new primary is not behind it, and what was lost is said once, here.
     """
     service, node, old = ctx.service, ctx.candidate, ctx.old_primary
     dest = service_dir(node, service)
     dest.mkdir(parents=True, exist_ok=True)
     force = ctx.prepare or settings.FAILOVER_PREPARE.get()
+    source = _ledger_source(bp, service)
+    committed = _committed(client, service, source)
+    committed_state = (DataState(committed.last_seq, committed.at, committed.count) if committed is not None
+                       else None)
     local = _data_state(bp, service, dest)
-    replica = _data_state(bp, service, service_dir(old, service)) if old and old != node else None
-    backup: DataState | None = None
+    out: dict[str, Any] = {}
+    offers: list[catchup.Offer] = []
+    standbys: dict[str, DataState] = {}
+    copy: LedgerLog | None = None
     found = None
-    note = None
-    if replica is None or (force or "").strip().lower() == "backup":
-        try:
-            found = _verified_snapshot(client, service)
-        except ContinuityError as exc:  # a broken backup config or repository must not block the failover
-            note = f"backup unavailable: {exc}"
-        if found is not None:
-            info = found[2]
-            backup = DataState(info.ledger_last_seq, info.snapshot_ts)
-    decision = decide(local, replica, backup, force)
-    out: dict[str, Any] = {"source": decision.source, "reason": decision.reason}
-    if note:
-        out["note"] = note
-    if decision.source == "backup":
+    try:
+        if source is not None and needs_more(local, committed_state) and (force or "").strip().lower() != "backup":
+            # the old primary only in a switchover: it demoted itself and is alive by construction; in a failover it
+            # is dead, cut off or being replaced, and asking it would only cost the connect timeout
+            nodes = [n for n in (bp.services[service].primary, *bp.services[service].standbys)
+                     if n != node and (n != old or ctx.kind == "switchover")]
+            if nodes:
+                copy = LedgerLog(dest / source, writable=True).open()
+                offers, unreachable = catchup.survey(catchup.context(bp, node, client), service, source, copy,
+                                                     nodes)
+                standbys = {o.node: DataState(None, None, o.head.count) for o in offers}
+                if unreachable:
+                    out["unreachable"] = unreachable
+        backup = None
+        if needs_more(local, committed_state, force):
+            try:
+                found = _verified_snapshot(client, service)
+            except ContinuityError as exc:  # a broken backup config or repository must not block the failover
+                out["note"] = f"backup unavailable: {exc}"
+            if found is not None:
+                info = found[2]
+                backup = DataState(info.ledger_last_seq, info.snapshot_ts, info.ledger_records)
+        decision = decide(local, standbys, backup, committed_state, force)
+        out.update({"source": decision.source, "reason": decision.reason})
+        if decision.source == "standby":
+            offer = next(o for o in offers if o.node == decision.node)
+            assert copy is not None
+            try:
+                fetched = catchup.fetch(offer, copy, dest / ".replica" / "diverged")
+                out.update({"mode": "fetch", "from": offer.node, "fetch": fetched.as_dict()})
+            except (WireError, LedgerError, OSError) as exc:  # what arrived is kept (each frame was checked)
+                out.update({"mode": "fetch", "from": offer.node, "note": f"fetch from {offer.node} broke: {exc}"})
+    finally:
+        for o in offers:
+            o.close()
+        if copy is not None:
+            copy.close()
+    if decision.source == "snapshot":
         assert found is not None
         cfg, set_name, info = found
         res = api.restore_service_data(set_name, cfg, dest, snapshot=info.snapshot)
@@ -276,48 +357,49 @@ def prepare(client: Any, bp: Blueprint, ctx: Ctx, now: Callable[[], float] = tim
         out.update({"mode": "restore", "set": set_name, "snapshot": res.snapshot,
                     "snapshot_time": res.snapshot_time, "snapshot_node": res.source_node,
                     "rpo_achieved": age, "files": res.files, "bytes": res.bytes,
-                    "ledger_last_seq": res.ledger_last_seq, "ledger_records": res.ledger_records,
-                    "restore_seconds": res.duration})
-        return out
-    if decision.source == "local":
-        out.update({"mode": "up-to-date" if replica is not None else "local",
-                    "ledger_last_seq": local.last_seq if local else None})
-        if not old or old == node:
-            out["reason"] = "no previous primary"
-        return out
-    src = service_dir(old, service)
-    src_files = _data_files(src)
-    dst_files = _data_files(dest)
-    stale = [n for n, st in src_files.items()
-             if n not in dst_files or dst_files[n].st_size != st.st_size or dst_files[n].st_mtime < st.st_mtime]
-    copied = 0
-    for name in stale:
-        tmp = dest / f"{name}.tmp"
-        shutil.copyfile(src / name, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest / name)
-        copied += src_files[name].st_size
-    _fsync_dir(dest)
-    out.update({"source": "replica copy", "mode": "copy" if stale else "up-to-date", "from": str(src),
-                "files": len(stale), "bytes": copied, "ledger_last_seq": replica.last_seq if replica else None})
+                    "ledger_records": res.ledger_records, "restore_seconds": res.duration})
+    elif decision.source == "replica":
+        out["mode"] = "local"
+    if not old or old == node:
+        out["reason"] = "no previous primary"
+    start = _data_state(bp, service, dest)
+    out["ledger_last_seq"] = start.last_seq if start else None
+    out["starts_from"] = {"records": start.count if start else 0, "last_seq": start.last_seq if start else None}
+    held_by = node if decision.source == "replica" else out.get("from") if decision.source == "standby" else None
+    records_lost, seconds_lost = loss(start, committed_state, _synced(client, service, source, held_by, committed))
+    out.update({"committed": None if committed is None else {
+                    "epoch": committed.epoch, "records": committed.count, "last_seq": committed.last_seq,
+                    "node": committed.node},
+                "loss_records": records_lost, "loss_seconds": seconds_lost})
+    if source is not None and ctx.epoch:
+        _rebase(client, service, source, node, ctx.epoch, dest / source, start, now())
     return out
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(str(d), os.O_RDONLY)
+def _rebase(client: Any, service: str, source: str, node: str, epoch: int, path: Path, start: DataState | None,
+            at: float) -> None:
+    """The committed position travels with the epoch: the new epoch starts from what the candidate holds."""
+    count = (start.count or 0) if start is not None else 0
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        size = path.stat().st_size if count else 0
+        replication_state.advance_committed(client, replication_state.Committed(
+            service, source, int(epoch), count, size, start.last_seq if start else None,
+            start.time if start else None, node, at, how="rebased"))
+    except Exception as exc:  # noqa: BLE001 - the new primary's replicator raises it at the new epoch anyway
+        log.warning("%s: committed position not re-based at epoch %s: %s", service, epoch, exc)
 
 
 # --- promote (candidate) -------------------------------------------------------------------------------------------
 def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) -> dict[str, Any]:
     """Claim the role (lease with the new epoch), then start the service with that epoch."""
     service, node, epoch = ctx.service, ctx.candidate, ctx.epoch
-    if epochs.current_epoch(client, service) != epoch:
-        raise Superseded(f"{service}: epoch is no longer {epoch}")
+    try:
+        # the epoch must be on the replicas before anyone acts on it (a redelivered fence skips its own wait)
+        epochs.confirm_epoch(client, service, epoch)
+    except epochs.StaleEpoch:
+        raise Superseded(f"{service}: epoch is no longer {epoch}") from None
+    except Unconfirmed as exc:
+        raise NotYet(str(exc), wait=bp.policy.lease_margin) from None
     lease = leases.read(client, service)
     if lease is None or lease.node != node or int(lease.epoch) != epoch:
         if not leases.acquire(client, service, node, epoch, bp.policy.lease_ttl):
@@ -391,7 +473,7 @@ def write_routes_file(updates: dict[str, dict[str, Any]], path: Path | None = No
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        livecopy.fsync_dir(path.parent)
         return doc
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)

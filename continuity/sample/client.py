@@ -29,14 +29,14 @@ class LedgerClient:
         self.redis: Any = None
         self.routes_path: Path | None = None
         text = str(source)
-        if text.startswith(("redis://", "rediss://", "unix://")):
-            import redis
+        if text.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            from continuity.redisd import connect
 
-            self.redis = redis.Redis.from_url(text, decode_responses=True, socket_timeout=1,
-                                              socket_connect_timeout=1)
+            self.redis = connect(text, socket_timeout=1, socket_connect_timeout=1)
         else:
             self.routes_path = Path(source)
         self.retries = 0
+        self.last_ack: dict[str, Any] = {}  # the answer to the last acknowledged write: who took it (node, epoch)
 
     def route(self) -> dict[str, Any] | None:
         """Where the primary is right now (None when no route is published yet or the source is unreadable)."""
@@ -71,8 +71,9 @@ class LedgerClient:
         while True:
             route = self.route()
             if route and route.get("url"):
-                status, _ = self._request("POST", route["url"].rstrip("/") + "/records", body)
+                status, answer = self._request("POST", route["url"].rstrip("/") + "/records", body)
                 if status == 200:
+                    self.last_ack = answer
                     return True
             if time.monotonic() >= deadline:
                 return False

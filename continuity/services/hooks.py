@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from continuity import paths
-from continuity.blueprint import Blueprint
+from continuity.blueprint import HOOK_PLACEHOLDERS, Blueprint
 from continuity.errors import ContinuityError
 
-PLACEHOLDERS = ("python", "root", "node", "service", "port", "epoch")
+PLACEHOLDERS = HOOK_PLACEHOLDERS
 LOCK_POLL = 0.05  # seconds between tries for a hook lock another process holds
 LOCK_BUSY = 75  # exit code of a start refused because another hook of the service still runs (EX_TEMPFAIL)
 
@@ -64,6 +64,7 @@ def placeholder_values(bp: Blueprint, service: str, node: str, epoch: int | None
         "service": service,
         "port": "" if port is None else str(port),
         "epoch": "" if epoch is None else str(epoch),
+        "address": bp.nodes[node].address,
     }
 
 

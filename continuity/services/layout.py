@@ -11,7 +11,8 @@ from pathlib import Path
 from continuity import paths
 
 # files that describe a running instance, not its data: never copied to another node
-RUNTIME_FILES = frozenset({"service.pid", "service.json", "service.log", "service.lock"})
+RUNTIME_FILES = frozenset({"service.pid", "service.json", "service.log", "service.lock",
+                           "epoch.max"})  # each node's own epoch floor (sample service): never copied
 
 
 def service_dir(node: str, service: str) -> Path:

@@ -2,8 +2,11 @@
 restore, written by the node that ran them, read by the scorecard, drills and the failover's prepare step.
 
 Fields (all text): ``last_snapshot``, ``last_snapshot_time``, ``last_snapshot_files``, ``last_snapshot_bytes``,
-``last_verified``, ``last_verified_snapshot_time``, ``last_<kind>_error``, ``last_<kind>_error_time`` and the like;
-readers take what they need and treat a missing or unreadable field as unknown.
+``last_snapshot_duration``, ``repository_bytes`` (after the last snapshot or forget), ``last_verify_time`` /
+``last_verify_ok`` / ``last_verify_duration`` (the last restore drill, passed or not), ``last_verified`` /
+``last_verified_snapshot_time`` / ``last_verified_time`` (the last one that passed), ``last_<kind>_error``,
+``last_<kind>_error_time`` and the like; readers take what they need and treat a missing or unreadable field as
+unknown.
 
 Operations and their guarantees: :func:`record` (one ``HSET``: fields written together; None values skipped, so
 a partial update never erases what another writer set), :func:`read` (one set), :func:`read_many` (pipelined),

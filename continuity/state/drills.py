@@ -3,8 +3,9 @@
 ``drill:record:<id>`` (JSON, no TTL) and ``drill:history`` (sorted set id -> start time, no TTL) are the drill's
 history; ``drill:active`` is the running drill's lock token ``<drill id>|<host>|<pid>`` with a short TTL its
 runner keeps extending (a dead runner's lock lapses); ``drill:rollbacks:<id>`` (hash index -> JSON entry) and
-``drill:pending`` (set of drill ids with unfinished rollbacks) let the next runner finish what a crashed one
-injected. Every value here is also mirrored on the runner's disk, so a drill that takes Redis away loses nothing.
+``drill:pending`` (set of drill ids with unfinished rollbacks) show what a crashed runner left: a summary only
+(kind, node, status, host), never read back to run (the runner's local file is the one that runs). Every value
+here is also on the runner's disk, so a drill that takes Redis away loses nothing.
 
 Operations and their guarantees:
 
@@ -155,3 +156,27 @@ def finish_rollbacks(client: Any, drill_id: str) -> None:
 
 def pending_rollbacks(client: Any) -> Iterable[str]:
     return set(client.smembers(keys.drill_pending_rollbacks()))
+
+
+# --- halt requests ---------------------------------------------------------------------------------------------------
+HALT_TTL = 3600.0  # a request nobody picked up (the drill ended first) lapses
+
+
+def request_halt(client: Any, body: Mapping[str, Any]) -> None:
+    """Ask the running drill ``body['drill']`` to stop at its next probe round (and run its rollbacks)."""
+    client.set(keys.drill_halt(), json.dumps(dict(body), sort_keys=True), px=int(HALT_TTL * 1000))
+
+
+def halt_request(client: Any, drill_id: str) -> dict[str, Any] | None:
+    """The halt request for ``drill_id``, None when there is none (or it names another drill)."""
+    raw = client.get(keys.drill_halt())
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and body.get("drill") == drill_id else None
+
+
+def clear_halt(client: Any, drill_id: str) -> None:
+    if halt_request(client, drill_id) is not None:
+        client.delete(keys.drill_halt())

@@ -24,6 +24,8 @@ Operations and their guarantees:
 - :func:`set_attempt`, :func:`close` (``HSETNX finished``: exactly one close takes effect), :func:`is_closed`,
   :func:`read`,
   :func:`recent_ids`, :func:`history_ids`.
+- :func:`outcomes` — every record's service, kind, outcome, start and detection, newest first, in one pipelined
+  round trip (two fields per record, not the whole hash): what counters over all failovers need.
 - :class:`RawRecord` is the one parser of those fields (the watchdog's scan, the reading form
   :func:`assemble` used by ``failover show``/``history``, reports and drills).
 """
@@ -81,6 +83,15 @@ class RawRecord:
 
     def step_ok(self, attempt: int, step: str) -> bool:
         return bool((self.step_end(attempt, step) or {}).get("ok"))
+
+    def attempt(self, n: int) -> dict[str, Any] | None:
+        """{candidate, expected_epoch} of attempt ``n`` (None when the record never started it)."""
+        raw = self.fields.get(f"a:{n}")
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def latest_attempt(self) -> tuple[int, dict[str, Any]] | None:
         """(attempt number, chain context) of the newest attempt that stored a context."""
@@ -160,6 +171,38 @@ def recent_ids(client: Any, since: float) -> list[str]:
 def history_ids(client: Any, limit: int | None = None) -> list[str]:
     """Newest first; all of them when ``limit`` is None."""
     return list(client.zrevrange(keys.failover_history(), 0, -1 if limit is None else limit - 1))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The few fields of a record that counting failovers needs."""
+
+    id: str
+    service: str
+    kind: str
+    outcome: str
+    started: float
+    detection: float | None
+
+
+def outcomes(client: Any) -> list[Outcome]:
+    """Every record, newest first; a record whose meta is unreadable is skipped."""
+    ids = history_ids(client)
+    with client.pipeline(transaction=False) as pipe:
+        for rid in ids:
+            pipe.hmget(keys.failover_record(rid), "meta", "outcome")
+        res = pipe.execute()
+    out = []
+    for rid, (meta_raw, outcome) in zip(ids, res, strict=True):
+        try:
+            meta = json.loads(meta_raw)
+            detection = meta.get("detection")
+            out.append(Outcome(str(rid), str(meta["service"]), str(meta.get("kind") or "failover"),
+                               str(outcome or RUNNING), float(meta.get("started") or 0.0),
+                               None if detection is None else float(detection)))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+    return out
 
 
 def assemble(raw: Mapping[str, str]) -> dict[str, Any]:

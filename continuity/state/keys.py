@@ -31,6 +31,11 @@ def nodes_seen() -> str:
     return k("nodes", "seen")
 
 
+def task_seen(digest: str) -> str:
+    """String ``running``/``done`` per signed control-plane message (by signature digest), with a TTL to its expiry."""
+    return k("task-seen", digest)
+
+
 # --- pulse history -----------------------------------------------------------
 def pulse_stream() -> str:
     return k("pulse")
@@ -40,6 +45,16 @@ def pulse_seen() -> str:
     """Sorted set event id -> arrival (stream ms) of the most recently delivered events, trimmed to a
     bound: a spooled event is delivered once, and the dedup record cannot grow forever."""
     return k("pulse", "seen")
+
+
+def pulse_counts() -> str:
+    """Hash ``<kind>|<service>`` -> events of that kind delivered into the stream (never trimmed, never expires)."""
+    return k("pulse", "counts")
+
+
+def pulse_verify() -> str:
+    """Hash ``<host>|<file>`` -> JSON of the last verification of that host's history file."""
+    return k("pulse", "verify")
 
 
 # --- heartbeats, leases, detector -------------------------------------------
@@ -62,19 +77,26 @@ def heartbeats_pending() -> str:
     return k("hb", "pending")
 
 
-def sweep_lock() -> str:
-    """Short lock so two detector sweeps never act at once."""
-    return k("detector", "lock")
+def detector_leader() -> str:
+    """Hash {id, node, host, pid, since, term} of the control worker that runs the detector, with a short TTL
+    (the leader lease): renewed by every sweep, so a dead leader's standby takes over within the TTL."""
+    return k("detector", "leader")
+
+
+def detector_term() -> str:
+    """Counter bumped each time a detector process takes the leader lease (the term in events and status)."""
+    return k("detector", "term")
+
+
+def detector_sweeps() -> str:
+    """Stream of recent sweeps (Redis time, gap since the one before, leader node, term), trimmed to a few
+    minutes: how regularly the detector has been watching, for status, benchmarks and tests."""
+    return k("detector", "sweeps")
 
 
 def detector_generation() -> str:
     """Counter bumped by every completed sweep: a sweeper whose last sweep was the latest may trust its memory."""
     return k("detector", "gen")
-
-
-def sweep_attempt() -> str:
-    """Redis time of the latest sweep attempt, including ones skipped because another held the lock."""
-    return k("detector", "attempt")
 
 
 def lease(service_id: str) -> str:
@@ -139,6 +161,12 @@ def failover_pause(service_id: str | None = None) -> str:
     return k("failover", "pause", service_id or "*all*")
 
 
+def failover_resume(service_id: str | None = None) -> str:
+    """JSON resume statement signed by an operator (:func:`continuity.pause_auth.sign_resume`): which pause note
+    ``failover resume`` ended, so the detector can tell a resume from a bare deletion of the note."""
+    return k("failover", "resume", service_id or "*all*")
+
+
 def failover_cooldown(service_id: str) -> str:
     return k("failover", "cooldown", service_id)
 
@@ -158,10 +186,74 @@ def config_errors() -> str:
     return k("config", "errors")
 
 
+# --- notifications -------------------------------------------------------------
+def notify_cursor() -> str:
+    """The pulse stream id up to which events were turned into webhook deliveries."""
+    return k("notify", "cursor")
+
+
+def notify_deliveries() -> str:
+    """Hash ``<webhook>|<event id>`` -> JSON of one delivery (pending, delivered or given up)."""
+    return k("notify", "deliveries")
+
+
+def notify_due() -> str:
+    """Sorted set of pending delivery ids by the time of their next attempt."""
+    return k("notify", "due")
+
+
+def notify_done() -> str:
+    """Sorted set of finished delivery ids by finish time (trimmed, with their hash entries)."""
+    return k("notify", "done")
+
+
+def notify_claim(delivery_id: str) -> str:
+    """The token of the loop posting ``delivery_id`` now; its TTL frees it if that loop dies."""
+    return k("notify", "claim", delivery_id)
+
+
+def notify_stats() -> str:
+    """Hash ``<webhook>|delivered`` / ``<webhook>|given_up`` -> count."""
+    return k("notify", "stats")
+
+
+def notify_episodes() -> str:
+    """Hash condition key -> JSON of its open episode (a stale backup, an overdue pause, a lagging standby)."""
+    return k("notify", "episodes")
+
+
+def notify_check_at() -> str:
+    """The time the watched conditions are next due to be judged (one judge per interval, fleet-wide)."""
+    return k("notify", "check_at")
+
+
 # --- backups -----------------------------------------------------------------
 def backup_status(set_id: str) -> str:
     """Hash: last snapshot, last verified-restorable snapshot, their times and RPO age."""
     return k("backup", set_id)
+
+
+# --- replication ---------------------------------------------------------------
+def replication_lag(service_id: str) -> str:
+    """Hash ``<standby>|<source>`` -> JSON lag of one standby's copy of one source, written by the primary's
+    replicator (it sees both ends). No TTL: a reader judges freshness from the ``updated`` field."""
+    return k("replication", "lag", service_id)
+
+
+def replication_applied(service_id: str) -> str:
+    """Hash ``<node>|<source>`` -> JSON position a node has applied (durably) of one source, written by that node."""
+    return k("replication", "applied", service_id)
+
+
+def replication_committed(service_id: str) -> str:
+    """Hash ``<source>`` -> JSON committed position of the role (:class:`continuity.state.replication.Committed`):
+    what the fleet acknowledged, at which epoch; only ever raised, and re-based by a failover's prepare step."""
+    return k("replication", "committed", service_id)
+
+
+def replication_mode(service_id: str) -> str:
+    """JSON {mode, primary, epoch, since, reason}: sync, or degraded to async for want of standbys."""
+    return k("replication", "mode", service_id)
 
 
 # --- drills --------------------------------------------------------------------
@@ -188,6 +280,23 @@ def drill_pending_rollbacks() -> str:
 def drill_active() -> str:
     """The running drill's id, with a short TTL the runner keeps extending: a dead runner's lock lapses."""
     return k("drill", "active")
+
+
+def drill_halt() -> str:
+    """JSON halt request {drill, who, at, reason} the running drill's runner polls between probe rounds."""
+    return k("drill", "halt")
+
+
+def postmortem_actions() -> str:
+    """Hash ``<item>#<n>`` -> signed statement (JSON) of a postmortem action item's trail (continuity/actions.py);
+    verified on every read, never trusted for being here. No TTL: an open item stays until it is closed."""
+    return k("postmortem-actions")
+
+
+def approvals(subject: str) -> str:
+    """Hash approver key id -> signed approval statement (JSON) for ``subject``; verified on every use, never
+    trusted for being here. The TTL is housekeeping (the longest statement's expiry), not the validity."""
+    return k("approvals", subject)
 
 
 def drill_link(node_id: str) -> str:

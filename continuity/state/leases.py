@@ -6,6 +6,10 @@ the node's own agent demotes the service (self-fencing). The failover planner
 promotes a standby only after the old lease has expired plus a margin, so the
 two can never overlap. Every operation is one Lua script so that "check the
 holder, then change the key" cannot interleave with another node doing the same.
+The first epoch of a service (bootstrap) is confirmed by ``WAIT`` on the replicas
+(:mod:`continuity.state.durability`) before its holder starts it; later epochs are
+confirmed where they are made and before they are used (:mod:`continuity.state.epochs`),
+so a lease is only ever taken at an epoch the replicas have.
 
 Layout: ``keys.lease(service)`` is a JSON string {node, epoch, acquired} with a PX expiry;
 ``keys.epoch(service)`` (the fencing counter, owned by failover) is read so a
@@ -15,11 +19,12 @@ promoter carrying an epoch older than the current one cannot take the role.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from continuity.state import keys
+from continuity.state.durability import run_with_wait
 from continuity.state.scripts import Script
 
 # Shared Lua prelude: decode the lease JSON (nil when absent or unreadable), and stamp Redis time.
@@ -87,6 +92,26 @@ end
 return 0
 """)
 
+# KEYS[1]=lease KEYS[2]=holder record KEYS[3]=failed marker KEYS[4]=epoch ; ARGV[1]=node ARGV[2]=epoch
+# ARGV[3]=marker JSON -> 1 abandoned | 0 not ours. Like give_up, and also for a role whose lease lapsed while its
+# record still names node at the current epoch (what a node back from a fast restart would otherwise reclaim).
+_ABANDON = Script("lease.abandon", PRELUDE + """
+local l = get_lease(KEYS[1])
+if l then
+  if l.node ~= ARGV[1] or tonumber(l.epoch) ~= tonumber(ARGV[2]) then return 0 end
+else
+  local r = get_lease(KEYS[2])
+  local current = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if not r or r.node ~= ARGV[1] or tonumber(r.epoch) ~= tonumber(ARGV[2]) or current ~= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
+""")
+
 # KEYS[1]=lease -> {node, epoch, pttl} or {} when there is no (readable) lease
 READ = Script("lease.read", PRELUDE + """
 local l = get_lease(KEYS[1])
@@ -94,9 +119,16 @@ if not l or not l.node then return {} end
 return {tostring(l.node), tostring(l.epoch or 0), redis.call('PTTL', KEYS[1])}
 """)
 
-# KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=ttl_ms
-# -> 1 when this call created epoch 1 for node
+# KEYS[1]=lease KEYS[2]=epoch KEYS[3]=holder record ; ARGV[1]=node ARGV[2]=ttl_ms ARGV[3]='1' on a retry
+# -> 1 when this call created epoch 1 for node (or, on a retry, finds it node's still: written again)
 _BOOTSTRAP = Script("lease.bootstrap", PRELUDE + """
+if ARGV[3] == '1' and redis.call('GET', KEYS[2]) == '1' then
+  local l = get_lease(KEYS[1])
+  if l and l.node == ARGV[1] and tonumber(l.epoch) == 1 then
+    put_lease(KEYS[1], ARGV[1], 1, ARGV[2], KEYS[3])
+    return 1
+  end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[2], '1')
 put_lease(KEYS[1], ARGV[1], 1, ARGV[2], KEYS[3])
@@ -152,17 +184,33 @@ def release(client: Any, service: str, node: str, epoch: int) -> bool:
                              args=[node, int(epoch)])))
 
 
-def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, Any]) -> bool:
+def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, Any],
+            sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
     """Release the role *and* mark the service failed on ``node`` (``keys.service_failed``), atomically.
 
     Used when the service kept failing on a live node: releasing alone would leave the role unowned
     with nobody to move it (the node is not dead), so the marker is what tells the detector to fail it
-    over. A no-op (False) unless ``node`` still holds the lease at ``epoch``.
+    over. ``sign`` (the node's key, :func:`continuity.state.heartbeats.sign_claim`) signs the marker: the
+    detector acts only on a marker signed by the node it names. A no-op (False) unless ``node`` still holds
+    the lease at ``epoch``.
     """
-    marker = json.dumps({**info, "node": node, "epoch": int(epoch)}, sort_keys=True)
+    claim = {**info, "node": node, "epoch": int(epoch), "service": service}
+    marker = json.dumps(sign(claim) if sign is not None else claim, sort_keys=True)
     return bool(int(_GIVE_UP(
         client, keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service)],
         args=[node, int(epoch), marker])))
+
+
+def abandon(client: Any, service: str, node: str, epoch: int, info: dict[str, Any]) -> bool:
+    """Give the role up for good on ``node`` and mark the service failed there, so the detector moves it: the
+    lease is released if ``node`` holds it at ``epoch``, or, when it already lapsed, the holder record that would
+    let ``node`` reclaim it is dropped (only while it names ``node`` at the current epoch). Atomic, like
+    :func:`give_up`; False when the role is not ``node``'s at ``epoch`` (someone else moved it: nothing to do).
+    For a node that must not serve what it holds (behind the committed position, issue 10 item 5)."""
+    marker = json.dumps({**info, "node": node, "epoch": int(epoch)}, sort_keys=True)
+    return bool(int(_ABANDON(
+        client, keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service),
+                      keys.epoch(service)], args=[node, int(epoch), marker])))
 
 
 # KEYS[1]=failed marker ; ARGV[1]=epoch -> 1 cleared | 0 absent or not older than ARGV[1]
@@ -216,14 +264,20 @@ def read_many(client: Any, services: Iterable[str]) -> dict[str, Lease | None]:
     return {s: parse(s, raw) for s, raw in zip(names, pipe.execute(), strict=True)}
 
 
-def bootstrap(client: Any, service: str, node: str, ttl: float) -> bool:
+def bootstrap(client: Any, service: str, node: str, ttl: float, retry: bool = False) -> bool:
     """Give a never-placed service its first primary (epoch 1); False once any epoch or lease exists.
 
     Only the blueprint's primary calls this, at first start of the fleet; after
     that, roles change only through failover (fence -> promote -> acquire).
+    Confirmed on the replicas, else :class:`~continuity.state.durability.Unconfirmed`; call again with
+    ``retry=True``, which also answers True while epoch 1 and its lease are still ``node``'s.
     """
-    return bool(int(_BOOTSTRAP(
-        client, keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)], args=[node, _ms(ttl)])))
+    (res,), confirmation = run_with_wait(client, lambda pipe: _BOOTSTRAP(
+        client, keys=[keys.lease(service), keys.epoch(service), keys.lease_holder(service)],
+        args=[node, _ms(ttl), "1" if retry else "0"], pipe=pipe))
+    if int(res):
+        confirmation.require(f"{service}: epoch 1 for {node}")
+    return bool(int(res))
 
 
 def holder_of_record(client: Any, service: str) -> Lease | None:

@@ -2,9 +2,8 @@
 
 Every lock is a key set with ``SET NX PX`` to a random token; only the holder's token can refresh or delete it
 (:data:`_LOCK_OP`, compare-and-act in one script), so a holder that outlived its TTL can never release or extend
-the lock someone else took since. Used for the detector's sweep (``detector:lock``: two control workers never
-sweep at once) and for failover steps (``failover:step:<service>:<epoch>:<step>:lock``: a redelivered step
-waits for the running copy instead of racing it).
+the lock someone else took since. Used for failover steps (``failover:step:<service>:<epoch>:<step>:lock``: a
+redelivered step waits for the running copy instead of racing it).
 
 Operations and their guarantees:
 

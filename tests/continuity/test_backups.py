@@ -141,3 +141,25 @@ def test_forget_set_applies_configured_retention(sandbox: api.LoadedConfig, tmp_
     assert [k["id"] for k in res["keep"]] == ids[:1:-1] and len(res["remove"]) == 2
     assert api.verify_set("core-a-ledger", cfg, read_data_subset="100%")["ok"]
     assert api.restore_drill_set("core-a-ledger", cfg)["ok"]
+
+
+def test_a_second_copy_of_a_set_steps_aside_while_one_runs(sandbox: api.LoadedConfig) -> None:
+    """Two copies of one set at once would both send what the destination lacks: the second one waits its turn."""
+    import fcntl
+    import os
+
+    from continuity import paths
+
+    api.run_backup_set("sat-1-telemetry", sandbox)
+    lock = paths.state_dir() / "backup-copy" / "sat-1-telemetry.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # another copy of the set, holding its lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = api.copy_set("sat-1-telemetry", sandbox)
+        assert res["skipped"] == "another copy of this set is running" and res["targets"] == []
+        assert not res["complete"]
+    finally:
+        os.close(fd)
+    res = api.copy_set("sat-1-telemetry", sandbox)
+    assert res["complete"] and len(res["targets"][0]["copied"]) == 1

@@ -15,12 +15,14 @@ from tests.helpers import run_cli, wait_for
 pytestmark = pytest.mark.slow
 
 
-def _gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker, third: bool) -> Fleet:
+def _gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker, third: bool,
+           **policy: str) -> Fleet:
     gate = tmp_path / "gate"
     gate.mkdir()
     (gate / "fail-core-b").touch()  # core-b's start hook will fail
     prefix = ["{python}", "-m", "tests.failover_gatehook", str(gate), "{node}", "{epoch}", "--"]
-    f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker, start_prefix=prefix, third_node=third)
+    f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker, start_prefix=prefix, third_node=third,
+              **policy)
     f.gate = gate  # type: ignore[attr-defined]
     return f
 
@@ -29,8 +31,8 @@ def _gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker,
 def make_gated(tmp_path: Path, state_dir: Path, redis_url: str, spawn, start_worker) -> Iterator:
     made: list[Fleet] = []
 
-    def make(third: bool) -> Fleet:
-        made.append(_gated(tmp_path, state_dir, redis_url, spawn, start_worker, third))
+    def make(third: bool, **policy: str) -> Fleet:
+        made.append(_gated(tmp_path, state_dir, redis_url, spawn, start_worker, third, **policy))
         return made[-1]
 
     yield make
@@ -57,7 +59,9 @@ def test_failed_promote_moves_on_to_the_next_candidate(make_gated) -> None:
 
 
 def test_no_candidate_left_escalates_then_the_operator_forces_it(make_gated) -> None:
-    fleet = make_gated(third=False)
+    # the detector retries on its own once the cool-down is over; on a loaded machine that can come before
+    # the operator's command below, so the cool-down here outlasts the test: the rung under test is the human
+    fleet = make_gated(third=False, failover_cooldown="600s")
     fleet.start()
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.failover_support import Fleet, overlaps, pulse_events, role_intervals
+from tests.failover_support import AcceptProbe, Fleet, accept_overlaps, accepted_windows, pulse_events
 
 pytestmark = pytest.mark.slow
 COOLDOWN = 20.0
@@ -32,13 +32,14 @@ def test_flapping_primary_fails_over_at_most_once_per_cooldown(flappy: Fleet) ->
     fleet.start()
     victim = "core-a"
     deadline = time.monotonic() + FLAP_FOR
-    while time.monotonic() < deadline:
-        lease = fleet.lease("ledger")
-        victim = lease.node if lease else victim  # whoever holds the role now is the one that flaps
-        fleet.workers[victim].signal(signal.SIGSTOP)
-        time.sleep(2.0)  # the fault itself: 2 s frozen ...
-        fleet.workers[victim].signal(signal.SIGCONT)
-        time.sleep(2.0)  # ... 2 s running
+    with AcceptProbe(fleet) as probe:  # asks every instance for writes, the fenced ones too
+        while time.monotonic() < deadline:
+            lease = fleet.lease("ledger")
+            victim = lease.node if lease else victim  # whoever holds the role now is the one that flaps
+            fleet.workers[victim].signal(signal.SIGSTOP)
+            time.sleep(2.0)  # the fault itself: 2 s frozen ...
+            fleet.workers[victim].signal(signal.SIGCONT)
+            time.sleep(2.0)  # ... 2 s running
     recs = fleet.wait_records(1, timeout=60)
     started = sorted(r["started"] for r in recs if r["who"] == "detector")
     assert started, "flapping never caused a failover"
@@ -47,4 +48,7 @@ def test_flapping_primary_fails_over_at_most_once_per_cooldown(flappy: Fleet) ->
     assert len(started) <= int(FLAP_FOR // COOLDOWN) + 1
     skipped = [e for e in pulse_events(fleet.state, "detect.failover_requested") if e["data"].get("plans") == 0]
     assert len(started) + len(skipped) >= 1
-    assert overlaps(role_intervals(pulse_events(fleet.state), "ledger")) == []
+    # no split brain, judged by what the instances accepted (their ledgers), not by the code's fence events
+    windows = accepted_windows(fleet.state, "ledger")
+    assert len({(w.node, w.epoch) for w in windows}) >= 2 and all(probe.acked.values()), (windows, probe.acked)
+    assert accept_overlaps(windows) == []

@@ -22,6 +22,7 @@ def test_kill9_primary_promotes_standby_with_recorded_timings(fleet: Fleet) -> N
     client = LedgerClient(fleet.redis_url)
     for seq in range(1, 21):
         assert client.append(seq)
+    fleet.wait_replicated(20)
 
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")

@@ -26,6 +26,7 @@ def test_cut_off_primary_demotes_itself_before_the_standby_is_promoted(fleet: Fl
     fleet.start()
     for seq in range(1, 11):
         assert fleet.post("ledger", "core-a", seq) == 200
+    fleet.wait_replicated(10)
 
     fleet.workers["core-a"].signal(signal.SIGSTOP)  # the worker and its agent freeze; the service keeps running
     try:

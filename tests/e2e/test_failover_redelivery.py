@@ -37,6 +37,7 @@ def test_worker_killed_mid_promote_then_redelivered_effects_happen_once(gated_fl
     fleet.start()
     for seq in range(1, 8):
         assert fleet.post("ledger", "core-a", seq) == 200
+    fleet.wait_replicated(7)
 
     fleet.workers["core-a"].kill9()
     fleet.kill_service("ledger", "core-a")

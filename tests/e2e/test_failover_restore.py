@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from celery import Celery
 
 from continuity.sample.client import LedgerClient
@@ -43,6 +44,10 @@ def fleet(tmp_path: Path, state_dir: Path, redis_url: str, spawn: Any, start_wor
     f = Fleet(tmp_path, state_dir, redis_url, spawn, start_worker,
               extra_env={"CONTINUITY_FAILOVER_PREPARE": "backup", "CONTINUITY_BACKUP_CONFIG": str(cfg),
                          "CONTINUITY_PASSWORD": "restore-e2e"})
+    # no replica on the standby: this test is about the path where the latest verified snapshot is all there is
+    doc = yaml.safe_load(f.bp_path.read_text())
+    doc["domains"]["payments"]["services"]["ledger"]["replication"] = {"mode": "off"}
+    f.bp_path.write_text(yaml.safe_dump(doc))
     try:
         yield f
     finally:
@@ -79,7 +84,7 @@ def test_standby_is_promoted_from_the_verified_snapshot_and_the_loss_is_measured
     (rec,) = fleet.wait_records(1)
     assert rec["outcome"] == "succeeded", json.dumps(rec, indent=1)
     (prep,) = [s for s in rec["steps"] if s["step"] == "prepare"]
-    assert prep["node"] == "core-b" and prep["source"] == "backup" and prep["mode"] == "restore", prep
+    assert prep["node"] == "core-b" and prep["source"] == "snapshot" and prep["mode"] == "restore", prep
     assert prep["snapshot"] == status["last_snapshot"] and prep["set"] == SET
     assert prep["ledger_last_seq"] == 10 and prep["snapshot_node"] == "core-a"
     assert prep["rpo_achieved"] is not None and prep["rpo_achieved"] > 0

@@ -64,6 +64,7 @@ def test_crashed_service_is_restarted_in_place_then_failed_over_when_restarts_fa
              what="the continuity mode back to normal")
 
     # 2. the start hook now fails on core-a: after the restart budget the role is given up and moved
+    fleet.wait_replicated(5)
     (fleet.gate / "fail-core-a").touch()  # type: ignore[attr-defined]
     killed_at = time.time()
     fleet.kill_service("ledger", "core-a")

@@ -14,7 +14,7 @@ import redis
 from continuity import pulse as pulse_mod
 from continuity.pulse import Pulse, read_events, stream_events, verify_file
 from continuity.redisd import RedisServer, connect, free_port
-from continuity.state import keys
+from continuity.state import keys, pulse_stream
 from tests.helpers import Proc, continuity_cmd, run_cli, wait_for
 
 
@@ -258,3 +258,25 @@ def test_the_dedup_record_is_bounded(redis_url: str, rds: redis.Redis, hist: Pat
     recent = sent[-1]
     assert p._deliver_one(recent["id"], json.dumps(recent)) == 0  # still remembered: not delivered again
     assert len(stream_ids(rds)) == 12
+
+
+def test_delivered_events_are_counted_once_by_kind_and_service(redis_url: str, hist: Path) -> None:
+    """The counters behind the metrics' ``_total`` series: one per event added, none for a redelivery, kept
+    when the stream itself is trimmed."""
+    client = connect(redis_url)
+    p = Pulse(client=client, path=hist)
+    first = p.emit("failover.service_restarted", service="ledger", data={})
+    p.emit("failover.service_restarted", service="ledger", data={})
+    p.emit("failover.service_restarted", service="keystore", data={})
+    p.emit("node.ping", data={})
+    # the same event delivered again (a spool replayed after its first delivery did reach Redis): not counted
+    assert not pulse_stream.deliver(client, first["id"], json.dumps(first), 10, 100)
+    client.xtrim(keys.pulse_stream(), maxlen=0)
+    assert pulse_stream.counts(client) == {
+        ("continuity_layer.failover.service_restarted", "ledger"): 2,
+        ("continuity_layer.failover.service_restarted", "keystore"): 1,
+        ("continuity_layer.node.ping", None): 1,
+    }
+    # a payload that is not an event's JSON is stored (readers skip it) but counts nothing
+    assert pulse_stream.deliver(client, "raw-1", "not json", 10, 100)
+    assert sum(pulse_stream.counts(client).values()) == 4

@@ -76,3 +76,17 @@ def test_interval_entries_start_at_once_calendar_entries_wait() -> None:
             assert entry["last_run_at"] == beat_schedule.NEVER_RUN, name
         elif isinstance(entry["schedule"], crontab):
             assert "last_run_at" not in entry, name
+
+
+def test_the_detector_is_not_a_beat_job_and_nothing_floods_the_task_list() -> None:
+    """Detection is a loop in the control workers (it must not stop with beat); a task every second on the
+    control queue used to fill Flower's task list with work nobody needs to see."""
+    from datetime import timedelta
+
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    schedule = beat_schedule.build_schedule(bp)
+    assert not [n for n, e in schedule.items() if "sweep" in n or "sweep" in e["task"]]
+    assert "workers.control" not in beat_schedule.CONTRIBUTORS
+    for name, entry in schedule.items():
+        if isinstance(entry["schedule"], timedelta):
+            assert entry["schedule"].total_seconds() >= 2 * bp.policy.heartbeat_interval, name

@@ -61,3 +61,18 @@ def test_a_command_falls_back_on_the_last_good_copy_and_says_so(tmp_path: Path) 
     _write(f, "oops", 3)
     loaded = load_or_last_good(_load, f, copy)
     assert loaded.value == 5 and loaded.error is not None and "not a number" in loaded.error.error
+
+
+def test_the_last_good_copy_is_the_owners_alone_whatever_the_umask(tmp_path: Path) -> None:
+    """`continuity status` from a shell with umask 022 refreshes the copy: it must stay 0600 (state is private)."""
+    import stat
+
+    f, copy = tmp_path / "bp.yml", tmp_path / "last-good" / "bp.yml"
+    _write(f, "7", 1)
+    old = os.umask(0o022)
+    try:
+        assert load_or_last_good(_load, f, copy).value == 7
+    finally:
+        os.umask(old)
+    assert copy.read_text() == "7" and stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700

@@ -53,11 +53,20 @@ NODES = sorted(BP.nodes)
 
 
 class Sim:
-    """A fleet on a fake clock: nodes beat when told, the detector sweeps when told."""
+    """A fleet on a fake clock: nodes beat when told, the detector sweeps when told.
+
+    ``now`` is Redis time (beats are stamped with it); ``mono`` is the sweeping process's monotonic clock, which
+    the sweeper measures its :class:`~continuity.detect.detector.View` with. Both move together unless a test
+    makes Redis's clock jump.
+    """
 
     def __init__(self, bp: Blueprint = BP, start: float = IN_CONTACT) -> None:
         self.bp = bp
         self.now = start
+        self.mono = 1000.0
+        self.last_sweep_mono: float | None = None  # this process's previous sweep in its term
+        self.watch_since = self.mono - 3600.0      # Redis has answered this process for an hour
+        self.lost_redis = False
         self.states: dict[str, d.NodeState] = {}
         self.meta = d.Meta()
         self.seq = 0
@@ -69,17 +78,40 @@ class Sim:
             self.seq += 1
             self.pending[n] = d.Beat(seq=self.seq, arrival=self.now, services={})
 
+    def view(self) -> d.View:
+        own = None if self.last_sweep_mono is None else self.mono - self.last_sweep_mono
+        return d.View(own_gap=own, watched=self.mono - self.watch_since, lost_redis=self.lost_redis,
+                      new_term=self.last_sweep_mono is None)
+
     def sweep(self) -> d.Outcome:
-        out = d.sweep(self.states, self.pending, self.bp, self.now, self.meta)
+        out = d.sweep(self.states, self.pending, self.bp, self.now, self.meta, self.view())
         self.states, self.meta, self.pending = out.states, out.meta, {}
+        self.last_sweep_mono = self.mono
         self.log.append(out)
         return out
 
+    def advance(self, dt_: float) -> None:
+        self.now += dt_
+        self.mono += dt_
+
     def tick(self, dt_: float = 1.0, beating: tuple[str, ...] | None = None) -> d.Outcome:
         """Advance time, let ``beating`` nodes (default: all) beat, then sweep."""
-        self.now += dt_
+        self.advance(dt_)
         self.beat(*(NODES if beating is None else beating))
         return self.sweep()
+
+    def redis_outage(self, seconds: float) -> None:
+        """Redis is gone for ``seconds``: no beat is stored, no sweep runs, the sweeper sees its calls fail."""
+        self.advance(seconds)
+        self.watch_since = self.mono  # it answers again from now on
+        self.lost_redis = True
+
+    def new_leader(self, after: float, watched: float) -> None:
+        """Another process takes over ``after`` seconds later; Redis has answered it for ``watched`` seconds."""
+        self.advance(after)
+        self.last_sweep_mono = None
+        self.watch_since = self.mono - watched
+        self.lost_redis = False
 
     def state(self, node: str) -> str:
         return self.states[node].state
@@ -218,9 +250,16 @@ def test_tilt_after_a_long_pause_suppresses_deaths_for_the_grace_period() -> Non
     sim = Sim()
     sim.tick()
     sim.tick()
-    out = sim.tick(5.0, ("core-b", "core-c", "sat-1"))  # the sweeper was paused for 5 s
-    assert out.tilt and out.tilt_started and out.sweep_gap == 5.0
-    assert sim.state("core-a") == d.SUSPECT, "no one is declared dead in TILT"
+    out = sim.tick(5.0, ("core-b", "core-c", "sat-1"))  # the sweeper was paused for 5 s; Redis answered all along
+    assert out.tilt and out.tilt_started and out.sweep_gap == 5.0 and out.own_gap == 5.0
+    assert out.grace_started and out.meta.grace_reason == "paused"
+    assert sim.state("core-a") == d.ALIVE, "within the grace nobody is even suspected"
+    grace_end = out.meta.grace_until
+    while sim.now + 1.0 < grace_end:
+        out = sim.tick(1.0, ("core-b", "core-c", "sat-1"))
+        assert sim.state("core-a") == d.ALIVE and not out.eligible
+    out = sim.tick(1.0, ("core-b", "core-c", "sat-1"))
+    assert out.grace_ended and sim.state("core-a") == d.SUSPECT, "no one is declared dead in TILT"
     while sim.now < sim.log[-1].meta.tilt_until - 1:
         out = sim.tick(1.0, ("core-b", "core-c", "sat-1"))
         assert out.tilt and not out.eligible and not out.tilt_started
@@ -244,7 +283,101 @@ def test_clock_jumping_backwards_tilts() -> None:
     sim = Sim()
     sim.tick()
     out = sim.tick(-30.0)
-    assert out.tilt_started
+    assert out.tilt_started and out.tilt_reason == "clock-jump"
+
+
+def test_redis_clock_jumping_forward_tilts_instead_of_killing_everyone() -> None:
+    sim = Sim()
+    sim.tick()
+    sim.tick()
+    sim.now += 30.0  # Redis's clock stepped forward; our own process only saw one interval pass
+    out = sim.tick(1.0, ())
+    assert out.tilt_started and out.tilt_reason == "clock-jump" and out.grace_started
+    assert not any(t.new in (d.SUSPECT, d.DEAD) for t in out.transitions) and not out.eligible
+
+
+def test_slow_round_trips_of_the_sweeper_are_not_a_pause() -> None:
+    """Sweeps 1.9 s apart (a sweeper with a slow link) under a 2 s tilt_gap: no TILT, no grace, silence judged."""
+    sim = Sim()
+    sim.tick()
+    outs = [sim.tick(1.9, ("core-b", "core-c", "sat-1")) for _ in range(3)]
+    assert not any(o.tilt or o.grace for o in outs)
+    assert sum(len(o.eligible) for o in outs) == 1 and sim.state("core-a") == d.DEAD
+
+
+# --- a gap in the detector's view is not a node failure ------------------------------------------------------
+def test_after_a_redis_outage_every_node_gets_a_grace_to_beat_again() -> None:
+    sim = Sim()
+    for _ in range(4):
+        sim.tick()
+    sim.redis_outage(5.0)  # nothing stored, no sweep: every node's last beat is now 6 s old
+    out = sim.tick(0.2, ())  # first sweep after Redis is back, before anyone has beaten again
+    assert out.grace_started and out.meta.grace_reason == "redis-unreachable" and not out.tilt
+    assert out.meta.grace_until == sim.now + BP.policy.dead_after + 2 * BP.policy.heartbeat_interval
+    assert all(s.state == d.ALIVE for s in sim.states.values()) and not out.transitions
+    others = ("core-b", "core-c", "sat-1")
+    while sim.now + 1.0 < out.meta.grace_until:
+        step = sim.tick(1.0, others)  # core-a's node really died during the outage
+        assert not step.transitions and not step.eligible, "no suspicion, no failover inside the grace"
+    end = sim.tick(1.0, others)
+    assert end.grace_ended and not end.grace
+    assert sim.state("core-a") == d.DEAD and end.eligible == ["core-a"], "judged as soon as the grace ends"
+    assert all(sim.state(n) == d.ALIVE for n in others)
+
+
+def test_a_healthy_fleet_makes_no_failover_across_repeated_redis_outages() -> None:
+    sim = Sim()
+    sim.tick()
+    for outage in (3.0, 5.0, 4.2, 5.0, 3.5, 5.0, 4.8, 5.0, 3.1, 5.0):
+        sim.redis_outage(outage)
+        for _ in range(8):
+            sim.tick(0.5)
+    assert not any(t.new in (d.SUSPECT, d.DEAD) for o in sim.log for t in o.transitions)
+    assert not any(o.eligible for o in sim.log)
+    assert sum(o.grace_started for o in sim.log) == 10
+
+
+def test_a_standby_that_watched_through_the_takeover_judges_at_once() -> None:
+    """Leader killed with its node: the standby saw Redis answer all along, so the dead node is not given a grace."""
+    sim = Sim()
+    for _ in range(3):
+        sim.tick()
+    others = ("core-b", "core-c", "sat-1")
+    sim.new_leader(after=1.8, watched=600.0)
+    sim.beat(*others)
+    out = sim.sweep()
+    assert not out.grace and not out.tilt
+    out = sim.tick(1.0, others)
+    assert sim.state("core-a") == d.DEAD and out.eligible == ["core-a"]
+
+
+def test_a_new_leader_that_was_not_watching_gives_a_grace() -> None:
+    sim = Sim()
+    for _ in range(3):
+        sim.tick()
+    sim.new_leader(after=8.0, watched=0.5)  # every control worker was down; one just started
+    out = sim.tick(0.1, ())
+    assert out.grace_started and out.meta.grace_reason == "leader-changed" and not out.tilt
+    assert not out.transitions
+
+
+def test_an_outage_is_not_a_pause_of_the_detector() -> None:
+    """Its own sweeps 6 s apart because Redis was gone: a grace, but no TILT (that is for its own stalls)."""
+    sim = Sim()
+    sim.tick()
+    sim.redis_outage(6.0)
+    out = sim.tick(0.1, ())
+    assert out.grace and not out.tilt
+
+
+def test_a_grace_extends_but_never_shortens() -> None:
+    sim = Sim()
+    sim.tick()
+    sim.redis_outage(5.0)
+    first = sim.tick(0.2).meta.grace_until
+    sim.redis_outage(0.3)
+    out = sim.tick(0.2)
+    assert out.grace and not out.grace_started and out.meta.grace_until > first
 
 
 def test_dead_share_equal_to_storm_fraction_is_not_a_storm() -> None:
@@ -313,7 +446,7 @@ def test_regular_beats_with_jitter_are_never_suspected(beat_gaps: list[float], s
             break
         events.append((t, "sweep"))
     for at, what in sorted(events):
-        sim.now = at
+        sim.advance(at - sim.now)
         if what == "beat":
             sim.beat(*NODES)
         else:
@@ -331,9 +464,11 @@ def test_invariants_under_arbitrary_histories(steps: list[tuple[float, list[str]
     handed: dict[str, int] = {n: 0 for n in NODES}
     for dt_, beating in steps:
         out = sim.tick(dt_, tuple(beating))
+        if out.grace:
+            assert not any(t.new in (d.SUSPECT, d.DEAD) for t in out.transitions), "no suspicion inside a grace"
         for n in out.eligible:
             assert out.states[n].state == d.DEAD
-            assert not out.tilt and not out.meta.storm
+            assert not out.tilt and not out.grace and not out.meta.storm
             handed[n] += 1
         for t in out.transitions:
             if t.new == d.ALIVE and t.old != d.UNKNOWN:
@@ -345,5 +480,5 @@ def test_invariants_under_arbitrary_histories(steps: list[tuple[float, list[str]
                 "only a node silent right now is failed over (not one already beating again)"
         for s in out.states.values():
             assert s.state in d.STATUSES
-            if s.state == d.ALIVE:
+            if s.state == d.ALIVE and not out.grace:  # a grace holds silent nodes alive until it ends
                 assert sim.now - max(s.last_arrival or 0, s.contact_since or 0) <= BP.policy.dead_after

@@ -9,11 +9,13 @@ import pytest
 
 from continuity.blueprint import Blueprint, parse_blueprint
 from continuity.config import parse_text
+from continuity.detect import detector
 from continuity.detect.agent import Agent
-from continuity.detect.sweep import SweepCache, run_ingest, run_sweep
+from continuity.detect.sweep import LOST_LEASE, Leadership, SweepCache, run_ingest, run_sweep
 from continuity.failover.planner import plan_failovers
 from continuity.services.probes import ProbeResult
-from continuity.state import heartbeats, keys, leases
+from continuity.state import detection, detector_leader, heartbeats, keys, leases
+from continuity.state.detector_leader import Identity
 from tests.helpers import wait_for
 
 # fast timings so that real silences are short; Redis TIME is the clock
@@ -69,6 +71,11 @@ def cache() -> SweepCache:
     return SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
 
 
+def redis_now(rds) -> float:
+    sec, usec = rds.time()
+    return sec + usec / 1e6
+
+
 def beat_all(fleet: dict[str, Agent], *only: str) -> None:
     for n, a in fleet.items():
         if not only or n in only:
@@ -76,13 +83,28 @@ def beat_all(fleet: dict[str, Agent], *only: str) -> None:
             a.probe_once()
 
 
-def sweep(rds, bp, cache, events, launched=None, **kw):
+ME = Identity("core-a@test:1:first", "core-a", "test", 1)
+OTHER = Identity("core-b@test:2:second", "core-b", "test", 2)
+
+
+def lead(rds, me: Identity = ME) -> Leadership:
+    """Make ``me`` the detector leader (taking the lease from whoever holds it: these tests play every process)."""
+    claim = detector_leader.claim(rds, me, 5.0)
+    if not claim.leading:
+        rds.delete(keys.detector_leader())
+        claim = detector_leader.claim(rds, me, 5.0)
+    assert claim.leading
+    return Leadership(me.id, me.node, claim.term, 5.0)
+
+
+def sweep(rds, bp, cache, events, launched=None, me: Identity = ME, **kw):
     def launch(plans, trigger):
         launched.append((plans, trigger))
         return [f"rec-{p.service}" for p in plans]
 
-    return run_sweep(rds, bp, cache=cache, pulse=events, launch=launch if launched is not None else None,
-                     plan=plan_failovers, controls=lambda c, b: (set(), False, {}), **kw)
+    return run_sweep(rds, bp, lead(rds, me), cache=cache, pulse=events,
+                     launch=launch if launched is not None else None, plan=plan_failovers,
+                     controls=lambda c, b: (set(), False, {}), **kw)
 
 
 def states(rds) -> dict[str, str]:
@@ -108,17 +130,18 @@ def test_forged_heartbeat_is_rejected_once_and_changes_nothing(bp, rds, fleet, c
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     before = rds.hget(keys.node_state(), "core-c")
-    forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=0, services={"ledger": {"healthy": True}})
+    # a fresh timestamp: the forgery must be refused for its MAC, not for its age
+    forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=redis_now(rds), services={"ledger": {"healthy": True}})
     rds.hset(keys.heartbeats(), "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = sweep(rds, bp, cache, events)
-    assert res.rejected == {"core-c": "bad-mac"}
+    assert res.rejected == {"core-c": "bad-signature"}
     assert rds.hget(keys.node_state(), "core-c") == before
     assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
     sweep(rds, bp, cache, events)
     assert len(events.of("detect.heartbeat_rejected")) == 1, "the same forged blob is reported once"
     rds.hset(keys.heartbeats(), "core-c", '{"node": "core-c", "seq": 1}')
     assert sweep(rds, bp, cache, events).rejected == {"core-c": "unsigned"}
-    rds.hset(keys.heartbeats(), "intruder", "v1.00.{}")
+    rds.hset(keys.heartbeats(), "intruder", "v2.00.{}")
     assert sweep(rds, bp, cache, events).rejected["intruder"] == "unknown-node"
 
 
@@ -161,30 +184,56 @@ def test_silent_node_dies_and_its_services_are_handed_to_failover(bp, rds, fleet
     assert len(launched) == 1, "one hand-over per death"
 
 
-def test_only_one_sweep_acts_at_a_time(bp, rds, cache) -> None:
-    rds.set(keys.sweep_lock(), "someone-else", px=5000)
-    res = sweep(rds, bp, cache, Events())
-    assert res.skipped and res.outcome is None
-    rds.delete(keys.sweep_lock())
-    assert sweep(rds, bp, cache, Events()).skipped is None
-    assert not rds.exists(keys.sweep_lock()), "the lock is released after the sweep"
+def test_only_the_lease_holder_writes_and_its_sweep_renews_the_lease(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    lead(rds, OTHER)
+    events = Events()
+    res = run_sweep(rds, bp, Leadership(ME.id, ME.node, 1, 5.0), cache=cache, pulse=events)
+    assert res.skipped == LOST_LEASE and res.outcome is None
+    assert rds.hlen(keys.node_state()) == 0 and not rds.exists(keys.detector_meta()) and events.items == []
+    assert detector_leader.read(rds).id == OTHER.id, "a sweep never takes the lease"
+    rds.pexpire(keys.detector_leader(), 300)
+    res = run_sweep(rds, bp, lead(rds, OTHER), cache=cache)
+    assert res.skipped is None and rds.pttl(keys.detector_leader()) > 1000, "the sweep's write renewed the lease"
 
 
-def test_tilt_after_a_gap_between_sweeps(bp, rds, fleet, cache) -> None:
+def test_each_sweep_is_journaled_with_its_gap(bp, rds, fleet, cache) -> None:
+    beat_all(fleet)
+    first = sweep(rds, bp, cache, Events())
+    second = sweep(rds, bp, cache, Events())
+    marks = detection.sweeps(rds)
+    assert [m.at for m in marks] == [first.now, second.now]
+    assert marks[0].gap is None and abs(marks[1].gap - (second.now - first.now)) < 1e-5
+    assert {m.node for m in marks} == {"core-a"} and marks[0].term >= 1
+
+
+def test_tilt_after_the_sweepers_own_pause(bp, rds, fleet, cache) -> None:
     events = Events()
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     meta = json.loads(rds.get(keys.detector_meta()))
     meta["last_sweep"] -= 60
     rds.set(keys.detector_meta(), json.dumps(meta))
-    res = sweep(rds, bp, cache, events)
-    assert res.outcome.tilt and events.of("detect.tilt")
+    res = sweep(rds, bp, cache, events, view=detector.View(own_gap=60.0))
+    assert res.outcome.tilt and events.of("detect.tilt")[0]["data"]["own_gap"] == 60.0
+    assert events.of("detect.grace_started")[0]["data"]["reason"] == "paused"
+    assert res.outcome.meta.grace_until > res.now
 
 
 def test_storm_raises_an_incident_and_launches_nothing(bp, rds, fleet, cache) -> None:
     events, launched = Events(), []
     beat_all(fleet)
     sweep(rds, bp, cache, events, launched)
+    silent_since = redis_now(rds)  # core-a and core-b beat last before this (not in the same instant)
+
+    # No sweep while one of them may be past its dead time and the other not: on a loaded machine the two
+    # beats land far enough apart for a sweep in between to see one death, which is a real single failure.
+    # The pause stays far below tilt_gap, so the detector does not take it for its own stall.
+    def both_past_dead_time() -> bool:
+        beat_all(fleet, "core-c")
+        return redis_now(rds) > silent_since + 0.5 + 0.2  # dead_after + margin
+
+    wait_for(both_past_dead_time, timeout=10, interval=0.05, what="core-a and core-b past their dead time")
 
     def storm() -> bool:
         beat_all(fleet, "core-c")
@@ -216,43 +265,45 @@ def test_leases_decide_service_placement_in_mode(bp, rds, fleet, cache) -> None:
     assert res.mode.services["reports"].reason == "no primary holds the lease"
 
 
-def test_a_sweeper_that_stalled_past_its_lock_writes_and_launches_nothing(bp, rds, fleet, cache, monkeypatch) -> None:
+def test_a_leader_that_stalled_past_its_lease_writes_and_launches_nothing(bp, rds, fleet, cache,
+                                                                          monkeypatch) -> None:
     from continuity.detect import sweep as sweep_mod
 
     beat_all(fleet)
     real = sweep_mod.detector.sweep
 
     def stalled(*a: Any, **k: Any):
-        rds.set(keys.sweep_lock(), "the-next-sweeper", px=2000)  # our lock expired and was taken meanwhile
+        lead(rds, OTHER)  # our lease lapsed while we stood still, and a standby took it
         return real(*a, **k)
 
     monkeypatch.setattr(sweep_mod.detector, "sweep", stalled)
     events = Events()
     res = sweep(rds, bp, cache, events, [])
-    assert res.skipped == "lost the lock before writing"
-    assert rds.hlen(keys.node_state()) == 0 and not rds.exists(keys.mode())
+    assert res.skipped == LOST_LEASE
+    assert rds.hlen(keys.node_state()) == 0 and not rds.exists(keys.mode()) and not detection.sweeps(rds)
     assert events.items == []
 
 
-def test_sweeps_skipped_for_the_lock_still_count_as_the_detector_being_awake(bp, rds, fleet, cache) -> None:
+def test_a_standby_taking_over_from_a_stalled_leader_is_neither_tilted_nor_in_grace(bp, rds, fleet, cache) -> None:
+    """The old leader stood still holding the lease; the standby watched Redis answer all along: its evidence
+    is as good as the old leader's, so no TILT (not its pause) and no grace (no gap in what Redis recorded)."""
     beat_all(fleet)
     sweep(rds, bp, cache, Events())
     meta = json.loads(rds.get(keys.detector_meta()))
-    meta["last_sweep"] -= 60  # the last *completed* sweep is long ago ...
+    meta["last_sweep"] -= 5
     rds.set(keys.detector_meta(), json.dumps(meta))
-    rds.set(keys.sweep_lock(), "stalled-sweeper", px=5000)
-    assert sweep(rds, bp, cache, Events()).skipped  # ... but sweeps kept being attempted
-    rds.delete(keys.sweep_lock())
-    res = sweep(rds, bp, cache, Events())
-    assert not res.outcome.tilt
+    beat_all(fleet)
+    res = sweep(rds, bp, SweepCache(keyring=heartbeats.KeyRing(dict(KEYS))), Events(), me=OTHER,
+                view=detector.View(new_term=True, watched=600.0))
+    assert not res.outcome.tilt and not res.outcome.grace
 
 
 def test_a_value_with_newlines_cannot_shift_the_snapshot(bp, rds, fleet, cache) -> None:
     beat_all(fleet)
-    rds.hset(keys.heartbeats(), "core-c", "v1.00.core-c|1|0|x|{}\ncore-a\nv1.ff.forged")
+    rds.hset(keys.heartbeats(), "core-c", "v3.1.00.ff.core-c|1|0|x|{}\ncore-a\nv3.ff.forged")
     rds.hset(keys.heartbeats(), "odd\nname", "whatever")
     res = sweep(rds, bp, cache, Events())
-    assert res.rejected["core-c"] == "bad-mac"
+    assert res.rejected["core-c"] == "bad-signature"
     assert "core-a" not in res.rejected and res.outcome.states["core-a"].state == "alive"
     assert res.rejected.get("odd name") == "unknown-node"
 
@@ -261,7 +312,7 @@ def test_a_second_process_picks_up_where_the_first_left(bp, rds, fleet, cache) -
     beat_all(fleet)
     sweep(rds, bp, cache, Events())
     other = SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
-    res = sweep(rds, bp, other, Events())
+    res = sweep(rds, bp, other, Events(), me=OTHER)
     assert not res.outcome.transitions and set(other.states) == {"core-a", "core-b", "core-c"}
     beat_all(fleet)
     res = sweep(rds, bp, cache, Events())  # the first process's memory is stale now: it re-reads
@@ -283,9 +334,41 @@ def test_forged_beat_through_the_beat_script_is_rejected_and_logged(bp, rds, fle
     forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
     _submit(rds, "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = sweep(rds, bp, cache, events)
-    assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
+    assert res.rejected == {"core-c": "bad-signature"} and res.accepted == 0
     assert rds.hget(keys.node_state(), "core-c") == before
     assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
+
+
+def _hour_old_beat(rds, node: str) -> str:
+    """A beat signed with the node's real key and a new sequence, but stamped an hour before it is written."""
+    old = heartbeats.Heartbeat(node=node, seq=10**15, ts=redis_now(rds) - 3600, services={})
+    return heartbeats.encode(old, KEYS[node])
+
+
+def test_a_validly_signed_beat_an_hour_old_is_refused_by_the_sweep(bp, rds, fleet, cache) -> None:
+    """The batch path's freshness window: a captured-and-held (or clock-skewed) beat must not revive a node.
+
+    core-c has not beaten yet, so nothing but the window stands between its hour-old beat (a chain and a
+    statement of its own, validly signed) and the detector: no newer statement or slot to call it a replay by.
+    """
+    events = Events()
+    beat_all(fleet, "core-a", "core-b")
+    sweep(rds, bp, cache, events)
+    _submit(rds, "core-c", _hour_old_beat(rds, "core-c"))
+    res = sweep(rds, bp, cache, events)
+    assert res.rejected == {"core-c": "stale"} and res.accepted == 0
+    assert "core-c" not in cache.states or cache.states["core-c"].last_seq is None, "a stale beat sets nothing"
+    assert events.of("detect.heartbeat_rejected")[-1]["data"]["reason"] == "stale"
+
+
+def test_a_validly_signed_beat_an_hour_old_is_refused_by_an_ingest_slice(bp, rds, fleet, cache) -> None:
+    beat_all(fleet, "core-a", "core-b")
+    sweep(rds, bp, cache, Events())
+    _submit(rds, "core-c", _hour_old_beat(rds, "core-c"))
+    res = run_ingest(rds, bp, cache)
+    assert res.rejected == {"core-c": "stale"} and res.accepted == 0
+    assert "core-c" not in cache.ingested
+    assert sweep(rds, bp, cache, Events()).rejected["core-c"] == "stale"
 
 
 def test_identical_bytes_submitted_again_are_a_replay(bp, rds, fleet, cache) -> None:
@@ -322,7 +405,7 @@ def test_a_newline_in_the_pending_batch_falls_back_to_a_full_read(bp, rds, fleet
     beat_all(fleet)
     sweep(rds, bp, cache, events)
     beat_all(fleet)
-    rds.hset(keys.heartbeats_pending(), "core-c", "1.0 v1.00.x\ncore-a\n1.0 v1.ff.forged")
+    rds.hset(keys.heartbeats_pending(), "core-c", "1.0 v2.00.x\ncore-a\n1.0 v2.ff.forged")
     res = sweep(rds, bp, cache, events)
     assert res.accepted == 3 and set(res.rejected) <= {"core-c"}
     assert all(st.state == "alive" for st in res.outcome.states.values())
@@ -366,6 +449,34 @@ def test_a_given_up_service_fails_over_alone_and_mode_shows_the_gap(bp, rds, fle
     mode = json.loads(rds.get(keys.mode()))
     assert mode["mode"] == "critical" and mode["unhealthy"] == ["ledger"]
     assert sick.held == {}, "core-a does not take it back"
+
+
+@pytest.mark.parametrize("forge", ["unsigned", "signed-by-another-node", "edited", "copied-to-another-service"])
+def test_a_forged_service_failed_marker_launches_no_failover(bp, rds, fleet, cache, forge) -> None:
+    """Issue 11: `SET continuity:service-failed:<svc>` by anyone with Redis access used to force a failover.
+    Only a marker signed by the node it names counts; any other is reported once and changes nothing."""
+    events, launched = Events(), []
+    beat_all(fleet)
+    sweep(rds, bp, cache, events, launched)
+    lease = leases.read(rds, "ledger")
+    claim = {"node": lease.node, "epoch": lease.epoch, "service": "ledger", "at": 1.0, "since": 1.0,
+             "reason": "forged", "restarts": 0}
+    marker = {
+        "unsigned": claim,
+        "signed-by-another-node": heartbeats.sign_claim(KEYS["core-b"], claim),
+        "edited": {**heartbeats.sign_claim(KEYS[lease.node], claim), "reason": "edited after signing"},
+        "copied-to-another-service": heartbeats.sign_claim(KEYS[lease.node], {**claim, "service": "other"}),
+    }[forge]
+    rds.set(keys.service_failed("ledger"), json.dumps(marker))
+    for _ in range(3):
+        beat_all(fleet)
+        sweep(rds, bp, cache, events, launched)
+    assert launched == [], "no failover on a marker the node did not sign"
+    (ev,) = events.of("detect.claim_rejected")
+    assert ev["service"] == "ledger" and ev["data"]["claimed_node"] == lease.node
+    assert ev["data"]["reason"] == {"unsigned": "unsigned", "copied-to-another-service": "other-service"}.get(
+        forge, "bad-signature")
+    assert leases.read(rds, "ledger").node == lease.node, "the primary keeps its role"
 
 
 def test_the_marker_is_ignored_once_a_newer_epoch_serves_and_is_cleared(bp, rds, fleet, cache) -> None:
@@ -412,10 +523,10 @@ def test_a_forged_beat_in_an_ingest_slice_is_rejected_and_logged(bp, rds, fleet,
     forged = heartbeats.Heartbeat(node="core-c", seq=10**15, ts=float(rds.time()[0]), services={})
     _submit(rds, "core-c", heartbeats.encode(forged, b"attacker-key"))
     res = run_ingest(rds, bp, cache)
-    assert res.rejected == {"core-c": "bad-mac"} and res.accepted == 0
+    assert res.rejected == {"core-c": "bad-signature"} and res.accepted == 0
     with caplog.at_level("WARNING", logger="continuity.sweep"):
         out = sweep(rds, bp, cache, events)
-    assert out.rejected["core-c"] == "bad-mac"
+    assert out.rejected["core-c"] == "bad-signature"
     assert rds.hget(keys.node_state(), "core-c") == before
     assert [e["node"] for e in events.of("detect.heartbeat_rejected")] == ["core-c"]
     assert "rejected heartbeat stored as 'core-c'" in caplog.text
@@ -439,11 +550,11 @@ def test_ingest_leaves_the_pending_hash_alone_when_another_process_swept(bp, rds
     beat_all(fleet)
     sweep(rds, bp, cache, Events())
     other = SweepCache(keyring=heartbeats.KeyRing(dict(KEYS)))
-    sweep(rds, bp, other, Events())
+    sweep(rds, bp, other, Events(), me=OTHER)
     beat_all(fleet)
     assert run_ingest(rds, bp, cache).skipped, "stale memory must not swallow beats"
     assert rds.hlen(keys.heartbeats_pending()) == 3
-    assert sweep(rds, bp, other, Events()).accepted == 3
+    assert sweep(rds, bp, other, Events(), me=OTHER).accepted == 3
 
 
 def test_a_silent_node_is_suspected_and_dies_with_ingest_running(bp, rds, fleet, cache) -> None:
@@ -465,3 +576,36 @@ def test_a_silent_node_is_suspected_and_dies_with_ingest_running(bp, rds, fleet,
     # the same rule as without ingest: suspect past suspect_after of silence, dead past dead_after
     assert events.of("detect.node_suspect")[0]["data"]["silence"] > bp.policy.suspect_after
     assert events.of("detect.node_dead")[0]["data"]["silence"] > bp.policy.dead_after
+
+
+def test_the_planner_is_told_who_lacks_committed_records(rds, cache) -> None:
+    """The sweep reads the role's committed position and the standbys' published positions, so a standby that
+    lacks acknowledged records (core-b, first by placement) is not chosen while core-c holds them all."""
+    from continuity.state import replication as replication_state
+
+    bp3 = parse_blueprint(parse_text(FLEET.replace("standbys: [core-b]}}\n      reports",
+                                                   "standbys: [core-b, core-c]}}\n      reports"), "sweep.yml"))
+
+    def noop(*a: Any, **k: Any) -> None:
+        return None
+
+    fleet3 = {n: Agent(bp3, n, rds, KEYS[n], run_hook=noop, prober=lambda *a: ProbeResult(True, "ok"))
+              for n in KEYS}
+    replication_state.advance_committed(rds, replication_state.Committed(
+        "ledger", "ledger.jsonl", 1, 40, 400, 40, None, "core-a", 1.0))
+    replication_state.publish_applied(rds, [
+        replication_state.Applied("ledger", "ledger.jsonl", "core-b", 300, 30, 30, None, 1, "core-a", 1.0),
+        replication_state.Applied("ledger", "ledger.jsonl", "core-c", 400, 40, 40, None, 1, "core-a", 1.0)])
+    events, launched = Events(), []
+    beat_all(fleet3)
+    sweep(rds, bp3, cache, events, launched)
+
+    def dead_yet() -> bool:
+        beat_all(fleet3, "core-b", "core-c")
+        sweep(rds, bp3, cache, events, launched)
+        return states(rds)["core-a"] == "dead"
+
+    wait_for(dead_yet, timeout=10, interval=0.05, what="core-a to be declared dead")
+    (plans, _), = launched
+    (ledger,) = [p for p in plans if p.service == "ledger"]
+    assert (ledger.candidate, ledger.fallbacks) == ("core-c", ("core-b",))

@@ -84,3 +84,32 @@ def test_lock_of_a_dead_runner_on_this_host_is_taken_over(runner: Runner) -> Non
     assert runner.client.get(keys.drill_active()).startswith("new-drill|")
     runner.client.set(keys.drill_active(), f"live|{socket.gethostname()}|1", px=30_000)  # pid 1 is alive
     assert not acquire_lock(runner.client, "third")
+
+
+def test_failover_cool_down_refuses_a_drill_that_needs_a_failover(runner: Runner) -> None:
+    """Inside a cool-down no automatic failover happens: the drill would fail without saying why."""
+    from continuity.state import controls
+
+    controls.set_cooldown(runner.client, "ledger", NOON + 42, NOON)
+    plan = runner.plan("primary-node-outage")  # the dry run says so, and until when
+    assert plan["refusal"] and "ledger in failover cool-down until 12:00:42Z (42s)" in plan["refusal"]
+    with pytest.raises(DrillRefused, match="cool-down until 12:00:42Z"):
+        runner.run("primary-node-outage")
+    assert runner.plan("service-crash")["refusal"] is None  # needs no failover: not held up
+    runner.clock = lambda: NOON + 43
+    assert runner.plan("primary-node-outage")["refusal"] is None
+
+
+def test_failover_pause_stops_every_drill_from_starting(runner: Runner) -> None:
+    """A maintenance pause means people are working on the fleet: no drill starts, failover or not (issue 11)."""
+    from continuity.state import controls
+
+    controls.set_pause(runner.client, None, {"who": "ops", "reason": "maintenance"})
+    assert "failover is paused for the whole fleet" in runner.plan("primary-node-outage")["refusal"]
+    with pytest.raises(DrillRefused, match="failover is paused for the whole fleet"):
+        runner.run("service-crash")  # expects no failover at all, and is still held up
+    assert runner.client.zcard(keys.drill_history()) == 0
+    controls.clear_pause(runner.client, None)
+    controls.set_pause(runner.client, "ledger", {"who": "ops", "reason": "disk swap"})
+    assert "failover is paused for ledger" in runner.plan("service-crash")["refusal"]
+    assert runner.plan("satellite-blackout")["refusal"] is None  # a pause of ledger does not hold up sat-1's drill

@@ -16,49 +16,69 @@ from continuity.blueprint import load_blueprint
 from continuity.errors import ConfigError
 from continuity.failover import steps
 from continuity.failover.context import FailoverContext
-from continuity.failover.prepare import DataState, at_least_as_fresh, decide
+from continuity.failover.prepare import DataState, at_least_as_fresh, decide, loss, needs_more
 from continuity.services.layout import service_dir
 from continuity.state import keys
+from continuity.state import replication as replication_state
 
 ROOT = Path(__file__).resolve().parents[2]
 BP = ROOT / "ops" / "blueprint.yml"
 
 
 # --- the decision (pure) ------------------------------------------------------------------------------------------
-def test_fresh_local_copy_is_kept_whatever_else_exists() -> None:
-    local = DataState(20, 100.0)
-    assert decide(local, DataState(20, 200.0), None).source == "local"
-    assert decide(local, None, DataState(15, 90.0)).source == "local"
-    assert decide(local, None, DataState(20, 90.0)).source == "local"  # a tie keeps what is already here
+def test_an_own_replica_holding_every_committed_record_is_kept_without_asking_anyone() -> None:
+    committed = DataState(count=10)
+    assert not needs_more(DataState(count=10), committed)
+    assert decide(DataState(count=10), {"core-c": DataState(count=12)}, DataState(count=11), committed).source == \
+        "replica"
+    assert needs_more(DataState(count=9), committed) and needs_more(None, committed)
+    assert needs_more(DataState(count=10), None)  # nothing known committed: look around
+    assert needs_more(DataState(count=10), committed, force="backup")
 
 
-def test_readable_old_primary_is_the_fast_path_when_newer() -> None:
-    d = decide(DataState(5, 1.0), DataState(20, 2.0), DataState(18, 1.5))
-    assert d.source == "replica" and "replica copy" in d.reason
-    assert decide(None, DataState(1, 1.0), None).source == "replica"
+def test_the_freshest_reachable_standby_is_fetched_when_the_own_replica_is_behind() -> None:
+    d = decide(DataState(count=5), {"core-b": DataState(count=8), "core-c": DataState(count=9)}, None,
+               DataState(count=9))
+    assert (d.source, d.node) == ("standby", "core-c")
+    assert decide(None, {"core-c": DataState(count=1)}, None).node == "core-c"  # the replaced machine
+    # a tie keeps what is already here, then the standby met first (placement order)
+    assert decide(DataState(count=9), {"core-b": DataState(count=9)}, None).source == "replica"
+    assert decide(DataState(count=5), {"core-b": DataState(count=9), "core-c": DataState(count=9)}, None).node == \
+        "core-b"
 
 
-def test_stale_local_and_unreachable_primary_restore_the_verified_snapshot() -> None:
-    assert decide(DataState(5, 1.0), None, DataState(18, 1.5)).source == "backup"
-    assert decide(None, None, DataState(18, 1.5)).source == "backup"
-    # nothing better anywhere: keep what there is (possibly nothing) rather than fail the failover
-    assert decide(None, None, None).source == "local"
+def test_the_snapshot_only_when_it_is_fresher_than_every_surviving_copy() -> None:
+    assert decide(DataState(count=5), {"core-c": DataState(count=7)}, DataState(7, 1.0, 8)).source == "snapshot"
+    assert decide(DataState(count=5), {"core-c": DataState(count=8)}, DataState(7, 1.0, 8)).source == "standby"
+    assert decide(None, {}, DataState(18, 1.5)).source == "snapshot"
+    assert decide(DataState(count=9), {}, DataState(7, 1.0, 8)).source == "replica"
+    d = decide(None, {}, None)  # nothing anywhere: keep what there is (nothing) rather than fail the failover
+    assert d.source == "replica" and "nothing survives" in d.reason
 
 
-def test_forcing_backup_ignores_the_old_primarys_directory() -> None:
-    d = decide(None, DataState(30, 3.0), DataState(18, 1.5), force="backup")
-    assert d.source == "backup" and "CONTINUITY_FAILOVER_PREPARE" in d.reason
-    # ...but never throws away a local copy that is fresher than the snapshot
-    assert decide(DataState(25, 2.0), DataState(30, 3.0), DataState(18, 1.5), force="backup").source == "local"
+def test_forcing_backup_restores_the_snapshot_unless_the_own_copy_is_fresher() -> None:
+    d = decide(None, {"core-c": DataState(count=30)}, DataState(18, 1.5, 18), force="backup")
+    assert d.source == "snapshot" and "CONTINUITY_FAILOVER_PREPARE" in d.reason
+    assert decide(DataState(count=25), {}, DataState(18, 1.5, 18), force="backup").source == "replica"
     with pytest.raises(ValueError):
-        decide(None, None, None, force="tape")
+        decide(None, {}, None, force="tape")
 
 
-def test_freshness_uses_seq_before_time() -> None:
+def test_freshness_uses_count_then_seq_then_time() -> None:
+    assert at_least_as_fresh(DataState(1, 1.0, 10), DataState(99, 99.0, 9))
     assert at_least_as_fresh(DataState(10, 1.0), DataState(9, 99.0))
     assert not at_least_as_fresh(DataState(None, 99.0), DataState(1, 1.0))
     assert at_least_as_fresh(DataState(None, 5.0), DataState(None, 4.0))
     assert not at_least_as_fresh(None, DataState(None, 0.0))
+
+
+def test_the_loss_is_measured_against_the_committed_position() -> None:
+    committed = DataState(last_seq=120, time=1000.0, count=100)
+    assert loss(DataState(last_seq=93, time=997.5, count=93), committed) == (7, 2.5)
+    assert loss(DataState(count=100, time=1000.0), committed) == (0, 0.0)
+    assert loss(DataState(count=104, time=1001.0), committed) == (0, 0.0)  # more than committed loses nothing
+    assert loss(None, committed) == (100, None)  # nothing at all: every record, over a span nobody can tell
+    assert loss(DataState(count=3), None) == (None, None)  # nothing known committed: nothing to measure against
 
 
 # --- service backup sets ------------------------------------------------------------------------------------------
@@ -186,14 +206,39 @@ def test_prepare_restores_the_verified_snapshot_and_records_its_age(env: Path,
                                      "record_id": "r1"}, bp)
     # no verified snapshot yet: the forced path has nothing to restore and keeps the (empty) local copy
     monkeypatch.setenv("CONTINUITY_FAILOVER_PREPARE", "backup")
-    assert steps.prepare(client, bp, ctx)["source"] == "local"
+    assert steps.prepare(client, bp, ctx)["source"] == "replica"
     client.hset(keys.backup_status("ledger-live"), mapping={"last_verified": snap["id"]})
     out = steps.prepare(client, bp, ctx, now=lambda: records.timestamp(snap["time"]) + 42.0)
-    assert out["source"] == "backup" and out["mode"] == "restore" and out["snapshot"] == snap["id"]
+    assert out["source"] == "snapshot" and out["mode"] == "restore" and out["snapshot"] == snap["id"]
     assert out["rpo_achieved"] == pytest.approx(42.0, abs=0.01) and out["ledger_last_seq"] == 7
+    assert out["starts_from"] == {"records": 7, "last_seq": 7}
     lines = (service_dir("core-b", "ledger") / "ledger.jsonl").read_text().splitlines()
     assert [json.loads(x)["seq"] for x in lines] == list(range(1, 8))
-    # the fast path when the old primary is readable and nothing is forced
-    monkeypatch.delenv("CONTINUITY_FAILOVER_PREPARE")
+
+
+def test_prepare_never_takes_the_old_primarys_files_and_says_what_was_lost(env: Path) -> None:
+    """The old primary's directory holds 11 records (same host, in this test): none of them is taken. What the
+    candidate has (4) is where the new epoch starts, the loss is measured against the committed position, and
+    the committed position is re-based at the new epoch (else the new primary would be behind it for good)."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    bp = load_blueprint(BP)
+    write_ledger(service_dir("core-a", "ledger"), range(1, 12))
+    own = service_dir("core-b", "ledger")
+    write_ledger(own, range(1, 5))
+    with open(own / "ledger.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"seq": 5, "data": "torn')  # a line still being written is not a record
+    replication_state.advance_committed(client, replication_state.Committed(
+        "ledger", "ledger.jsonl", 1, 11, 999, 11, 1000.0, "core-a", 1000.0))
+    ctx = FailoverContext.from_dict({"service": "ledger", "candidate": "core-b", "old_primary": "core-a", "epoch": 2,
+                                     "record_id": "r1"}, bp)
     out = steps.prepare(client, bp, ctx)
-    assert out["source"] == "replica copy" and out["ledger_last_seq"] == 11
+    assert out["source"] == "replica" and out["mode"] == "local", out
+    assert out["starts_from"] == {"records": 4, "last_seq": 4}
+    assert out["committed"] == {"epoch": 1, "records": 11, "last_seq": 11, "node": "core-a"}
+    assert out["loss_records"] == 7
+    seqs = [json.loads(x)["seq"] for x in (own / "ledger.jsonl").read_text().splitlines()[:4]]
+    assert seqs == [1, 2, 3, 4]
+    rebased = replication_state.read_committed(client, ["ledger"])["ledger"]["ledger.jsonl"]
+    assert (rebased.epoch, rebased.count, rebased.node, rebased.how) == (2, 4, "core-b", "rebased")
+    # the detail is merged into the record's step entry: it must not shadow the entry's own fields
+    assert not set(out) & {"attempt", "step", "node", "start", "end", "ok", "duration", "redeliveries"}

@@ -1,4 +1,4 @@
-"""Fencing epochs and step idempotency at the key level (fakeredis with Lua)."""
+"""Fencing epochs and step idempotency at the key level (fakeredis with Lua; the bump race on a real redis-server)."""
 
 from __future__ import annotations
 
@@ -134,21 +134,19 @@ def test_route_never_moves_back_to_an_older_epoch(client, state) -> None:
     assert [json.loads(m["data"])["epoch"] for m in msgs] == [5]
 
 
-def test_prepare_copies_newer_data_atomically_and_skips_runtime_files(client, state) -> None:
+def test_prepare_leaves_the_old_primarys_files_where_they_are(client, state) -> None:
+    """Nodes own their disks: even on one host, the old primary's directory is not a source."""
     from continuity.blueprint import load_blueprint
 
     bp = load_blueprint(Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml")
     src = service_dir("core-a", "ledger")
     src.mkdir(parents=True)
     (src / "ledger.jsonl").write_text('{"seq": 1}\n{"seq": 2}\n')
-    (src / "service.pid").write_text("12345")
     ctx = _ctx("r1")
     out = steps.prepare(client, bp, ctx)
     dst = service_dir("core-b", "ledger")
-    assert out["mode"] == "copy" and out["files"] == 1
-    assert (dst / "ledger.jsonl").read_text() == (src / "ledger.jsonl").read_text()
-    assert not (dst / "service.pid").exists()
-    assert steps.prepare(client, bp, ctx)["mode"] == "up-to-date"
+    assert out["source"] == "replica" and out["starts_from"]["records"] == 0
+    assert not (dst / "ledger.jsonl").exists() or (dst / "ledger.jsonl").read_text() == ""
 
 
 def test_finish_closes_a_record_once(client, state) -> None:
@@ -196,3 +194,80 @@ def test_no_step_runs_after_the_failover_was_superseded(client, state) -> None:
             steps.run_step(client, _ctx(rid), step, "core-b", lambda: calls.append(1) or {})
     assert calls == []
     assert [s["step"] for s in records.get_record(client, rid)["steps"]] == ["fence"]
+
+
+def test_an_epoch_write_the_replicas_did_not_confirm_makes_fence_and_promote_wait(client, state,
+                                                                                   monkeypatch) -> None:
+    """Unconfirmed is "not yet" (the step is retried), not a failure that escalates or skips a candidate; and
+    promote confirms the epoch itself before it takes the lease, since a redelivered fence that finds its
+    marker skips the bump and its wait."""
+    from continuity.blueprint import load_blueprint
+    from continuity.state import durability, leases
+
+    bp = load_blueprint(Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml")
+    acked = {"n": 0}
+
+    def run_with_wait(c, queue):
+        pipe = c.pipeline(transaction=False)  # fakeredis has no WAIT: the replica's answer is acked["n"]
+        queue(pipe)
+        return pipe.execute(), durability.Confirmation(1, acked["n"], 10)
+
+    monkeypatch.setattr(epochs, "run_with_wait", run_with_wait)
+    started = []
+    monkeypatch.setattr(steps.hooks, "run_service_hook", lambda *a, **k: started.append(a) or None)
+    client.set(keys.epoch("ledger"), 1)
+    ctx = FailoverContext.from_dict({"record_id": "r", "service": "ledger", "candidate": "core-b",
+                                     "old_primary": "core-a", "expected_epoch": 1, "epoch": 2, "attempt": 0,
+                                     "not_before": 0}, bp)
+    with pytest.raises(steps.NotYet):
+        steps.fence(client, bp, ctx, now=100.0)
+    assert client.get(keys.epoch("ledger")) == "2", "bumped on the master, not yet confirmed"
+    # the fence step's redelivery would find its marker and skip: promote must not trust the epoch unconfirmed
+    for _ in range(2):
+        with pytest.raises(steps.NotYet):
+            steps.promote(client, bp, ctx)
+    assert started == [] and leases.read(client, "ledger") is None, "no lease, no start on an unconfirmed epoch"
+    acked["n"] = 1
+    assert steps.fence(client, bp, ctx, now=100.0) == {"epoch": 2}, "the retry confirms, it does not bump again"
+    steps.promote(client, bp, ctx)
+    assert len(started) == 1 and started[0][3] == "start"
+    assert leases.read(client, "ledger").epoch == 2
+    client.set(keys.epoch("ledger"), 1)  # a Redis failover lost the bump: the chain is superseded, not run at 2
+    with pytest.raises(steps.Superseded):
+        steps.promote(client, bp, ctx)
+
+
+def test_racing_bumps_on_a_real_redis_server_have_one_winner_each_round(redis_url: str) -> None:
+    """The bump's check-and-increment is one script on the server. fakeredis serialises every command, so
+    only a real redis-server, with a connection per racer, can show a non-atomic bump letting two win."""
+    import redis
+
+    racers, rounds = 6, 40
+    clients = [redis.Redis.from_url(redis_url, decode_responses=True) for _ in range(racers)]
+    barrier = threading.Barrier(racers)
+    wins: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def race(client: redis.Redis) -> None:
+        try:
+            for r in range(rounds):
+                barrier.wait(timeout=30)
+                try:
+                    wins.append((r, epochs.bump_epoch(client, "ledger", r)))
+                except epochs.StaleEpoch:
+                    pass
+                barrier.wait(timeout=30)  # everyone has tried round r before anyone tries r + 1
+        except BaseException as exc:  # noqa: BLE001 - reported below, never swallowed
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.close()
+    assert not errors, errors
+    assert sorted(wins) == [(r, r + 1) for r in range(rounds)], "exactly one racer moves each epoch"
+    assert epochs.current_epoch(redis.Redis.from_url(redis_url), "ledger") == rounds

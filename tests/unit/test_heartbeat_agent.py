@@ -1,7 +1,9 @@
 """The node agent's steps on a fake monotonic clock against a real redis-server (no worker, no threads).
 
 Self-fencing is the invariant here: a primary that cannot renew its lease runs
-its demote hook *before* the lease could have expired at Redis.
+its demote hook *before* the lease could have expired at Redis — when the node is
+cut off (timeouts). When Redis itself is down (connection refused), the primary
+keeps its role and renews as soon as Redis answers (continuity/detect/outage.py).
 
 Hooks run on the agent's per-service lanes, not inside ``beat_once``: each step is
 followed by ``wait_idle()`` before the recorded hooks are looked at.
@@ -9,6 +11,8 @@ followed by ``wait_idle()`` before the recorded hooks are looked at.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,12 +87,23 @@ def make(bp: Blueprint, rds: Any, node: str = "core-a", healthy: bool = True) ->
     return agent, rec, clock
 
 
-def dead_client() -> redis.Redis:
+def dead_client(port: int | None = None) -> redis.Redis:
+    """A client of a Redis that is down (nothing listens: connection refused), or of ``port``."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis(port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, decode_responses=True,
-                       retry=Retry(NoBackoff(), 0))
+    return redis.Redis(port=port or free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
+                       decode_responses=True, retry=Retry(NoBackoff(), 0))
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers: a node cut off by a lost route."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    yield s.getsockname()[1]
+    s.close()
 
 
 def test_bootstrap_takes_epoch_one_and_starts_declared_primaries(bp, rds) -> None:
@@ -134,12 +149,12 @@ def test_beat_is_signed_stamped_and_renews_held_leases(bp, rds) -> None:
     assert hb2.seq > first_seq
 
 
-def test_self_fences_before_the_lease_can_expire_when_redis_is_unreachable(bp, rds) -> None:
+def test_self_fences_before_the_lease_can_expire_when_cut_off(bp, rds, blackhole) -> None:
     agent, rec, clock = make(bp, rds)
     agent.beat_once()
     agent.wait_idle()
     rec.hooks.clear()
-    agent.client = dead_client()
+    agent.client = dead_client(blackhole)
     limit = bp.policy.lease_ttl - agent.safety
     assert 0 < limit < bp.policy.lease_ttl
     for _ in range(2):
@@ -364,3 +379,173 @@ def test_an_answer_older_than_the_renewal_limit_demotes_instead_of_renewing(bp, 
     agent.wait_idle()
     assert ("ledger", "core-a", "demote", 1) in rec.hooks
     assert "failover.self_demoted" in rec.kinds()
+
+
+# --- Redis down (refused) is ridden out; cut off (timeouts) is not -----------------------------------------------
+def test_a_primary_keeps_its_role_through_a_redis_outage_and_renews_when_it_answers(bp, rds) -> None:
+    """A restart of Redis (5 s) or a Sentinel promotion (3 s) outlasts the 2.25 s self-fence limit: the
+    connection is refused, so nobody can take the lease meanwhile, and demoting every primary would turn
+    each Redis blip into a fleet-wide outage."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    agent.wait_idle()
+    rec.hooks.clear()
+    real = agent.client
+    agent.client = dead_client()  # refused: Redis is down
+    for _ in range(20):  # 5 s of retries every interval / 4
+        clock.t += 0.25
+        assert agent.beat_once() is False
+        assert agent.check_fence() == []
+    agent.wait_idle()
+    assert rec.hooks == [] and set(agent.held) == {"ledger", "reports"}
+    rds.delete(keys.lease("ledger"), keys.lease("reports"))  # the leases expired while Redis was down
+    agent.client = real
+    clock.t += 0.25
+    assert agent.beat_once()
+    agent.wait_idle()
+    assert rec.hooks == [], "no demote, no restart: the service served throughout"
+    assert {leases.read(rds, s).node for s in ("ledger", "reports")} == {"core-a"}, "leases taken back"
+    assert "failover.self_demoted" not in rec.kinds()
+    outage = [kw for k, kw in rec.events if k == "detect.redis_outage"]
+    assert len(outage) == 1 and outage[0]["data"]["causes"] == ["redis-down"]
+    assert outage[0]["data"]["kept"] == ["ledger", "reports"]
+    assert agent.check_fence() == []
+
+
+def test_cut_off_after_redis_came_back_demotes_at_once(bp, rds, blackhole) -> None:
+    """Redis was down (refused), then this node's attempts time out: Redis may be back for everyone else."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    agent.wait_idle()
+    rec.hooks.clear()
+    agent.client = dead_client()
+    for _ in range(12):
+        clock.t += 0.25
+        agent.beat_once()
+    assert agent.check_fence() == []
+    agent.client = dead_client(blackhole)
+    clock.t += 0.25
+    assert agent.beat_once() is False
+    assert sorted(agent.check_fence()) == ["ledger", "reports"]
+    agent.wait_idle()
+    assert sorted(rec.hooks) == [("ledger", "core-a", "demote", 1), ("reports", "core-a", "demote", 1)]
+
+
+def test_an_old_proof_of_a_redis_outage_does_not_keep_a_primary(bp, rds) -> None:
+    """Attempts that stop (the beat thread stalled) leave the last proof to age like a renewal would."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    agent.wait_idle()
+    agent.client = dead_client()
+    clock.t += 2.0
+    agent.beat_once()
+    limit = bp.policy.lease_ttl - agent.safety
+    clock.t += limit - 0.01
+    assert agent.check_fence() == []
+    clock.t += 0.02
+    assert sorted(agent.check_fence()) == ["ledger", "reports"]
+
+
+def test_no_redis_outage_is_ridden_out_past_the_tolerance(bp, rds) -> None:
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    agent.wait_idle()
+    agent.client = dead_client()
+    start = clock.t
+    while clock.t - start < bp.policy.redis_outage_tolerance:
+        assert agent.check_fence() == []
+        clock.t += 1.0
+        agent.beat_once()
+    assert set(agent.held) == {"ledger", "reports"}
+    clock.t += 0.5
+    agent.beat_once()
+    assert agent.held == {}, "demoted past the tolerance"
+
+
+def test_sentinels_reporting_a_failover_keep_the_primary_and_silent_sentinels_do_not(bp, rds, blackhole) -> None:
+    """With Sentinel, a timeout alone is no proof: what the sentinels say about the master decides."""
+    @dataclass
+    class Report:
+        answered: int
+        failing_over: bool
+
+    @dataclass
+    class Diagnosis:
+        symptom: str
+        sentinels: Report
+
+    for report, kept in ((Report(3, True), True), (Report(0, False), False), (Report(3, False), False)):
+        rds.flushall()
+        agent, rec, clock = make(bp, rds)
+        agent.beat_once()
+        agent.wait_idle()
+        agent.diagnose = lambda exc, r=report: Diagnosis("timeout", r)
+        agent.client = dead_client(blackhole)
+        for _ in range(12):
+            clock.t += 0.25
+            agent.beat_once()
+        agent.check_fence()
+        assert (set(agent.held) == {"ledger", "reports"}) is kept, report
+
+
+def test_a_broken_connection_is_retried_at_once_before_it_is_judged(bp, rds) -> None:
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    calls = []
+
+    @dataclass
+    class Diagnosis:
+        symptom: str
+        sentinels: Any = None
+
+    def diagnose(exc: BaseException) -> Diagnosis:
+        calls.append(exc)
+        return Diagnosis("reset" if len(calls) == 1 else "refused")
+
+    agent.diagnose = diagnose
+    agent.client = dead_client()
+    assert agent.beat_once() is False
+    assert len(calls) == 2, "a reset is followed by one immediate attempt"
+    assert agent.down_at == clock.t, "the second attempt, refused, proved Redis down"
+
+
+def test_an_unconfirmed_bootstrap_is_confirmed_before_the_service_starts(bp, rds, monkeypatch) -> None:
+    """Epoch 1 written on the master but not on its replicas: no start until a retry gets it confirmed."""
+    from continuity.state import durability
+
+    acked = {"n": 0}
+    real_run = durability.run_with_wait
+
+    def run_with_wait(client, queue):
+        results, _ = real_run(client, queue)  # a single Redis: the replica's answer is acked["n"]
+        return results, durability.Confirmation(1, acked["n"], 10)
+
+    monkeypatch.setattr(leases, "run_with_wait", run_with_wait)
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    agent.wait_idle()
+    assert rec.hooks == [], "nothing starts on an epoch the replicas may not have"
+    assert rds.get(keys.epoch("ledger")) == "1", "the write itself is on the master"
+    acked["n"] = 1
+    clock.t += 1
+    agent.beat_once()
+    agent.wait_idle()
+    assert sorted(rec.hooks) == [("ledger", "core-a", "start", 1), ("reports", "core-a", "start", 1)]
+
+
+def test_a_broken_connection_is_retried_on_a_fresh_one(bp, rds) -> None:
+    """After a server died every pooled connection is broken: the retry must not pick another stale one."""
+    agent, rec, clock = make(bp, rds)
+    agent.beat_once()
+    dropped = []
+    agent.client = dead_client()
+    agent.client.connection_pool.disconnect = lambda *a, **k: dropped.append(1)
+
+    @dataclass
+    class Diagnosis:
+        symptom: str
+        sentinels: Any = None
+
+    agent.diagnose = lambda exc: Diagnosis("reset")
+    assert agent.beat_once() is False
+    assert dropped == [1]

@@ -56,7 +56,9 @@ LAUNCHER = CLI / "launch.py"
 # beat_schedule collects its entries from the workers modules: importing it imports Celery
 CELERY_SIDE = (*FORBIDDEN, "beat_schedule")
 # modules whose functions may import: the launcher (Celery, on demand) and output (rich, only for humans)
-LAZY_IMPORTERS = {LAUNCHER: CELERY_SIDE, CLI / "output.py": ("rich",)}
+# the snapshot command defers the set schema (pydantic) and the backup api: a snapshot of paths, the common
+# scripted case, needs neither, and they cost ~15 MiB of its peak memory and 0.3 s of its start (issue 13)
+LAZY_IMPORTERS = {LAUNCHER: CELERY_SIDE, CLI / "output.py": ("rich",), CLI / "backup" / "snapshot.py": ("continuity",)}
 
 
 def _function_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -176,7 +178,9 @@ def test_package_does_not_import_the_packages_above_or_beside_it(package: str) -
     assert not offenders, f"{package} must not import {', '.join(forbidden)}:\n" + "\n".join(offenders)
 
 
-STATE_MAY_IMPORT = ("continuity.state", "continuity.paths", "continuity.errors", "continuity.settings")
+# continuity.signing: the Ed25519 key-file format, a leaf (it imports only errors), for heartbeat keys
+STATE_MAY_IMPORT = ("continuity.state", "continuity.paths", "continuity.errors", "continuity.settings",
+                    "continuity.signing")
 
 
 def test_state_imports_only_state_paths_errors_settings() -> None:
@@ -189,8 +193,10 @@ DECIDERS = (
     "continuity.detect.detector",
     "continuity.detect.mode",
     "continuity.detect.recovery",
+    "continuity.detect.outage",
     "continuity.failover.planner",
     "continuity.failover.prepare",
+    "continuity.services.survivors",
     "continuity.drills.measure",
     "continuity.backup.retention",
 )
@@ -254,3 +260,44 @@ def test_no_redis_key_is_built_outside_state() -> None:
                 if KEY_CALL.search(code) and "``" not in code:
                     offenders.append(f"{rel}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# --- one connection factory ---------------------------------------------------------------------------------------
+FACTORY = ROOT / "continuity" / "redisd.py"
+CLIENT_CLASSES = {"Redis", "StrictRedis", "Sentinel", "ConnectionPool", "RedisCluster"}
+
+
+def _client_builders(source: str) -> list[tuple[int, str]]:
+    """Calls that build a Redis client (``*.from_url`` on anything Redis, or a client class) and imports of
+    redis-py's asyncio/Sentinel clients."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = ast.unparse(node.func)
+            last = func.rsplit(".", 1)[-1]
+            if (last == "from_url" and "redis" in func.lower()) or last in CLIENT_CLASSES:
+                found.append((node.lineno, func))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found += [(node.lineno, f"import {n}") for n in _names(node)
+                      if n.startswith(("redis.asyncio", "redis.sentinel"))]
+    return found
+
+
+def test_only_redisd_builds_redis_clients() -> None:
+    """Every component connects through continuity.redisd.connect / connect_async: one place knows the URL forms
+    (sentinel:// above all), so no component fails on a URL the others accept."""
+    offenders = []
+    paths = [*sorted((ROOT / "continuity").rglob("*.py")), *sorted((ROOT / "workers").rglob("*.py")),
+             ROOT / "beat_schedule.py"]
+    for path in paths:
+        if path == FACTORY:
+            continue
+        offenders += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in _client_builders(path.read_text())]
+    assert not offenders, "build Redis clients with continuity.redisd.connect:\n" + "\n".join(offenders)
+
+
+def test_the_client_builder_check_sees_what_it_forbids() -> None:
+    source = ("import redis\nimport redis.asyncio as aioredis\nfrom redis.sentinel import Sentinel\n"
+              "a = redis.Redis.from_url(u)\nb = aioredis.Redis.from_url(u)\nc = Sentinel([])\n"
+              "d = S3Backend.from_url(u)\n")
+    assert [line for line, _ in _client_builders(source)] == [2, 3, 4, 5, 6]

@@ -113,3 +113,44 @@ def test_ignored_probes_do_not_stretch_mttr_but_must_pass_after() -> None:
                   Sample(T0 + 12, 4, "after", "node-back", True, "ignore")])
     m = measure(obs(samples=samples), Objectives(rto=5))
     assert m.mttr == pytest.approx(3) and m.steady_state_after and m.passed
+
+
+def test_an_escalation_with_nowhere_to_go_is_not_a_failover() -> None:
+    """A silent satellite's standby-less service opens a record with no candidate: a person is told, no role can
+    move, so a drill that forbids failovers still passes; a record naming a candidate is counted."""
+    from continuity.drills.measure import failovers
+
+    escalated = [ev(T0 + 1, "failover.started", "core-a", "telemetry", record="r1", to=None),
+                 ev(T0 + 1.1, "failover.escalated", "core-a", "telemetry", record="r1")]
+    assert failovers(escalated, T0)[0] == 0
+    moved = [*escalated, ev(T0 + 2, "failover.started", "core-a", "ledger", record="r2", to="core-b")]
+    assert failovers(moved, T0)[0] == 1
+
+
+def test_node_loss_rpo_is_the_loss_the_failover_prepare_step_reported() -> None:
+    """A node loss: the client saw nothing lost (its writes were replicated), but prepare reports the new primary
+    started 2 records / 1.5 s behind the committed position. The drill's RPO is that report; the RPO verdict
+    sees it (1.5 s against a 1 s objective fails), and a redelivered prepare step counts once (its latest)."""
+    samples = rounds([(T0 - 1, "before", True), (T0 + 3, "during", True), (T0 + 9, "after", True)])
+    events = [
+        ev(T0 - 3, "failover.step", service="ledger", record="r0", step="prepare", ok=True, duration=0.1,
+           source="snapshot", loss_records=99, loss_seconds=60.0),  # an earlier failover: not this drill's
+        ev(T0 + 2.0, "failover.started", service="ledger", record="r1", **{"from": "core-a"}),
+        ev(T0 + 2.5, "failover.step", service="ledger", record="r1", step="prepare", ok=True, duration=0.2,
+           source="replica", loss_records=3, loss_seconds=2.0),
+        ev(T0 + 2.6, "failover.step", service="ledger", record="r1", step="prepare", ok=True, duration=0.2,
+           source="standby", loss_records=2, loss_seconds=1.5),  # redelivered: the newest report wins
+        ev(T0 + 2.7, "failover.step", service="ledger", record="r1", step="promote", duration=0.3),
+    ]
+    writes = [Write(1, T0 - 0.1, True, T0 - 0.09), Write(2, T0 + 4, True, T0 + 4.01)]
+    m = measure(obs(samples=samples, events=events, writes=writes, recovered_seqs=[1, 2]),
+                Objectives(rto=10, rpo=1, failovers="required"))
+    assert m.data_lost == 0
+    assert [(e["service"], e["source"], e["loss_records"], e["loss_seconds"]) for e in m.failover_loss] == [
+        ("ledger", "standby", 2.0, 1.5)]
+    assert m.achieved_rpo == 1.5
+    rpo = next(v for v in m.expectations if v.name == "achieved RPO within RPO")
+    assert not rpo.ok and rpo.measured == 1.5
+    lossless = measure(obs(samples=samples, events=events[:2], writes=writes, recovered_seqs=[1, 2]),
+                       Objectives(rto=10, rpo=1, failovers="required"))
+    assert lossless.failover_loss == [] and lossless.achieved_rpo == 0.0

@@ -119,14 +119,10 @@ def test_service_without_standby_escalates(bp: Blueprint) -> None:
 
 
 def _three_node_bp(tmp_path: Path) -> Blueprint:
-    text = (ROOT / "ops" / "blueprint.yml").read_text()
-    text = text.replace("placement: {primary: core-a, standbys: [core-b]}\n        probe",
-                        "placement: {primary: core-a, standbys: [core-b, core-c]}\n        probe", 1)
-    text = text.replace("  sat-1:\n", "  core-c:\n    kind: core\n    labels: {zone: c, port_offset: \"300\"}\n"
-                        "  sat-1:\n", 1)
-    p = tmp_path / "bp.yml"
-    p.write_text(text)
-    return load_blueprint(p)
+    """The sample fleet as shipped: the ledger on core-a with standbys core-b then core-c."""
+    bp = load_blueprint(ROOT / "ops" / "blueprint.yml")
+    assert bp.services["ledger"].standbys == ("core-b", "core-c")
+    return bp
 
 
 def test_candidates_follow_standby_order_with_fallbacks(tmp_path: Path) -> None:
@@ -147,6 +143,29 @@ def test_unhealthy_or_lagging_candidates_go_last(tmp_path: Path) -> None:
     (ledger,) = [p for p in plans(bp3, {"core-a"}, alive("core-b", "core-c"), freshness=fresh)
                  if p.service == "ledger"]
     assert ledger.candidate == "core-c"
+
+
+def test_a_node_behind_the_committed_position_is_never_chosen_while_one_holding_everything_is_alive(
+        tmp_path: Path) -> None:
+    """Issue 10 item 5: core-b comes first by placement, is healthy and fresh by the RPO rule, but lacks committed
+    records (a replaced machine still catching up): core-c, holding everything, takes the role; core-b stays a
+    fallback. Among nodes all behind, the one lacking least goes first (its prepare catches it up)."""
+    bp3 = _three_node_bp(tmp_path)
+    ds = decide(bp3, {"core-a"}, alive("core-b", "core-c"), {}, NOW, set(), False, {},
+                behind={"ledger": {"core-a": 0, "core-b": 12, "core-c": 0}})
+    (ledger,) = [d for d in ds if d.service == "ledger"]
+    assert ledger.plan.candidate == "core-c" and ledger.plan.fallbacks == ("core-b",)
+    assert ledger.details["behind"] == {"core-b": 12}
+    unhealthy = {"core-c": {"state": "alive", "healthy": False}, **alive("core-b")}
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, unhealthy, behind={"ledger": {"core-b": 1, "core-c": 0}})
+                 if p.service == "ledger"]
+    assert ledger.candidate == "core-c", "holding every committed record comes before a healthy report"
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, alive("core-b", "core-c"),
+                                  behind={"ledger": {"core-b": 9, "core-c": 2}}) if p.service == "ledger"]
+    assert (ledger.candidate, ledger.fallbacks) == ("core-c", ("core-b",))
+    (ledger,) = [p for p in plans(bp3, {"core-a"}, alive("core-b", "core-c"), behind={"ledger": {}})
+                 if p.service == "ledger"]
+    assert ledger.candidate == "core-b", "nothing known behind: declared order"
 
 
 def test_plan_round_trips_through_json(bp: Blueprint) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from continuity.pulse import GENESIS, PREFIX, Pulse, event_hash, read_events, read_from, verify_file
+from continuity.pulse_trust import writer_key
 from tests.helpers import ROOT, Proc, continuity_cmd, run_cli, wait_for
 
 
@@ -56,7 +57,8 @@ def test_verify_cli_accepts_an_intact_history(hist: Path) -> None:
     fill(hist, 7)
     res = verify_cli(hist)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"{hist}: 7 events, chain intact"
+    signer = writer_key(hist).key_id
+    assert res.stdout.strip() == f"{hist}: 7 events, chain intact, every event signed by {signer}"
 
 
 def test_verify_cli_on_an_empty_history(tmp_path: Path) -> None:
@@ -84,7 +86,8 @@ def test_verify_detects_an_edited_line(hist: Path) -> None:
 
 
 def test_verify_detects_an_edit_with_a_recomputed_hash(hist: Path) -> None:
-    """Re-hashing the edited line does not help: the next line still links to the original."""
+    """Re-hashing the edited line does not help: its signature no longer matches (and the next line still
+    links to the original); the edited line itself is named."""
     events = fill(hist, 6)
     lines = lines_of(hist)
     ev = json.loads(lines[2])
@@ -92,7 +95,7 @@ def test_verify_detects_an_edit_with_a_recomputed_hash(hist: Path) -> None:
     ev["hash"] = event_hash(ev)
     lines[2] = json.dumps(ev, sort_keys=True, separators=(",", ":")) + "\n"
     hist.write_text("".join(lines))
-    _assert_bad(verify_cli(hist), hist, 4, events[3]["id"], "does not follow the previous event")
+    _assert_bad(verify_cli(hist), hist, 3, events[2]["id"], "does not match: the event was changed after it was signed")
 
 
 def test_verify_detects_a_deleted_line(hist: Path) -> None:
@@ -140,7 +143,7 @@ def test_verify_json_output(hist: Path) -> None:
     assert res.returncode == 1
     doc = json.loads(res.stdout)
     assert doc == {"ok": False, "count": 1, "bad_line": 2, "bad_id": events[1]["id"],
-                   "reason": "content does not match its hash (edited)", "file": str(hist)}
+                   "reason": "content does not match its hash (edited)", "signers": None, "file": str(hist)}
 
 
 def test_verify_usage_errors(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from continuity.redisd import celery_urls
+import pytest
+
+from continuity.errors import ContinuityError
+from continuity.redisd import SentinelURL, celery_urls, parse_sentinel, redbeat_config
 from tests.helpers import ROOT
 
 
@@ -37,3 +40,32 @@ def test_celery_app_finds_the_fleet_like_every_command(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["redis://127.0.0.1:6399/0", "redis://127.0.0.1:6399/0"]
+
+
+def test_sentinel_url_parsed_with_defaults_password_and_db() -> None:
+    assert parse_sentinel("redis://h:1/0") is None
+    assert parse_sentinel("sentinel://s1:26380,s2/fleet") == SentinelURL((("s1", 26380), ("s2", 26379)), "fleet")
+    assert parse_sentinel("sentinel://:pw@s1:1/m?db=3") == SentinelURL((("s1", 1),), "m", 3, "pw")
+    assert parse_sentinel("sentinel://s1:1").master == "mymaster"
+
+
+@pytest.mark.parametrize("bad", ["sentinel:///m", "sentinel://s1:port/m", "sentinel://s1:1/m?db=x"])
+def test_malformed_sentinel_url_is_one_clear_error(bad: str) -> None:
+    with pytest.raises(ContinuityError, match="sentinel URL"):
+        parse_sentinel(bad)
+
+
+def test_redbeat_gets_its_own_sentinel_form() -> None:
+    """RedBeat given ``sentinel://a:1,b:2/m`` as is died at start ("Port could not be cast to integer"): it wants
+    ``redis-sentinel://`` plus the sentinels and the master name in its options."""
+    conf = redbeat_config("sentinel://:pw@a:1,b:2/m?db=2")
+    assert conf["redbeat_redis_url"].startswith("redis-sentinel://")
+    opts = conf["redbeat_redis_options"]
+    assert opts["sentinels"] == [["a", 1], ["b", 2]] and opts["service_name"] == "m"
+    assert opts["db"] == 2 and opts["password"] == "pw"
+    assert redbeat_config("redis://h:1/0") == {"redbeat_redis_url": "redis://h:1/0"}
+
+
+def test_sentinel_password_and_db_reach_kombu() -> None:
+    assert celery_urls("sentinel://:pw@a:1,b:2/m?db=2") == ("sentinel://:pw@a:1/2;sentinel://:pw@b:2/2",
+                                                             {"master_name": "m"})

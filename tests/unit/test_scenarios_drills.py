@@ -36,7 +36,7 @@ def test_shipped_scenarios_load_and_cover_the_required_faults() -> None:
     sc = load_scenarios(ROOT / "ops" / "drills" / "continuity_scenarios.yaml", BP)
     faults = {sc.get(n).fault.type for n in sc.names()}
     assert {"node-kill", "service-crash", "node-stop", "link-latency", "file-corruption", "backup-corruption",
-            "redis-restart", "satellite-blackout"} <= faults
+            "redis-restart", "satellite-blackout", "node-loss"} <= faults
 
 
 def test_good_file_resolves_live_primary() -> None:

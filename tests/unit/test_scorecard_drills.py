@@ -88,7 +88,7 @@ def test_postmortem_from_drill_record() -> None:
     assert "# Postmortem (draft): Primary dies" in md
     assert "| +2.500s | `detect.node_dead` | core-a |" in md
     assert "node.ping" not in md  # noise is left out of the timeline
-    assert "MTTR within RTO: expected 10.0, measured 14.0" in md
+    assert "MTTR within RTO: expected ≤ 10.0s, measured 14.0s" in md
     assert "slowest failover step: promote (9.0s)" in md
     assert "{{" not in md
 
@@ -97,11 +97,50 @@ def test_postmortem_from_real_failover_record() -> None:
     rec = {"id": "f1", "service": "ledger", "outcome": "succeeded", "started": 50.0, "last_seen": 48.0,
            "old_primary": "core-a", "new_primary": "core-b", "reason": "node dead", "mttr": 4.0,
            "detection": 2.5, "steps": [{"step": "fence", "duration": 0.01, "node": None, "ok": True}]}
-    md = render_postmortem(failover_as_record(rec), [])
+    md = render_postmortem(failover_as_record(rec, "development"), [])
     assert "failover of ledger" in md and "core-a → core-b" in md and "| fence |" in md
+    assert "| Environment | development |" in md and "production" not in md
 
 
 def test_latest_is_the_newest_drill_that_measured_the_number() -> None:
     drills = [drill(1, ["keystore"], 3.0, 0.5), drill(2, ["keystore"], 40.0, None)]
     row = scorecard(BP, drills, {}, {}, NOW)["services"]["keystore"]
     assert row["rto"]["latest"] == 40.0 and row["rpo"]["latest"] == 0.5 and row["rpo"]["worst"] == 0.5
+
+
+def test_service_sources_link_a_set_to_its_service() -> None:
+    """`kind: service` sources have no path: the set protects the service it names (ledger-live -> ledger)."""
+    sets = {**SETS, "ledger-live": {"paths": [], "services": ["ledger"], "rpo": 120.0}}
+    assert backup_coverage(BP, sets)["ledger"] == ["core-a-ledger", "ledger-live"]
+    status = {"ledger-live": {"last_snapshot_time": str(NOW - 30), "last_verify_time": str(NOW - 20),
+                              "last_verify_ok": "1"}}
+    md = scorecard_markdown(scorecard(BP, [], status, sets, NOW))
+    row = next(line for line in md.splitlines() if line.startswith("| ledger |"))
+    assert "1970-01-01 02:46:20Z" in row  # ledger-live's verified restore, NOW - 20
+    assert "never" in row  # core-a-ledger: no restore drill yet — not a failure mark
+    assert "✗" not in row
+
+
+def test_read_backup_sets_keeps_service_sources(tmp_path) -> None:
+    from continuity.report import read_backup_sets
+
+    cfg = tmp_path / "continuity.yml"
+    cfg.write_text("version: 1\nsets:\n  live:\n    node: core-a\n    sources:\n      - {kind: service, service: "
+                   "ledger}\n    repository: r\n    rpo: 2m\n")
+    assert read_backup_sets(cfg) == {"live": {"paths": [], "services": ["ledger"], "rpo": 120.0}}
+
+
+def test_measured_rpo_of_a_service_comes_from_its_failovers_reported_loss() -> None:
+    """A node-loss drill: the client lost nothing (achieved_rpo 0), the failover of ledger reported starting
+    3 s behind; keystore (in the same drill, no failover) keeps the client's number. The markdown postmortem
+    shows where the failover's data came from."""
+    loss = [{"service": "ledger", "source": "standby", "loss_records": 4.0, "loss_seconds": 3.0, "record": "r1"}]
+    rec = {"id": "d1", "scenario": "primary-node-loss", "status": "passed", "started": 1000.0,
+           "services": ["ledger", "keystore"], "metrics": {"mttr": 4.0, "achieved_rpo": 0.0, "failover_loss": loss}}
+    card = scorecard(BP, [rec], {}, {}, NOW)
+    assert card["services"]["ledger"]["rpo"] == {"declared": 5.0, "latest": 3.0, "worst": 3.0}
+    assert card["services"]["keystore"]["rpo"]["latest"] == 0.0
+    over = dict(rec, metrics=dict(rec["metrics"], failover_loss=[dict(loss[0], loss_seconds=7.0)]))
+    assert scorecard(BP, [over], {}, {}, NOW)["services"]["ledger"]["verdict"] == "fail"  # 7 s > declared 5 s
+    md = render_postmortem(rec, [])
+    assert "| standby | ledger | 4 | 3.0s |" in md

@@ -13,11 +13,10 @@ from tests.helpers import ROOT
 TASK_MODULES = ("workers.node", "workers.backup", "workers.control", "workers.drills", "workers.failover")
 # name -> (wire arguments, acks_late, time limit, soft time limit): what beat, the CLI and other tasks rely on
 EXPECTED = {
-    "continuity.backup.copy": (["set_name"], True, 3600, 3500),
+    "continuity.backup.copy": (["set_name", "pass_start", "pass_end"], True, 3600, 3500),
     "continuity.backup.forget": (["set_name", "prune"], True, 3600, 3500),
     "continuity.backup.snapshot": (["set_name", "hops"], True, 3600, 3500),
     "continuity.backup.verify": (["set_name", "snapshot"], True, 3600, 3500),
-    "continuity.control.sweep": ([], False, 10, 8),
     "continuity.drills.run": (["name", "dry_run", "game_day"], False, 900, 840),
     "continuity.failover.demote": (["ctx"], True, 60, 55),
     "continuity.failover.fence": (["ctx"], True, 30, 25),
@@ -121,3 +120,40 @@ def test_a_failing_pulse_never_replaces_the_tasks_exception(monkeypatch) -> None
 
     monkeypatch.setattr(pulse, "emit", broken)
     assert task_module.report_crash("continuity.x", None, ValueError("v")) is False
+
+
+def test_a_result_that_says_failed_makes_the_task_fail(app) -> None:
+    """Flower shows what Celery stores: a task whose result says it failed must end in FAILURE, not SUCCESS."""
+    from workers.task import TaskFailed
+
+    copy = app.tasks["continuity.backup.copy"]
+    drill = app.tasks["continuity.drills.run"]
+    verify = app.tasks["continuity.backup.verify"]
+    from workers import backup, drills
+
+    ok_copy = {"set": "s", "ok": True, "targets": [{"repository": "r"}]}
+    bad_copy = {"set": "s", "ok": False, "targets": [{"repository": "r", "error": "repository is locked"}]}
+    assert backup.copy_failure(ok_copy) is None
+    assert backup.copy_failure(bad_copy) == "copy of set s failed for 1 target(s): r: repository is locked"
+    bad_verify = {"set": "s", "snapshot": "abcdef1234", "ok": False, "damaged": [{"path": "x"}],
+                  "hash_mismatches": [], "sqlite": [{"ok": True}], "ledgers": [{"ok": False}]}
+    assert backup.verify_failure(bad_verify) == ("restore drill of set s snapshot abcdef12 failed: 1 damaged file(s), "
+                                                 "0 hash mismatch(es), 1 database/ledger check(s) failed")
+    failed = {"id": "d1", "scenario": "sc", "status": "failed",
+              "expectations": [{"name": "MTTR within RTO", "expected": 10.0, "measured": 14.25, "ok": False},
+                               {"name": "detected in time", "expected": 6.0, "measured": 2.0, "ok": True}]}
+    assert drills.drill_failure(failed) == ("drill sc failed: MTTR within RTO (expected ≤ 10.0s, measured 14.2s) "
+                                            "(record d1)")
+    assert drills.drill_failure({"status": "refused"}) is None and drills.drill_failure({"status": "passed"}) is None
+    assert issubclass(TaskFailed, ContinuityError)  # the task reported it: no task.crashed event on top
+    from workers.task import continuity_task
+
+    @continuity_task("tests.says_failed", time_limit=10, failed_when=lambda r: r.get("why"))
+    def says(why: str | None) -> dict:
+        return {"why": why}
+
+    assert says.run(None) == {"why": None}
+    with pytest.raises(TaskFailed, match="it broke"):
+        says.run("it broke")
+    for task, verdict in ((copy, backup.copy_failure), (drill, drills.drill_failure), (verify, backup.verify_failure)):
+        assert task.run.__closure__ and verdict in [c.cell_contents for c in task.run.__closure__], task.name

@@ -1,13 +1,27 @@
-"""The backend contract shared by local and S3 storage."""
+"""The backend contract shared by every storage backend (local, S3, SFTP, REST)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
+from continuity.errors import ContinuityError
+
+# The one prefix whose objects are replaced and removed in normal operation: a lock is refreshed in place
+# and removed when its holder finishes, so append-only storage still lets it change (as restic's
+# rest-server does with --append-only).
+MUTABLE_PREFIX = "locks/"
+
 
 class NotFound(Exception):
     """The named object does not exist."""
+
+
+class AppendOnlyRefused(ContinuityError):
+    """The storage (or the credential used on it) may add objects but not delete or replace them.
+
+    Exit 1, as restic exits when its rest-server refuses a delete with 403.
+    """
 
 
 class Backend(ABC):
@@ -39,6 +53,18 @@ class Backend(ABC):
 
     @abstractmethod
     def exists(self, name: str) -> bool: ...
+
+    # True when this backend object knows it may only add (a client-side mode, or a server that said so);
+    # a server may still refuse deletes without the client knowing beforehand: see :meth:`can_delete`.
+    append_only: bool = False
+
+    def can_delete(self) -> bool:
+        """Whether deleting non-lock objects is allowed, asked before forget/prune deletes anything.
+
+        Backends whose server enforces append-only probe it (a delete of a name that cannot exist);
+        the default trusts :attr:`append_only`.
+        """
+        return not self.append_only
 
     def barrier(self) -> None:
         """Make every earlier ``write(sync=False)`` durable (a no-op where writes are durable at once)."""

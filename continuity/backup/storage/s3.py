@@ -4,15 +4,24 @@ A PUT is atomic (readers see the whole object or none) and durable when it
 returns, which is exactly what the repository's write order needs; there is
 no rename, so objects are written straight under their content-derived names.
 The endpoint comes from boto3's own ``AWS_ENDPOINT_URL`` (MinIO, moto, ...).
+
+Object-lock retention (``CONTINUITY_S3_OBJECT_LOCK_DAYS``) stamps every
+object but locks with a retain-until date, so until then no credential (in
+COMPLIANCE mode) can delete or overwrite that version: a delete only adds a
+delete marker, and the locked versions stay restorable. Locks are exempt
+because they are replaced and removed in normal operation.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
-from continuity.backup.storage.base import Backend, NotFound
+from continuity import settings
+from continuity.backup.storage.base import MUTABLE_PREFIX, Backend, NotFound
+from continuity.errors import UsageError
 
 
 class S3Backend(Backend):
@@ -20,9 +29,16 @@ class S3Backend(Backend):
     read_window = 8 * 1024 * 1024
     read_gap = 1024 * 1024
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, *,
+                 lock_days: int | None = None, lock_mode: str | None = None) -> None:
         import boto3
         from botocore.config import Config
+
+        self.lock_days = settings.S3_OBJECT_LOCK_DAYS.get() if lock_days is None else lock_days
+        self.lock_mode = (lock_mode or settings.S3_OBJECT_LOCK_MODE.get()).upper()
+        if self.lock_days < 0 or self.lock_mode not in ("GOVERNANCE", "COMPLIANCE"):
+            raise UsageError(f"S3 object lock: {self.lock_days} days in mode {self.lock_mode!r}: want days >= 0 "
+                             "and GOVERNANCE or COMPLIANCE")
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -62,7 +78,11 @@ class S3Backend(Backend):
         return self._get(name, f"bytes={offset}-{offset + length - 1}")
 
     def write(self, name: str, data: bytes | bytearray | memoryview, *, sync: bool = True) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=bytes(data))
+        kw = {}
+        if self.lock_days and not name.startswith(MUTABLE_PREFIX):
+            kw = {"ObjectLockMode": self.lock_mode,
+                  "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=self.lock_days)}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=bytes(data), **kw)
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         from botocore.exceptions import ClientError
@@ -98,4 +118,6 @@ class S3Backend(Backend):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            # object lock can only be turned on when the bucket is made (it also turns on versioning)
+            self.client.create_bucket(Bucket=self.bucket,
+                                      **({"ObjectLockEnabledForBucket": True} if self.lock_days else {}))

@@ -20,11 +20,15 @@ from continuity.cli.lazy import LazyCommand, LazyGroup
 
 COMMANDS: dict[str, LazyCommand] = {
     "init": LazyCommand("backup.init", "Create a repository."),
-    "snapshot": LazyCommand("backup.snapshot", "Take a snapshot of PATHS (and --sqlite / --ledger sources), or of "
-                                               "a configured --set."),
+    "snapshot": LazyCommand("backup.snapshot", "Take a snapshot of PATHS (and --sqlite / --ledger sources, or a "
+                                               "command's output), or of a configured --set."),
     "list": LazyCommand("backup.listing", "List snapshots (damaged snapshot records are reported, never hidden)."),
+    "snapshots": LazyCommand("backup.listing", "List snapshots (damaged snapshot records are reported, never "
+                                               "hidden)."),
     "restore": LazyCommand("backup.restore", "Restore a snapshot (or chosen paths) into --target; every byte is "
-                                             "verified."),
+                                             "verified. --seq/--at: point in time."),
+    "log": LazyCommand("backup.log", "Show the shipped ledger log (what a --seq/--at restore can reach), per set and "
+                                     "ledger."),
     "verify": LazyCommand("backup.verify", "Check the repository; exit 1 naming every damaged snapshot and file."),
     "forget": LazyCommand("backup.retention", "Remove snapshots not kept by the policy (per backup set / "
                                               "host+paths group)."),
@@ -32,6 +36,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "copy": LazyCommand("backup.replicate", "Copy snapshots to another repository, moving only data it lacks."),
     "unlock": LazyCommand("backup.unlock", "Remove stale locks (dead process on this host, or not refreshed for 30 "
                                            "minutes)."),
+    "load-redis": LazyCommand("backup.redis", "Load a Redis RDB into a data directory the fleet's redis-server "
+                                              "starts on (stop the fleet first)."),
     "key": LazyCommand("backup.key", "Manage the passwords that open a repository, and rotate its data key."),
 }
 

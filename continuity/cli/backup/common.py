@@ -15,6 +15,7 @@ import typer
 from continuity import settings
 from continuity.backup.repository import Repository
 from continuity.backup.storage import open_backend
+from continuity.backup.throttle import Limits, throttled
 from continuity.errors import UsageError
 
 RepoOpt = typer.Option(None, "--repo", "-r", envvar=settings.REPOSITORY.name,
@@ -23,6 +24,10 @@ PwFileOpt = typer.Option(None, "--password-file", envvar=settings.PASSWORD_FILE.
                          help=f"File whose first line is the password (else ${settings.PASSWORD.name}).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+LimitUpOpt = typer.Option(None, "--limit-upload", metavar="KiB/s", min=0,
+                          help="Limit writes to the repository to this many KiB/s (restic's unit; 0: unlimited).")
+LimitDownOpt = typer.Option(None, "--limit-download", metavar="KiB/s", min=0,
+                            help="Limit reads from the repository to this many KiB/s (restic's unit; 0: unlimited).")
 
 
 def password(password_file: Path | None, env: settings.Setting[str | None] = settings.PASSWORD,
@@ -49,9 +54,12 @@ def url(repo: str | None) -> str:
     return repo
 
 
-def open_repo(repo: str | None, password_file: Path | None) -> Repository:
-    """Open the repository with the password (exit 10 missing, 12 wrong key: raised by the engine)."""
-    return Repository.open(open_backend(url(repo)), password(password_file))
+def open_repo(repo: str | None, password_file: Path | None, limit_upload: int | None = None,
+              limit_download: int | None = None) -> Repository:
+    """Open the repository with the password (exit 10 missing, 12 wrong key: raised by the engine), its
+    transfers held to ``--limit-upload`` / ``--limit-download`` (KiB/s) when given."""
+    backend = throttled(open_backend(url(repo)), Limits.from_kib(limit_upload, limit_download))
+    return Repository.open(backend, password(password_file))
 
 
 def fmt_bytes(n: float) -> str:

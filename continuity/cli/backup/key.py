@@ -30,18 +30,23 @@ def key_list(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
         return
     for k in keys:
         mark = "*" if k.get("current") else " "
-        output.console.print(f"{mark} {k['id'][:8]}  {k.get('username')}@{k.get('hostname')}")
+        what = (f"refused: {k['refused']}" if k.get("refused") else "damaged (not a key file)" if k.get("damaged")
+                else f"{k.get('username')}@{k.get('hostname')}" + ("  append-only" if k.get("append_only") else ""))
+        output.console.print(f"{mark} {k['id'][:8]}  {what}", markup=False, soft_wrap=True)
     output.console.print(f"current data key {r.keyring.current:08x} ({len(r.keyring.data_keys)} in keyring)")
 
 
 @app.command("add")
 def key_add(repo: str | None = RepoOpt, password_file: Path | None = PwFileOpt,
             new_password_file: Path | None = typer.Option(
-                None, help=f"Else ${settings.NEW_PASSWORD.name}.")) -> None:
+                None, help=f"Else ${settings.NEW_PASSWORD.name}."),
+            append_only: bool = typer.Option(
+                False, "--append-only",
+                help="A credential for backup hosts: adds snapshots, never forgets, prunes or overwrites.")) -> None:
     """Add a password that opens the repository."""
     r = open_repo(repo, password_file)
-    kid = r.add_key(password(new_password_file, settings.NEW_PASSWORD, "new password"))
-    output.console.print(f"added key {kid[:8]}")
+    kid = r.add_key(password(new_password_file, settings.NEW_PASSWORD, "new password"), append_only=append_only)
+    output.console.print(f"added {'append-only ' if append_only else ''}key {kid[:8]}")
 
 
 @app.command("remove")

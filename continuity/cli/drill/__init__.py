@@ -1,4 +1,4 @@
-"""`continuity drill list|run|report|recover|postmortem`: rehearse failures and read what they measured.
+"""`continuity drill list|run|report|recover|postmortem|approve|halt|action`: rehearse failures, learn from them.
 
 One module per cluster of commands with the same imports, imported only when
 one of them runs: ``drill list`` reads the scenarios file and needs neither
@@ -22,6 +22,13 @@ COMMANDS: dict[str, LazyCommand] = {
                                         "run` also does this first)."),
     "postmortem": LazyCommand("drill.records", "(Re)render the draft postmortem of a drill or of a real failover, "
                                                "timeline from the pulse history."),
+    "approve": LazyCommand("drill.steward", "Approve a drill as a steward: a statement signed with your operator "
+                                            "key, stored in Redis, in the pulse."),
+    "action": LazyCommand("drill.actions", "Postmortem action items: add one (owner, due date), approve or close it, "
+                                           "list them."),
+    "halt": LazyCommand("drill.steward", "Stop the running drill at its next probe round; its rollbacks run as at "
+                                         "the end of any drill. Needs an operator key the fleet trusts: the request "
+                                         "is signed, and the drill's record names the key that halted it."),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from continuity import paths
+from continuity import paths, text
 from continuity.blueprint import Blueprint, load_blueprint
 from continuity.cli.output import console
 from continuity.drills.scenarios import Scenarios, load_scenarios
@@ -27,10 +27,12 @@ def print_record(rec: dict[str, Any]) -> None:
     color = "green" if rec.get("status") == "passed" else "red"
     console.print(f"[bold]{rec['id']}[/bold] [{color}]{rec.get('status')}[/{color}]")
     console.print(f"  detection {dur(m.get('detection_time'))}  MTTR {dur(m.get('mttr'))}  "
-                  f"RPO {dur(m.get('achieved_rpo'))}  lost {m.get('data_lost')}  failovers {m.get('failover_count')}")
+                  f"RPO {dur(m.get('achieved_rpo'))}  lost {text.plain(m.get('data_lost'))}  "
+                  f"failovers {text.plain(m.get('failover_count'))}", highlight=False)
     for e in rec.get("expectations") or []:
         mark = "[green]ok[/green]" if e["ok"] else "[red]FAILED[/red]"
-        console.print(f"  {mark} {e['name']}: expected {e['expected']}, measured {e['measured']}")
+        expected, measured = text.expectation(e)
+        console.print(f"  {mark} {e['name']}: expected {expected}, measured {measured}", highlight=False)
     if rec.get("aborted"):
         console.print(f"  aborted: {rec['aborted']}")
     if rec.get("postmortem"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from continuity.cli import output
 from continuity.cli.drill.common import dur, load
 from continuity.cli.output import console, emit_json
 
@@ -24,7 +23,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if as_json:
         emit_json(rows)
         return
-    table = output.table("scenario", "fault", "target", "duration", "environments", "title")
+    # two lines per scenario rather than a table: at 80 columns a table cuts the names people type next
+    width = max((len(r["name"]) for r in rows), default=0)
     for r in rows:
-        table.add_row(r["name"], r["fault"], r["target"], dur(r["duration"]), ",".join(r["environments"]), r["title"])
-    console.print(table)
+        console.print(f"{r['name']:<{width}}  {r['fault']} on {r['target']}, {dur(r['duration'])}; runs in "
+                      f"{', '.join(r['environments'])}{'; game day' if r['game_day'] else ''}",
+                      markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{'':<{width}}  {r['title']}", markup=False, highlight=False, soft_wrap=True, style="dim")

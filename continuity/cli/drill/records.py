@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from continuity import report as reports
+from continuity import settings
 from continuity.cli import output
 from continuity.cli.drill.common import dur, load, print_record
 from continuity.cli.output import console, emit_json
@@ -45,7 +46,7 @@ def report(
     if as_json:
         emit_json(recs)
         return
-    table = output.table("drill", "status", "started", "detection", "MTTR", "RPO", "lost")
+    table = output.table("drill", "status", "started", "detection", "MTTR", "RPO", "lost", keep=("drill",))
     for r in recs:
         m = r.get("metrics") or {}
         table.add_row(r["id"], r.get("status", "?"), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"])),
@@ -69,9 +70,9 @@ def postmortem(
         if fo is None:
             raise UsageError(f"no drill or failover record {record_id!r}")
         fo["rto"] = bp.services[fo["service"]].rto if fo.get("service") in bp.services else None
-        record = reports.failover_as_record(fo)
+        record = reports.failover_as_record(fo, settings.ENV.get())
     start = float(record.get("started") or 0) - 30
     end = float(record.get("finished") or record.get("started") or 0) + 60
     events = runner.events(start, end)
     path = reports.write_postmortem(record, events, Path(out_dir) if out_dir else None)
-    console.print(str(path))
+    console.print(str(path), soft_wrap=True, highlight=False, markup=False)  # a path a script may read

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from continuity import text
 from continuity.cli.drill.common import dur, load, print_record
 from continuity.cli.output import console, emit_json
 from continuity.drills.runner import Runner, acquire_lock, release_lock
@@ -47,20 +48,37 @@ def run(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
+ROLLBACK_KEYS = ("name", "node", "service", "path", "set", "repository")
+
+
 def _print_plan(plan: dict[str, Any]) -> None:
+    """The dry run for a person: what would be hit, how, what must hold, and whether the guards would let it."""
     t = plan["target"]
-    console.print(f"[bold]{plan['scenario']}[/bold] — {plan['title']} (dry run: nothing touched)")
-    console.print(f"  environment {plan['environment']} (allowed: {', '.join(plan['allowed_environments'])})")
-    console.print(f"  target: {t['kind']} nodes={t['nodes']} services={t['services']}")
+    out = [f"{plan['scenario']} — {plan['title']} (dry run: nothing touched)",
+           f"  environment {plan['environment']} (allowed: {', '.join(plan['allowed_environments'])})",
+           f"  target: {t['kind']}; nodes {text.plain(t['nodes'])}; services {text.plain(t['services'])}"]
     fault = plan["fault"]
-    action = fault.get("action") or fault.get("error")
-    console.print(f"  fault: {fault['type']} {fault.get('params') or ''} -> {action}")
+    action = fault.get("action") or f"cannot be prepared: {fault.get('error')}"
+    params = f" ({text.plain(fault['params'])})" if fault.get("params") else ""
+    out.append(f"  fault: {fault['type']}{params} — {action}")
     for r in plan.get("rollbacks") or []:
-        console.print(f"  rollback: {r}")
-    console.print(f"  duration {dur(plan['duration'])}; steady state: {', '.join(plan['steady_state'])}")
-    console.print(f"  expectations: {plan['expectations']}")
+        where = " ".join(f"{k} {text.plain(r[k])}" for k in ROLLBACK_KEYS if r.get(k) is not None)
+        out.append(f"  rollback: {r.get('kind')} {where}".rstrip())
+    out.append(f"  duration {dur(plan['duration'])}; steady state: {', '.join(plan['steady_state'])}")
+    e = plan["expectations"]
+    out.append("  expectations: " + ", ".join(
+        [f"RTO ≤ {dur(e['rto'])}" if e.get("rto") is not None else "RTO —",
+         f"RPO ≤ {dur(e['rpo'])}" if e.get("rpo") is not None else "RPO —",
+         f"detection ≤ {dur(e['detection'])}" if e.get("detection") is not None else "detection —",
+         f"acknowledged writes lost ≤ {text.plain(e.get('data_lost'))}", f"failovers {e.get('failovers')}",
+         f"integrity checked: {text.plain(e.get('integrity'))}"]))
+    for line in out:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if plan.get("refusal"):
-        console.print(f"  [red]would be refused:[/red] {plan['refusal']}")
+        console.print(f"  would be refused: {plan['refusal']}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print("  the guards would let it run", style="green", markup=False, highlight=False)
 
 
 @commands.command("recover")
@@ -84,6 +102,10 @@ def recover(as_json: bool = typer.Option(False, "--json", help="Machine-readable
             console.print(f"{o['drill']}: {'completed' if o['ok'] else 'FAILED'} {o['ran']} {o['errors']}")
         if not out:
             console.print("no pending rollbacks")
+        elsewhere = runner.registry.elsewhere()
+        if elsewhere:  # Redis lists them, no file here: another host's to run (or planted), never run from Redis
+            console.print(f"pending on other hosts (run `continuity drill recover` there): {', '.join(elsewhere)}",
+                          markup=False, highlight=False)
     if any(not o["ok"] for o in out):
         raise ContinuityError("some rollbacks are still failing: " +
                               "; ".join(e for o in out for e in o["errors"]))

@@ -24,12 +24,19 @@ COMMANDS: dict[str, LazyCommand] = {
                                                "promote NODE (never two primaries)."),
     "failover": LazyCommand("failover.move", "Forced failover when the old primary cannot demote itself: waits "
                                              "out its lease + margin, fences, promotes."),
+    "approve": LazyCommand("failover.approve", "Approve, as a second operator, a forced failover of SERVICE (signed "
+                                               "with your operator key)."),
     "pause": LazyCommand("failover.pause", "Maintenance: no automatic failover for SERVICE (or the whole fleet) "
-                                           "until `resume`."),
-    "resume": LazyCommand("failover.pause", "End a maintenance pause."),
+                                           "until `resume`. Needs an operator key: the note is signed with it, and "
+                                           "the detector ignores pauses no trusted operator signed."),
+    "resume": LazyCommand("failover.pause", "End a maintenance pause. Needs an operator key: the resume is signed "
+                                            "with it, and the detector keeps honouring a signed pause whose note "
+                                            "was deleted without a signed resume."),
     "history": LazyCommand("failover.history", "Every failover and switchover, newest first: when, who, why, from "
                                                "→ to, outcome, timings."),
     "show": LazyCommand("failover.history", "One record with every step's node, duration and outcome."),
+    "resolve": LazyCommand("failover.incident", "Close open incidents (escalated failover, failover storm) once "
+                                                "handled; drills may run again."),
 }
 
 

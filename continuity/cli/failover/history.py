@@ -14,7 +14,7 @@ from continuity.cli.failover.common import (
     when,
 )
 from continuity.cli.output import console, emit_json
-from continuity.errors import ContinuityError
+from continuity.errors import UsageError
 from continuity.failover import records
 
 commands = typer.Typer()
@@ -48,7 +48,7 @@ def show(record_id: str = typer.Argument(..., help="Record id from `history`."),
     """One record with every step's node, duration and outcome."""
     rec = records.get_record(redis_client(), record_id)
     if rec is None:
-        raise ContinuityError(f"no failover record {record_id!r}")
+        raise UsageError(f"no failover record {record_id!r} (see `continuity failover history`)")
     if as_json:
         emit_json(rec)
     else:

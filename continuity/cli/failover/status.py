@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from continuity.blueprint import Blueprint
-from continuity.cli.failover.common import blueprint, redis_client, redis_errors, secs, when
+from continuity.cli.failover.common import blueprint, pause_line, redis_client, redis_errors, secs, when
 from continuity.cli.output import console, emit_json
 from continuity.failover import control, records
 from continuity.state import epochs as epoch_store
@@ -22,8 +22,8 @@ def build_status(client: Any, bp: Blueprint, now: float | None = None) -> dict[s
     now = time.time() if now is None else now
     route_map = routes.read_many(client, sorted(bp.services))
     epochs = epoch_store.read_many(client, bp.services)
-    paused, global_pause, cooldowns = control.read_controls(client, bp)
-    pauses = control.read_pauses(client, bp)
+    paused, global_pause, cooldowns = control.read_controls(client, bp, now)
+    pauses = control.read_pauses(client, bp, now)
     lease_map = leases.read_many(client, sorted(bp.services))
     states = control.read_node_states(client, bp, now)
     open_incidents = incidents.read_all(client)
@@ -68,6 +68,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         return
     if report["global_pause"]:
         console.print("[bold yellow]automatic failover is PAUSED fleet-wide[/]")
+    for scope, note in report["pauses"].items():
+        console.print(pause_line(scope, note), highlight=False, markup=False, soft_wrap=True)
     console.print(f"fleet {report['fleet']}", highlight=False)
     for s in report["services"]:
         lf = s["last_failover"]
