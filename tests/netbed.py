@@ -14,6 +14,7 @@ the root namespace, clients over the nodes' addresses.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,6 +123,22 @@ class BedFleet:
             return h if h and h.get("epoch") == lease.epoch else None
 
         return wait_for(ready, timeout=timeout, what=f"{service} primary on {node}, answering on its address")
+
+    def explain(self, service: str) -> str:
+        """What a timed-out wait on this fleet needs to be explained: node states, the lease, the service's
+        latest failover records with their steps, the newest pulse events and the tail of every log."""
+        from continuity.failover import records
+        from continuity.state import pulse_stream
+
+        lines = [f"node states: {self.states()}", f"lease: {leases.read(self.client, service)}"]
+        for rec in records.history(self.client, service=service)[:3]:
+            steps = [(st.get("step"), st.get("ok"), str(st.get("error") or "")[:160]) for st in rec.get("steps", [])]
+            lines.append(f"record {rec.get('id')}: {rec.get('outcome')} {str(rec.get('reason') or '')[:200]} {steps}")
+        for _, ev in pulse_stream.newest(self.client, 40):
+            lines.append(f"pulse {ev.get('kind')} {ev.get('node')} {json.dumps(ev.get('data'), default=str)[:200]}")
+        for log in sorted((self.bed.workdir / "logs").glob("*.log")):
+            lines.append(f"--- {log.name} tail ---\n{log.read_text(errors='replace')[-1500:]}")
+        return "\n".join(lines)
 
     def close(self) -> None:
         self.client.close()

@@ -142,8 +142,11 @@ class NodeLossRun:
             ls = leases.read(self.fleet.client, SERVICE)
             return ls if ls is not None and ls.node != node and ls.epoch > epoch else None
 
-        lease = wait_for(moved, timeout=self.timeout, what=f"the ledger failed over away from {node}")
-        self.fleet.wait_primary(SERVICE, lease.node, timeout=self.timeout)
+        try:
+            lease = wait_for(moved, timeout=self.timeout, what=f"the ledger failed over away from {node}")
+            self.fleet.wait_primary(SERVICE, lease.node, timeout=self.timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.fleet.explain(SERVICE)}") from None
         mttr = time.monotonic() - t_loss
 
         def record() -> dict[str, Any] | None:

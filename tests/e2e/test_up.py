@@ -18,7 +18,6 @@ import pytest
 import redis
 
 from continuity.redisd import connect
-from tests.failover_support import post_seq
 from tests.helpers import ROOT, continuity_cmd, wait_for
 
 pytestmark = pytest.mark.slow
@@ -28,6 +27,32 @@ def _status(env: dict[str, str]) -> dict | None:
     out = subprocess.run(continuity_cmd("status", "--json"), env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=30)
     return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def _post(base: str, seq: int) -> tuple[int, str]:
+    """Status and body of writing ``seq`` (0 and the error if unreachable): a refusal says why."""
+    req = urllib.request.Request(f"{base}/records", data=json.dumps({"seq": seq}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.status, r.read().decode(errors="replace")[:300]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")[:300]
+    except OSError as exc:
+        return 0, repr(exc)
+
+
+def _explain(env: dict[str, str], log: Path) -> str:
+    """What a timed-out wait on the running fleet needs to be explained: the status report and up's log."""
+    out = subprocess.run(continuity_cmd("status", "--json"), env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    try:
+        report = json.loads(out.stdout)
+        shown = json.dumps({k: report.get(k) for k in ("nodes", "services", "replication", "detector")},
+                           default=str)[:6000]
+    except ValueError:
+        shown = (out.stdout + out.stderr)[-2000:]
+    return f"status: {shown}\nup.log tail:\n{log.read_text(errors='replace')[-4000:]}"
 
 
 def _basic(auth: str) -> dict[str, str]:
@@ -133,12 +158,24 @@ def test_up_runs_fleet_and_stops_cleanly(tmp_path: Path) -> None:
         assert modes["ledger"] == "sync(1)" and modes["notifier"] == "async", modes
         seqs = iter(range(1, 100_000))  # refused early writes (no standby following yet) stay stored: new seqs
         for service, url in (("ledger", "http://127.0.0.1:47100"), ("notifier", "http://127.0.0.1:47220")):
-            wait_for(lambda u=url: post_seq(u, next(seqs)) == 200, timeout=60,
-                     what=f"a write acknowledged by the {service} (core-a's 47100, core-b's 47120 + 100)")
-        wait_for(lambda: {(r["service"], r["standby"]) for r in (_status(env) or {}).get("replication", [])
-                          if r["state"] == "streaming"} >= {("ledger", "core-b"), ("ledger", "core-c"),
-                                                             ("notifier", "core-a")},
-                 timeout=60, what="the ledger streaming to core-b and core-c, the notifier to core-a")
+            last: list[tuple[int, str]] = []
+
+            def acknowledged(u: str = url, seen: list[tuple[int, str]] = last) -> bool:
+                seen[:] = [_post(u, next(seqs))]
+                return seen[0][0] == 200
+
+            try:
+                wait_for(acknowledged, timeout=60,
+                         what=f"a write acknowledged by the {service} (core-a's 47100, core-b's 47120 + 100)")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nlast answer: {last}\n{_explain(env, tmp_path / 'up.log')}") from None
+        try:
+            wait_for(lambda: {(r["service"], r["standby"]) for r in (_status(env) or {}).get("replication", [])
+                              if r["state"] == "streaming"} >= {("ledger", "core-b"), ("ledger", "core-c"),
+                                                                 ("notifier", "core-a")},
+                     timeout=60, what="the ledger streaming to core-b and core-c, the notifier to core-a")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_explain(env, tmp_path / 'up.log')}") from None
         _least_privilege(state, flower, psutil.Process(up.pid))
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= 7  # redis, 4 workers, beat, flower (plus pool processes)
