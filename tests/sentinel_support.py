@@ -224,4 +224,24 @@ sentinel parallel-syncs {MASTER} 1
             wait_for(eligible, timeout=timeout, what=f"every sentinel seeing replica {port} as promotable")
         except AssertionError as exc:
             seen = [(v.get("flags"), v.get("master-link-status")) for v in last[0]]
-            raise AssertionError(f"{exc}; the sentinels see it as {seen}") from None
+            raise AssertionError(f"{exc}; the sentinels see it as {seen}; {self._sentinel_views()}") from None
+
+    def _sentinel_views(self) -> str:
+        """Each sentinel's master and replica list, and the master's own replica list: what a replica the
+        sentinels do not list needs to be explained."""
+        lines = []
+        for sentinel, _ in self.sentinels:
+            state = self._state(sentinel)
+            replicas = []
+            for entry in self._ask(sentinel, "SENTINEL", "REPLICAS", MASTER) or []:
+                d = entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2], strict=False))
+                replicas.append((d.get("port"), d.get("flags"), d.get("master-link-status")))
+            lines.append(f"sentinel {sentinel}: master {state.get('port')} {state.get('flags')} "
+                         f"failover-state {state.get('failover-state')} replicas {replicas}")
+        try:
+            info = self.replication(self.master_port())
+            said = {k: v for k, v in info.items() if str(k).startswith(("slave", "connected"))}
+            lines.append(f"master says {said}")
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            lines.append(f"master unreadable: {exc!r}")
+        return "; ".join(lines)

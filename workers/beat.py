@@ -154,7 +154,16 @@ class ContinuityScheduler(RedBeatScheduler):
             due_at = entry.due_at
             if due_at is not None:
                 entry.kwargs = {**entry.kwargs, "due": maybe_make_aware(due_at).timestamp()}
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        try:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        except Exception as exc:
+            # celery wraps the broker's error in SchedulingError: a send that failed because Redis went away
+            # is the outage ``tick`` already waits out (one warning line, not a traceback per entry); the entry
+            # was advanced, so it goes out at its next due time
+            if not _redis_trouble(exc):
+                raise
+            self._trouble(f"sending {entry.name}", exc)
+            return None
 
 
     def _pass_started(self, entry: Any, headers: dict[str, Any]) -> bool:
@@ -173,6 +182,16 @@ class ContinuityScheduler(RedBeatScheduler):
         entry.kwargs = {**(entry.kwargs or {}), "pass_start": p.start, "pass_end": p.end}
         entry.options = {**entry.options, "expires": max(1.0, p.end - margin - time.time())}
         return True
+
+
+def _redis_trouble(exc: BaseException | None) -> bool:
+    """True when ``exc`` or anything in its cause/context chain is a Redis connection problem."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, REDIS_TROUBLE):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def contact_schedules() -> dict[str, Schedule]:
