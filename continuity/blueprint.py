@@ -174,7 +174,7 @@ class Replication(Strict):
 class ReplicationPolicy(Strict):
     """Fleet-wide replication settings (``policy.replication``)."""
 
-    port: int = Field(default=47900, ge=1, le=65535)  # each node's replicator, plus the node's port_offset
+    port: int = Field(default=27900, ge=1, le=65535)  # each node's replicator, plus the node's port_offset
     encrypt: bool = False  # AES-256-GCM on the wire (keys derived from the node keys); else HMAC only
     lag_alert: Duration = Field(default=1.0, gt=0)  # a standby further behind than this is reported (pulse)
     tiers: dict[int, Replication] = Field(default_factory=dict)  # a tier's default, e.g. {0: {mode: sync}}

@@ -157,7 +157,7 @@ def test_up_runs_fleet_and_stops_cleanly(tmp_path: Path) -> None:
         modes = {s["id"]: s["replication"] for s in report["services"]}
         assert modes["ledger"] == "sync(1)" and modes["notifier"] == "async", modes
         seqs = iter(range(1, 100_000))  # refused early writes (no standby following yet) stay stored: new seqs
-        for service, url in (("ledger", "http://127.0.0.1:47100"), ("notifier", "http://127.0.0.1:47220")):
+        for service, url in (("ledger", "http://127.0.0.1:27100"), ("notifier", "http://127.0.0.1:27220")):
             last: list[tuple[int, str]] = []
 
             def acknowledged(u: str = url, seen: list[tuple[int, str]] = last) -> bool:
@@ -166,7 +166,7 @@ def test_up_runs_fleet_and_stops_cleanly(tmp_path: Path) -> None:
 
             try:
                 wait_for(acknowledged, timeout=60,
-                         what=f"a write acknowledged by the {service} (core-a's 47100, core-b's 47120 + 100)")
+                         what=f"a write acknowledged by the {service} (core-a's 27100, core-b's 27120 + 100)")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\nlast answer: {last}\n{_explain(env, tmp_path / 'up.log')}") from None
         try:

@@ -125,7 +125,7 @@ def test_route_never_moves_back_to_an_older_epoch(client, state) -> None:
     bp = load_blueprint(Path(__file__).resolve().parents[2] / "ops" / "blueprint.yml")
     sub = client.pubsub()
     sub.subscribe(keys.routes_channel())
-    assert steps.publish_route(client, bp, "ledger", "core-b", 5, 100.0)["url"] == "http://127.0.0.1:47200"
+    assert steps.publish_route(client, bp, "ledger", "core-b", 5, 100.0)["url"] == "http://127.0.0.1:27200"
     assert steps.publish_route(client, bp, "ledger", "core-a", 4, 101.0) is None
     assert json.loads(client.get(keys.route("ledger")))["node"] == "core-b"
     doc = steps.read_routes_file()

@@ -43,8 +43,8 @@ def test_on_the_bed_each_node_is_at_its_address_on_the_declared_port(tmp_path: P
     assert doc["nodes"]["core-b"]["labels"]["port_offset"] == "100"  # the input is left alone
     (tmp_path / "bp.yml").write_text(yaml.safe_dump(out))
     bp = load_blueprint(tmp_path / "bp.yml")
-    assert base_url(bp, "ledger", "core-b") == "http://10.213.9.3:47100"
-    assert base_url(bp, "ledger", "core-a") == "http://10.213.9.2:47100"
+    assert base_url(bp, "ledger", "core-b") == "http://10.213.9.3:27100"
+    assert base_url(bp, "ledger", "core-a") == "http://10.213.9.2:27100"
 
 
 def test_the_start_hook_binds_the_service_to_its_nodes_address(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_the_start_hook_binds_the_service_to_its_nodes_address(tmp_path: Path) -
     (tmp_path / "bp.yml").write_text(yaml.safe_dump(doc))
     bp = load_blueprint(tmp_path / "bp.yml")
     argv = render(bp.services["ledger"].spec.hooks.start or [], placeholder_values(bp, "ledger", "core-b", 1))
-    assert argv[argv.index("--host") + 1] == "10.213.9.3" and argv[argv.index("--port") + 1] == "47100"
+    assert argv[argv.index("--host") + 1] == "10.213.9.3" and argv[argv.index("--port") + 1] == "27100"
     shipped = yaml.safe_load((ROOT / "ops" / "blueprint.yml").read_text())
     for dom in shipped["domains"].values():
         for sid, svc in dom["services"].items():

@@ -20,23 +20,23 @@ def bp():
 
 
 def test_port_follows_the_node_offset(bp) -> None:
-    assert hooks.service_port(bp, "ledger", "core-a") == 47100
-    assert hooks.service_port(bp, "ledger", "core-b") == 47200
+    assert hooks.service_port(bp, "ledger", "core-a") == 27100
+    assert hooks.service_port(bp, "ledger", "core-b") == 27200
     assert hooks.service_port(bp, "reports", "core-a") is None
-    assert hooks.base_url(bp, "ledger", "core-b") == "http://127.0.0.1:47200"
-    assert hooks.probe_url(bp, "ledger", "core-b") == "http://127.0.0.1:47200/health"
+    assert hooks.base_url(bp, "ledger", "core-b") == "http://127.0.0.1:27200"
+    assert hooks.probe_url(bp, "ledger", "core-b") == "http://127.0.0.1:27200/health"
 
 
 def test_render_fills_every_placeholder_and_refuses_unknown_ones(bp, tmp_path) -> None:
     values = hooks.placeholder_values(bp, "ledger", "core-b", 7)
     argv = hooks.render(["{python}", "{root}", "{node}", "{service}", "{port}", "{epoch}", "{address}"], values)
-    assert argv == [sys.executable, str(hooks.paths.root()), "core-b", "ledger", "47200", "7", "127.0.0.1"]
+    assert argv == [sys.executable, str(hooks.paths.root()), "core-b", "ledger", "27200", "7", "127.0.0.1"]
     doc = yaml.safe_load((ROOT / "ops" / "blueprint.yml").read_text())
     doc["nodes"]["core-b"]["address"] = "10.0.0.7"  # a node that is a host of its own
     (tmp_path / "bp.yml").write_text(yaml.safe_dump(doc))
     moved = load_blueprint(tmp_path / "bp.yml")
     assert hooks.render(["{address}"], hooks.placeholder_values(moved, "ledger", "core-b", 7)) == ["10.0.0.7"]
-    assert hooks.probe_url(moved, "ledger", "core-b") == "http://10.0.0.7:47200/health"
+    assert hooks.probe_url(moved, "ledger", "core-b") == "http://10.0.0.7:27200/health"
     with pytest.raises(hooks.HookError, match=r"unknown placeholder \{nope\}"):
         hooks.render(["{nope}"], values)
 
