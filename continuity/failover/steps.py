@@ -421,8 +421,10 @@ def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
     try:
         hooks.run_service_hook(bp, service, node, "stop", ctx.epoch, timeout=15)
         lease = leases.read(client, service)
-        if lease is not None and lease.node == node:
-            leases.release(client, service, node, lease.epoch)
+        # the lease may have lapsed during a slow failing start: then its holder record still names the
+        # candidate, and its agent would take the role back by itself after the chain gave it up
+        leases.release(client, service, node, lease.epoch if lease is not None and lease.node == node
+                       else ctx.epoch)
     except Exception:  # noqa: BLE001 - cleanup must never mask the failure being handled
         pass
 

@@ -76,6 +76,13 @@ if l and l.node == ARGV[1] and tonumber(l.epoch) == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[2])
   return 1
 end
+if not l then
+  local r = get_lease(KEYS[2])
+  if r and r.node == ARGV[1] and tonumber(r.epoch) == tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[2])
+    return 1
+  end
+end
 return 0
 """)
 
@@ -179,7 +186,10 @@ def renew(client: Any, service: str, node: str, epoch: int, ttl: float) -> bool:
 
 
 def release(client: Any, service: str, node: str, epoch: int) -> bool:
-    """Give the role up (coordinated switchover); a no-op unless ``node`` holds it at ``epoch``."""
+    """Give the role up (coordinated switchover, a failed promotion undone); a no-op unless ``node`` holds it at
+    ``epoch``. A lease that already lapsed is given up too: its holder record naming ``node`` at ``epoch`` is
+    deleted, or the node's agent would take the role back as its own (the orphan of the beat script) although
+    whoever gave it up meant it to be gone."""
     return bool(int(_RELEASE(client, keys=[keys.lease(service), keys.lease_holder(service)],
                              args=[node, int(epoch)])))
 

@@ -79,3 +79,18 @@ def test_racing_acquirers_exactly_one_wins(redis_url) -> None:
         t.join()
     assert len(winners) == 1
     assert winners[0] == leases.read(redis.Redis.from_url(redis_url, decode_responses=True), "ledger").node
+
+
+def test_release_of_a_lapsed_lease_deletes_its_holder_record(rds) -> None:
+    """A failed promotion is undone after its lease lapsed (a slow failing start): the holder record still names
+    the candidate at the current epoch, which its agent would take back as an orphan. Release clears it; a
+    record naming another node or epoch is left alone."""
+    rds.set(keys.epoch("ledger"), 3)
+    assert leases.acquire(rds, "ledger", "core-b", 3, ttl=0.2)
+    wait_for(lambda: leases.read(rds, "ledger") is None, timeout=5, what="lease expiry")
+    assert rds.exists(keys.lease_holder("ledger")), "the record outlives the lease (what makes an orphan)"
+    assert not leases.release(rds, "ledger", "core-c", 3)
+    assert not leases.release(rds, "ledger", "core-b", 2)
+    assert rds.exists(keys.lease_holder("ledger"))
+    assert leases.release(rds, "ledger", "core-b", 3)
+    assert not rds.exists(keys.lease_holder("ledger"))
