@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import secrets
 import threading
 import time
@@ -370,6 +371,13 @@ class HeartbeatSigner:
         # a chain is made in one go (one SHA-256 per slot) on the beat that needs it: keep that to a few ms
         self.slots = max(2, min(CHAIN_MAX_SLOTS, int(CHAIN_SECONDS / self.step), slots or CHAIN_MAX_SLOTS))
         self.every = max(1, int(CHECKPOINT_SECONDS / self.step))
+        # Jitter: each statement lasts a period drawn from [every/2, every] slots and each chain from [slots/2,
+        # slots]. Nodes started together (a fleet or mass restart) would otherwise all sign a new statement in
+        # the same second, every minute, and a detector verifying 10,000 Ed25519 signatures at once (about
+        # 0.6 s of CPU) defers beats past the suspect window: false suspicions in waves. Spread, it verifies a
+        # few hundred a second.
+        self._rng = random.Random()
+        self.period = self._draw(self.every)
         self.chain: Chain | None = None
         self.slot = 0
         self.statement = ""
@@ -378,7 +386,10 @@ class HeartbeatSigner:
         self.services_json = ""
         self._lock = threading.Lock()
         # the first chain is made now, not on the first beat: a beat is never late for a few thousand hashes
-        self._ready: list[bytes] | None = make_values(self.slots)
+        self._ready: list[bytes] | None = make_values(self._draw(self.slots, low=2))
+
+    def _draw(self, most: int, low: int = 1) -> int:
+        return self._rng.randint(max(low, most // 2), max(low, most))
 
     def encode(self, hb: Heartbeat) -> str:
         with self._lock:  # the beat thread and a retry may both sign: one slot, one token each
@@ -393,10 +404,12 @@ class HeartbeatSigner:
         if chain is None or slot > chain.slots:
             last = chain.t0 + self.slot * self.step if chain is not None else float("-inf")
             values, self._ready = self._ready, None
-            chain = self.chain = Chain(max(hb.ts, last + self.step) - self.step, self.slots, values=values)
+            values = values or make_values(self._draw(self.slots, low=2))
+            chain = self.chain = Chain(max(hb.ts, last + self.step) - self.step, len(values) - 1, values=values)
             slot, self.statement = 1, ""
-        if not self.statement or services != self.services_json or slot - self.ckpt > self.every:
+        if not self.statement or services != self.services_json or slot - self.ckpt > self.period:
             self.ckpt, self.services_json = slot - 1, services
+            self.period = self._draw(self.every)
             self.statement = statement_text(self.node, chain, self.step, self.ckpt, services)
             self.sig = self.key.sign(self.statement.encode()).hex()
         self.slot = slot

@@ -252,3 +252,25 @@ def test_a_statement_more_than_a_checkpoint_old_cannot_ride_on_a_fresh_token() -
         check(".".join([v, slot, token, old_sig, old_stmt]), arrival=1070.1)
     assert err.value.reason == "stale"
     assert check(later[-1], arrival=1070.1).ts == 1070.0
+
+
+def test_nodes_started_together_spread_their_statement_signatures() -> None:
+    """Each new statement costs the detector an Ed25519 verify: 100 nodes started in the same second must not
+    re-sign in the same second a minute later (10,000 of them did, and the deferred beats made waves of false
+    suspicions). Every statement still lasts at most CHECKPOINT_SECONDS, the bound the verifier holds it to."""
+    signers = [hbm.HeartbeatSigner(f"n{i}", KEY, step=0.5) for i in range(100)]
+    resigned: list[int] = []
+    for sg in signers:
+        last_stmt, last_at, first = None, 0.0, None
+        for k in range(0, 300):  # 150 s of beats every half second
+            ts = 1000.0 + k * 0.5
+            stmt = sg.encode(beat(ts, node=sg.node, services={})).split(".", 4)[4]
+            if stmt != last_stmt:
+                if last_stmt is not None:
+                    assert ts - last_at <= hbm.CHECKPOINT_SECONDS + 0.5, "a statement outlived the checkpoint bound"
+                    first = ts if first is None else first
+                last_stmt, last_at = stmt, ts
+        assert first is not None, "no node signed a second statement in 150 s"
+        resigned.append(int(first))
+    busiest = max(resigned.count(t) for t in set(resigned))
+    assert busiest <= 15, f"{busiest} of 100 nodes re-signed in the same second"
