@@ -327,32 +327,43 @@ def run_ingest(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
     bytes, for the sweep to report once like any other. Does nothing until this process has swept, and
     nothing while another process swept since (its memory would be stale; the sweep there reads in full).
     """
-    with cache.lock:  # the time waited for a running sweep is not the slice's cost
-        t0 = time.perf_counter()
-        if not cache.generation:
-            return IngestResult(skipped="this process has not swept yet")
-        cache.prepare(bp)
-        drained = detection.drain(client, cache.generation)
-        if drained is None:
-            return IngestResult(skipped="another process swept since: its sweep reads in full",
-                                seconds=time.perf_counter() - t0)
-        entries = _batch(cache, *drained)
-        if entries is None:
-            # the batch is gone, but every beat in it is also in the heartbeat hash: make the next sweep
-            # read that in full (and stop ingesting until it has)
-            log.warning("ingest: pending heartbeats held a value with a newline (not written by the beat "
-                        "script); the next sweep reads every heartbeat instead")
-            cache.generation = ""
-            cache.ingested.clear()
-            cache.ingest_rejected.clear()
-            return IngestResult(skipped="misaligned batch", seconds=time.perf_counter() - t0)
-        # the same budget as a sweep: a slice holds the cache's lock, and a sweep waiting on it is a late sweep
-        beats, rejected = verify_beats(bp, entries, cache.states, cache, strict=True)
-        cache.ingested.update(beats)
-        for node, exc in rejected.items():
-            cache.ingest_rejected[node] = (exc, entries[node][0])
-        return IngestResult(drained=len(entries), accepted=len(beats),
-                            rejected={n: e.reason for n, e in rejected.items()}, seconds=time.perf_counter() - t0)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # as in the sweep: a collection inside a slice holds the lock a sweep may be waiting on
+    try:
+        with cache.lock:  # the time waited for a running sweep is not the slice's cost
+            return _ingest_locked(client, bp, cache)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _ingest_locked(client: Any, bp: Blueprint, cache: SweepCache) -> IngestResult:
+    """:func:`run_ingest` under the cache lock, with the collector off."""
+    t0 = time.perf_counter()
+    if not cache.generation:
+        return IngestResult(skipped="this process has not swept yet")
+    cache.prepare(bp)
+    drained = detection.drain(client, cache.generation)
+    if drained is None:
+        return IngestResult(skipped="another process swept since: its sweep reads in full",
+                            seconds=time.perf_counter() - t0)
+    entries = _batch(cache, *drained)
+    if entries is None:
+        # the batch is gone, but every beat in it is also in the heartbeat hash: make the next sweep
+        # read that in full (and stop ingesting until it has)
+        log.warning("ingest: pending heartbeats held a value with a newline (not written by the beat "
+                    "script); the next sweep reads every heartbeat instead")
+        cache.generation = ""
+        cache.ingested.clear()
+        cache.ingest_rejected.clear()
+        return IngestResult(skipped="misaligned batch", seconds=time.perf_counter() - t0)
+    # the same budget as a sweep: a slice holds the cache's lock, and a sweep waiting on it is a late sweep
+    beats, rejected = verify_beats(bp, entries, cache.states, cache, strict=True)
+    cache.ingested.update(beats)
+    for node, exc in rejected.items():
+        cache.ingest_rejected[node] = (exc, entries[node][0])
+    return IngestResult(drained=len(entries), accepted=len(beats),
+                        rejected={n: e.reason for n, e in rejected.items()}, seconds=time.perf_counter() - t0)
 
 
 class IngestLoop:
