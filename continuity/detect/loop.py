@@ -251,7 +251,8 @@ class DetectorLoop:
         self._emit(DETECT_LEADER_ELECTED, {"pid": self.me.pid, "host": self.me.host, "term": claim.term,
                                            "previous": self.previous, "at": claim.now})
         if self.with_ingest:
-            self._ingest = IngestLoop(self.connect(), self.blueprint, self.cache, IngestLoop.interval_for(bp)).start()
+            self._ingest = IngestLoop(self.connect(), self.blueprint, self.cache, IngestLoop.interval_for(bp),
+                                      sweep_due_in=lambda: self.next_sweep - self.clock()).start()
 
     def _step_down(self, reason: str) -> None:
         if not self.leading:

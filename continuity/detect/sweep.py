@@ -375,8 +375,11 @@ class IngestLoop:
     """
 
     def __init__(self, client: Any, blueprint: Callable[[], Blueprint], cache: SweepCache,
-                 interval: float) -> None:
+                 interval: float, sweep_due_in: Callable[[], float] | None = None) -> None:
         self.client, self.blueprint, self.cache, self.interval = client, blueprint, cache, interval
+        # seconds until the loop's next sweep: a slice that could still hold the cache lock when the sweep
+        # starts is skipped (the sweep drains those beats itself), so a sweep never waits on a slice
+        self.sweep_due_in = sweep_due_in
         self.slices: deque[float] = deque(maxlen=4096)  # wall seconds of recent slices that drained
         self.cpu = 0.0  # thread CPU seconds spent in slices
         self.drained = 0
@@ -402,9 +405,16 @@ class IngestLoop:
         if self._thread is not None:
             self._thread.join(5)
 
+    def _guard(self) -> float:
+        """How close to a sweep a slice may start: twice the longest of the recent slices (at least 20 ms)."""
+        recent = list(self.slices)[-32:]
+        return max(0.02, 2 * max(recent, default=0.0))
+
     def _run(self) -> None:
         failing = False
         while not self._stop.wait(self.interval):
+            if self.sweep_due_in is not None and self.sweep_due_in() < self._guard():
+                continue
             c0 = time.thread_time()
             try:
                 res = run_ingest(self.client, self.blueprint(), self.cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -609,3 +610,25 @@ def test_the_planner_is_told_who_lacks_committed_records(rds, cache) -> None:
     (plans, _), = launched
     (ledger,) = [p for p in plans if p.service == "ledger"]
     assert (ledger.candidate, ledger.fallbacks) == ("core-c", ("core-b",))
+
+
+def test_no_ingest_slice_starts_just_before_a_sweep(bp, rds, fleet, cache) -> None:
+    """A slice holds the cache lock: one started just before the sweep is due makes the sweep wait for it (the
+    sweep's p99 at 10,000 nodes). With the sweep due any moment the loop leaves the pending beats to the sweep;
+    with the sweep far off it drains them."""
+    from continuity.detect.sweep import IngestLoop
+
+    events = Events()
+    beat_all(fleet)
+    sweep(rds, bp, cache, events)
+    beat_all(fleet)
+    due = [0.001]
+    loop = IngestLoop(rds, lambda: bp, cache, interval=0.01, sweep_due_in=lambda: due[0]).start()
+    try:
+        deadline = time.monotonic() + 0.5  # 50 slice ticks: none may drain
+        while time.monotonic() < deadline:
+            assert rds.hlen(keys.heartbeats_pending()) == 3 and loop.drained == 0
+        due[0] = 10.0
+        wait_for(lambda: loop.drained == 3, timeout=10, what="a slice once the sweep is far off")
+    finally:
+        loop.stop()
