@@ -400,7 +400,8 @@ class Agent:
             released: bool | None = None
             try:
                 released = leases.abandon(self.client, svc, self.node, epoch,
-                                          {"at": self.wall(), "since": None, "reason": why, "restarts": 0})
+                                          {"at": self.wall(), "since": None, "reason": why, "restarts": 0},
+                                          sign=lambda claim: heartbeats.sign_claim(self.key, claim))
             except Exception as exc:  # noqa: BLE001 - the lease lapses on its own; the next beat decides again
                 log.warning("agent %s: could not abandon %s: %s", self.node, svc, exc)
             finally:

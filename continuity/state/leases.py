@@ -211,13 +211,17 @@ def give_up(client: Any, service: str, node: str, epoch: int, info: dict[str, An
         args=[node, int(epoch), marker])))
 
 
-def abandon(client: Any, service: str, node: str, epoch: int, info: dict[str, Any]) -> bool:
+def abandon(client: Any, service: str, node: str, epoch: int, info: dict[str, Any],
+            sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
     """Give the role up for good on ``node`` and mark the service failed there, so the detector moves it: the
     lease is released if ``node`` holds it at ``epoch``, or, when it already lapsed, the holder record that would
     let ``node`` reclaim it is dropped (only while it names ``node`` at the current epoch). Atomic, like
     :func:`give_up`; False when the role is not ``node``'s at ``epoch`` (someone else moved it: nothing to do).
-    For a node that must not serve what it holds (behind the committed position, issue 10 item 5)."""
-    marker = json.dumps({**info, "node": node, "epoch": int(epoch)}, sort_keys=True)
+    For a node that must not serve what it holds (behind the committed position, issue 10 item 5). ``sign`` signs
+    the marker as for :func:`give_up`: the detector believes an unsigned one from nobody, and the role would stay
+    unowned while the node lives."""
+    claim = {**info, "node": node, "epoch": int(epoch), "service": service}
+    marker = json.dumps(sign(claim) if sign is not None else claim, sort_keys=True)
     return bool(int(_ABANDON(
         client, keys=[keys.lease(service), keys.lease_holder(service), keys.service_failed(service),
                       keys.epoch(service)], args=[node, int(epoch), marker])))

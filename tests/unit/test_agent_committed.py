@@ -19,7 +19,7 @@ from continuity.config import parse_text
 from continuity.detect.agent import Agent, held_records
 from continuity.services.layout import service_dir
 from continuity.services.probes import ProbeResult
-from continuity.state import keys, leases
+from continuity.state import heartbeats, keys, leases
 from continuity.state import replication as replication_state
 from tests.unit.test_heartbeat_agent import KEY, Clock, Recorder
 
@@ -90,6 +90,8 @@ def test_a_restarted_worker_behind_the_committed_position_gives_up_the_live_leas
     marker = failed_marker(rds)
     assert marker is not None and marker["node"] == "core-a" and marker["epoch"] == 1
     assert f"holds {held} of the {COMMITTED} records" in marker["reason"]
+    # signed by the node: the detector acts on no other marker, and the role would stay unowned while it lives
+    assert heartbeats.verify_claim(marker, heartbeats.KeyRing({"core-a": KEY})) is None
     assert "failover.service_failed" in rec.kinds()
     again.beat_once()  # and it does not come back for it on the next beat
     again.wait_idle()
