@@ -166,3 +166,61 @@ def test_a_replaced_machine_back_at_once_on_an_empty_disk_takes_no_role_until_ca
         assert leases.read(fleet.client, "ledger").node == lease.node
     finally:
         fleet.close()
+
+
+def test_a_primary_partitioned_for_10s_rejoins_with_its_unreplicated_tail_kept_aside(make_bed,
+                                                                                     tmp_path: Path) -> None:
+    """Issue 10, partition acceptance: the primary's link goes down for 10 s and comes back. Its replicator was
+    frozen for the last writes it acknowledged (async mode), so it holds a tail no standby has. The ledger moves
+    to a standby at a new epoch; once healed, core-a serves nothing (its role is gone), its replicator follows
+    the new primary from where the histories parted (no full copy), and the tail is kept aside and reported,
+    never merged."""
+    import os
+    import signal
+
+    import psutil
+
+    bed = make_bed(bed_blueprint(tmp_path))
+    fleet = BedFleet(bed)
+    try:
+        fleet.start(NODES)
+        first = fleet.wait_primary("ledger", "core-a")
+        assert [fleet.post("ledger", "core-a", s) for s in range(1, 21)] == [200] * 20
+        for sb in ("core-b", "core-c"):
+            wait_for(lambda sb=sb: set(range(1, 21)) <= set(seqs(ledger_path(bed, sb))), timeout=30,
+                     what=f"{sb} holding seqs 1-20")
+        replicator = next(p for p in bed.pids("core-a")
+                          if "continuity.replication" in " ".join(psutil.Process(p).cmdline()))
+        os.kill(replicator, signal.SIGSTOP)  # what core-a acknowledges from now on reaches no standby
+        try:
+            assert [fleet.post("ledger", "core-a", s) for s in range(21, 26)] == [200] * 5  # async: acknowledged
+            bed.partition("core-a")
+            t_cut = time.monotonic()
+            try:
+                lease = poll(lambda: (ls := leases.read(fleet.client, "ledger")) is not None
+                             and ls.node != "core-a" and ls.epoch > first["epoch"] and ls, timeout=90,
+                             what="the ledger on a standby at a new epoch")
+                new = lease.node
+                fleet.wait_primary("ledger", new, timeout=60)
+                assert fleet.post("ledger", new, 26) == 200
+                time.sleep(max(0.0, 10.0 - (time.monotonic() - t_cut)))  # the fault: 10 s without a link
+            finally:
+                bed.heal("core-a")
+        finally:
+            os.kill(replicator, signal.SIGCONT)
+        # healed: core-a holds no role and serves no write; it follows the new primary as a standby
+        wait_for(lambda: fleet.post("ledger", "core-a", 27) != 200 and 26 in set(seqs(ledger_path(bed, "core-a"))),
+                 timeout=60, what="core-a refusing writes and following the new primary")
+        assert leases.read(fleet.client, "ledger").node == new
+        held = seqs(ledger_path(bed, "core-a"))
+        assert set(held) >= set(range(1, 21)) | {26} and not set(held) & set(range(21, 26)), held
+        events = [e for _, e in pulse_stream.newest(fleet.client, 2000)]
+        diverged = [e for e in events if e.get("kind") == PREFIX + "replication.diverged"
+                    and e["data"].get("standby") == "core-a"]
+        assert diverged and diverged[-1]["data"]["records"] == 5 and diverged[-1]["data"]["at"] == 20, diverged
+        assert seqs(Path(diverged[-1]["data"]["kept"])) == list(range(21, 26)), "the tail, kept aside whole"
+        resumed = [e for e in events if e.get("kind") == PREFIX + "replication.resumed"
+                   and e["data"].get("standby") == "core-a" and e["data"].get("primary") == new]
+        assert resumed and not resumed[-1]["data"]["full_copy"] and resumed[-1]["data"]["count"] >= 20, resumed
+    finally:
+        fleet.close()
