@@ -214,13 +214,20 @@ def test_a_primary_partitioned_for_10s_rejoins_with_its_unreplicated_tail_kept_a
         assert leases.read(fleet.client, "ledger").node == new
         held = seqs(ledger_path(bed, "core-a"))
         assert set(held) >= set(range(1, 21)) | {26} and not set(held) & set(range(21, 26)), held
-        events = [e for _, e in pulse_stream.newest(fleet.client, 2000)]
-        diverged = [e for e in events if e.get("kind") == PREFIX + "replication.diverged"
-                    and e["data"].get("standby") == "core-a"]
-        assert diverged and diverged[-1]["data"]["records"] == 5 and diverged[-1]["data"]["at"] == 20, diverged
-        assert seqs(Path(diverged[-1]["data"]["kept"])) == list(range(21, 26)), "the tail, kept aside whole"
-        resumed = [e for e in events if e.get("kind") == PREFIX + "replication.resumed"
-                   and e["data"].get("standby") == "core-a" and e["data"].get("primary") == new]
-        assert resumed and not resumed[-1]["data"]["full_copy"] and resumed[-1]["data"]["count"] >= 20, resumed
+
+        def replication_events(kind: str) -> list[dict]:
+            return [e for _, e in pulse_stream.newest(fleet.client, 5000)
+                    if e.get("kind") == PREFIX + kind and e["data"].get("standby") == "core-a"
+                    and e["data"].get("source") == "ledger.jsonl"]
+
+        # the replicator's events reach the stream through its pulse sink's queue: a moment after the bytes
+        diverged = wait_for(lambda: replication_events("replication.diverged"), timeout=30,
+                            what="core-a's replicator reporting the tail it kept aside")
+        assert diverged[0]["data"]["records"] == 5 and diverged[0]["data"]["at"] == 20, diverged
+        assert seqs(Path(diverged[0]["data"]["kept"])) == list(range(21, 26)), "the tail, kept aside whole"
+        resumed = wait_for(lambda: [e for e in replication_events("replication.resumed")
+                                    if e["data"].get("primary") == new], timeout=30,
+                           what="core-a resuming from the new primary")
+        assert not resumed[0]["data"]["full_copy"] and resumed[0]["data"]["count"] >= 20, resumed
     finally:
         fleet.close()
