@@ -88,5 +88,9 @@ def test_async_mode_reported_loss_equals_the_client_counted_loss(async_run: Node
     lossy = [r for r in async_run.results if r.client_lost or r.reported_records]
     if not lossy:
         pytest.skip("no fault lost an acknowledged write, none reported a loss: nothing to compare this time")
-    mismatched = [r.evidence() for r in lossy if r.reported_records != len(r.client_lost)]
+    # the layer counts what it acknowledged (the service commits each write before answering), the client what
+    # it heard: a write committed whose answer was on the wire when the host vanished is one more on the layer's
+    # side (the writer has one write in flight at most); any other difference is a wrong account
+    mismatched = [r.evidence() for r in lossy
+                  if r.reported_records is None or not 0 <= r.reported_records - len(r.client_lost) <= 1]
     assert not mismatched, "reported loss != client-counted loss:\n" + "\n".join(mismatched)
