@@ -116,7 +116,7 @@ class Watch:
         self._thread.join(10)
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, open in issue 10: in 2 of 6 full runs the failover away from the "
+@pytest.mark.xfail(strict=False, reason="known bug, open in issue 10: in 2 of 5 full runs the failover away from the "
                    "replaced machine stalled because core-b refused every fence task as signed by an untrusted key "
                    "(the revived node's worker signs with keys the others do not trust)")
 def test_a_replaced_machine_back_at_once_on_an_empty_disk_takes_no_role_until_caught_up(make_bed,
