@@ -51,7 +51,7 @@ from typing import IO, Any
 
 import yaml
 
-from continuity import paths, settings, signing
+from continuity import paths, settings, signing, task_auth
 from continuity.blueprint import load_blueprint
 from continuity.netbed import guard as disk_guard
 from continuity.netbed import net
@@ -216,7 +216,9 @@ class Bed:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32) + "\n")
         self._provision_heartbeat_keys()
+        self._provision_role_keys()
         self._install_keys(self.control)
+        self._install_role_keys(self.control, None)
         for node in self.hosts:
             self._make_root(node)
         self.redis = RedisServer(self.workdir / "redis", host=self.gateway, appendonly=self.redis_appendonly)
@@ -235,6 +237,36 @@ class Bed:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             publics[node] = signing.ensure_key(path, "heartbeat", node).public.raw
         register(publics, self.control / "trust" / "nodes.pub")
+
+    def _provision_role_keys(self) -> None:
+        """The task-signing keys, made once as an operator provisions separate hosts (SIGNING_POLICY.md): each
+        node's own node key and the control host's control key, kept in the provisioning copy so a replaced
+        machine gets its own key again. Without this every host made its own on first use and trusted only
+        that: a step signed by one node and taken off the shared control queue by another was refused, and a
+        chain advanced only when the signer happened to run its own step (a replaced machine, with a new key,
+        could stall a failover for good)."""
+        prov = self.workdir / "keys" / "roles"
+        prov.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for node in self.hosts:
+            signing.ensure_key(prov / f"node-{node}.ed25519", task_auth.NODE, node)
+        signing.ensure_key(prov / "control.ed25519", task_auth.CONTROL, task_auth.CONTROL)
+
+    def _install_role_keys(self, state: Path, node: str | None) -> None:
+        """Under ``state``: the host's own signing key (``node``'s node key, or the control key for the control
+        host) and the public halves of every node key and of the control key in ``keys/trusted/``."""
+        prov = self.workdir / "keys" / "roles"
+        own = prov / (f"node-{node}.ed25519" if node else "control.ed25519")
+        dst = state / "keys" / own.name
+        dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(own.read_bytes())
+        trusted = [(task_auth.NODE, n, prov / f"node-{n}.ed25519") for n in self.hosts]
+        trusted.append((task_auth.CONTROL, task_auth.CONTROL, prov / "control.ed25519"))
+        for role, name, path in trusted:
+            pub = state / "keys" / "trusted" / role / f"{name}.pub"
+            pub.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            pub.write_text(signing.ensure_key(path, role, name).public.line() + "\n", encoding="utf-8")
 
     def _install_node_key(self, node: str, state: Path) -> None:
         """``node``'s own heartbeat key (and no other node's) where its worker looks for it, under ``state``."""
@@ -261,6 +293,7 @@ class Bed:
         root.mkdir(mode=0o755)
         self._install_keys(root)
         self._install_node_key(node, root)
+        self._install_role_keys(root, node)
         # the node-key registry (public halves only): a core node's worker may lead the detector
         register(read_registry(self.control / "trust" / "nodes.pub"), root / "trust" / "nodes.pub")
         (root / "nodes").mkdir()

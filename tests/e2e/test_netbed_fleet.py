@@ -116,9 +116,9 @@ class Watch:
         self._thread.join(10)
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, open in issue 10: in 2 of 5 full runs the failover away from the "
-                   "replaced machine stalled because core-b refused every fence task as signed by an untrusted key "
-                   "(the revived node's worker signs with keys the others do not trust)")
+@pytest.mark.xfail(strict=False, reason="issue 10, kept open: in 2 of 5 full runs this stalled (core-b "
+                   "refused fence tasks signed by keys it did not trust: each bed host made its own signing "
+                   "key). The bed now provisions them; remove this mark once full runs confirm it")
 def test_a_replaced_machine_back_at_once_on_an_empty_disk_takes_no_role_until_caught_up(make_bed,
                                                                                          tmp_path: Path) -> None:
     """Issue 10 item 5: core-a is lost (kill -9 of everything, root gone) and its worker is back at once on an

@@ -158,7 +158,11 @@ def test_a_lost_node_comes_back_on_an_empty_root_with_only_its_provisioned_keys(
     root = bed.revive("core-a")
     assert sorted(p.name for p in root.iterdir()) == ["keys", "nodes", "trust"]
     assert [p.name for p in (root / "trust").iterdir()] == ["nodes.pub"]  # the provisioned public-key registry
-    assert sorted(p.name for p in (root / "keys").iterdir()) == ["core-a.key", "core-b.key", "core-c.key", "nodes"]
+    assert sorted(p.name for p in (root / "keys").iterdir()) == ["core-a.key", "core-b.key", "core-c.key",
+                                                                 "node-core-a.ed25519", "nodes", "trusted"]
+    # its own task-signing key (no other node's), and every node's and the control host's public half trusted
+    trusted = sorted(str(p.relative_to(root / "keys" / "trusted")) for p in (root / "keys" / "trusted").rglob("*.pub"))
+    assert trusted == ["control/control.pub", "node/core-a.pub", "node/core-b.pub", "node/core-c.pub"]
     own = [p.relative_to(root / "keys" / "nodes") for p in (root / "keys" / "nodes").rglob("*") if p.is_file()]
     assert [str(p) for p in own] == ["core-a/heartbeat.ed25519"]  # its own signing key, no other node's
     assert not [p for p in (root / "nodes").iterdir() if not p.is_symlink()], "data survived the loss"
