@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
-
 from continuity.failover import records
 from continuity.pulse import PREFIX
 from continuity.state import leases, pulse_stream
@@ -116,9 +114,6 @@ class Watch:
         self._thread.join(10)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10, kept open: in 2 of 5 full runs this stalled (core-b "
-                   "refused fence tasks signed by keys it did not trust: each bed host made its own signing "
-                   "key). The bed now provisions them; remove this mark once full runs confirm it")
 def test_a_replaced_machine_back_at_once_on_an_empty_disk_takes_no_role_until_caught_up(make_bed,
                                                                                          tmp_path: Path) -> None:
     """Issue 10 item 5: core-a is lost (kill -9 of everything, root gone) and its worker is back at once on an
