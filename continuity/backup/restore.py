@@ -83,8 +83,9 @@ class _File:
     rel: str
     node: dict[str, Any]
     final: str
-    tmp: str
     remaining: int
+    tmp: str | None = None  # the name written when something already stands at ``final``, else None
+    written: int = 0
     damaged: list[str] = field(default_factory=list)
     error: str | None = None  # this restore could not write it here (not damage in the repository)
     meta_problem: str | None = None  # restored, but some of its metadata could not be set
@@ -238,6 +239,7 @@ class _Run:
         self.linked: list[_File] = []  # restored names of hard-linked inodes, linked again at the end
         self.blocked: set[str] = set()  # entries not created: nothing below them is restored either
         self.batch: list[_File] = []
+        self.checked_dir = ""  # the directory of the last file placed: known to be a real directory
         self.batch_bytes = 0
         self.ok_files = 0
         self.ok_bytes = 0
@@ -261,7 +263,10 @@ class _Run:
         if kind == "dir":
             self.dirs.append((path, node))
             return
-        _mkdir(os.path.dirname(path))
+        directory = os.path.dirname(path)
+        if directory != self.checked_dir:  # once per directory, not per file: entries come grouped by directory
+            _mkdir(directory)
+            self.checked_dir = directory
         if kind in ("symlink", "fifo"):
             problem = _place_special(path, node, self.same_owner)
             if problem:
@@ -274,7 +279,7 @@ class _Run:
             self.failed.append({"path": rel, "reason": f"unknown entry type {kind!r}, not restored"})
             return
         content = node.get("content") or []
-        self.batch.append(_File(rel, node, path, _tmp_name(os.path.dirname(path)), len(content)))
+        self.batch.append(_File(rel, node, path, len(content)))
         self.batch_bytes += _int(node.get("size"))
         if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
             self.flush()
@@ -360,7 +365,7 @@ class _Run:
                         _open(f)
                     if f.fd is not None:
                         try:
-                            os.pwrite(f.fd, data, off)
+                            f.written += os.pwrite(f.fd, data, off)
                         except OSError as exc:
                             f.error = f"write failed: {exc.strerror or exc}"
                 f.remaining -= 1
@@ -467,14 +472,26 @@ def _place_special(path: str, node: dict[str, Any], same_owner: bool) -> str | N
 
 
 def _open(f: _File) -> None:
+    """Create the file at its own name when nothing stands there (``O_EXCL``: never through a planted
+    symlink, never over anything), else under a temporary name that :func:`_finish` renames over it.
+
+    Writing in place spares a rename, an unlink and a lookup per file, most of a small file's restore;
+    a damaged or failed file is removed again by :func:`_finish`, so only verified files are left.
+    """
     if f.damaged or f.error:
         return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
-            os.unlink(f.tmp)  # leftover of an earlier restore by a process with the same pid
-        except FileNotFoundError:
-            pass
-        f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            f.fd = os.open(f.final, flags, 0o600)
+            return
+        except FileExistsError:  # a file, link or directory: write aside, replace it (or say why not) at the end
+            f.tmp = _tmp_name(os.path.dirname(f.final))
+        try:
+            f.fd = os.open(f.tmp, flags, 0o600)
+        except FileExistsError:  # leftover of an earlier restore by a process with the same pid
+            os.unlink(f.tmp)
+            f.fd = os.open(f.tmp, flags, 0o600)
     except OSError as exc:
         f.error = f"cannot create: {exc.strerror or exc}"
 
@@ -484,12 +501,14 @@ def _finish(f: _File, same_owner: bool) -> None:
     opened = fd is not None
     if fd is not None:
         size = _int(f.node.get("size"))
-        if not f.damaged and not f.error and os.fstat(fd).st_size != size:
-            f.damaged.append(f"restored size {os.fstat(fd).st_size} != recorded size {size}")
+        if not f.damaged and not f.error and f.written != size:
+            f.damaged.append(f"restored size {f.written} != recorded size {size}")
         if not f.damaged and not f.error:
             f.meta_problem = _apply_meta(fd, f.node, 0o644, same_owner)
         os.close(fd)
     if opened and not f.damaged and not f.error:
+        if f.tmp is None:
+            return
         try:
             os.replace(f.tmp, f.final)  # replaces a planted symlink or hard link itself, never its target
             return
@@ -498,7 +517,7 @@ def _finish(f: _File, same_owner: bool) -> None:
                        else f"cannot rename into place: {exc.strerror or exc}")
     if opened:  # only what this restore created; a file it never touched stays as it was
         try:
-            os.unlink(f.tmp)
+            os.unlink(f.final if f.tmp is None else f.tmp)
         except FileNotFoundError:
             pass
 

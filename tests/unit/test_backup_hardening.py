@@ -137,38 +137,76 @@ def test_a_symlink_planted_at_a_file_path_is_replaced_not_written_through(repo: 
         assert (out / "src" / name).read_bytes() == (src / name).read_bytes()
 
 
-def test_a_symlink_planted_at_the_temp_name_in_the_race_window_is_not_written_through(
-        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The temp file is created with O_CREAT|O_EXCL|O_NOFOLLOW: a symlink someone plants at its name between the
-    leftover-removal and the create (the race a shared directory allows) makes the create fail, never lets the
-    write go to the link's target."""
-    from continuity.backup import restore as restore_mod
+class _RacingOs:
+    """``os`` for the restore module, except that it plants a symlink to ``victim`` where the restore is about
+    to create a file: at the file's own name (``at_final``), at a temp name, and again right after a temp name
+    is removed (the races a shared directory allows)."""
 
+    def __init__(self, victim: Path, *, at_final: bool, at_temp: bool) -> None:
+        self.victim, self.at_final, self.at_temp = victim, at_final, at_temp
+        self.planted: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def _plant(self, path: str) -> None:
+        if path not in self.planted:
+            os.symlink(self.victim, path)
+            self.planted.append(path)
+
+    def open(self, path, flags, *a, **kw):
+        temp = os.path.basename(path).startswith(".continuity-restore-")
+        if flags & os.O_CREAT and (self.at_temp if temp else self.at_final):
+            self._plant(path)
+        return os.open(path, flags, *a, **kw)
+
+    def unlink(self, path, *a, **kw):
+        try:
+            os.unlink(path, *a, **kw)
+        finally:
+            if os.path.basename(path).startswith(".continuity-restore-") and self.at_temp:
+                self.planted.remove(path)
+                self._plant(path)
+
+
+def _one_file_snapshot(repo: Repository, tmp_path: Path) -> tuple[dict, Path]:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(b"restored content")  # one blob
-    snap = snap_of(repo, src)
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
-    planted: list[str] = []
+    return snap_of(repo, src), victim
 
-    class RacingOs:
-        """``os`` for the restore module, except that removing a temp name plants a symlink right after."""
 
-        def __getattr__(self, name: str):
-            return getattr(os, name)
+def test_a_symlink_planted_at_the_name_just_before_the_create_is_replaced_not_written_through(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file is created at its own name with O_CREAT|O_EXCL|O_NOFOLLOW: a symlink planted there a moment
+    before makes that create fail, and the file is written aside and renamed over the link itself."""
+    from continuity.backup import restore as restore_mod
 
-        def unlink(self, path, *a, **kw):
-            try:
-                os.unlink(path, *a, **kw)
-            finally:
-                if os.path.basename(path).startswith(".continuity-restore-") and not planted:
-                    os.symlink(victim, path)
-                    planted.append(path)
-
-    monkeypatch.setattr(restore_mod, "os", RacingOs())
+    snap, victim = _one_file_snapshot(repo, tmp_path)
+    racing = _RacingOs(victim, at_final=True, at_temp=False)
+    monkeypatch.setattr(restore_mod, "os", racing)
     res = restore(repo, snap, str(tmp_path / "out"))
-    assert planted, "the race window was reached"
+    assert racing.planted == [str(tmp_path / "out" / "src" / "f")], "the race window was reached"
+    assert victim.read_bytes() == b"precious"
+    assert res["failed"] == [] and res["files"] == 1
+    assert not (tmp_path / "out" / "src" / "f").is_symlink()
+    assert (tmp_path / "out" / "src" / "f").read_bytes() == b"restored content"
+
+
+def test_a_symlink_planted_at_the_temp_name_in_the_race_window_is_not_written_through(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temp file is created with O_CREAT|O_EXCL|O_NOFOLLOW too: a symlink someone plants at its name,
+    and again between the leftover-removal and the second create, makes the create fail, never lets the
+    write go to the link's target."""
+    from continuity.backup import restore as restore_mod
+
+    snap, victim = _one_file_snapshot(repo, tmp_path)
+    racing = _RacingOs(victim, at_final=True, at_temp=True)
+    monkeypatch.setattr(restore_mod, "os", racing)
+    res = restore(repo, snap, str(tmp_path / "out"))
+    assert any(".continuity-restore-" in p for p in racing.planted), "the race window was reached"
     assert victim.read_bytes() == b"precious"
     assert [f["path"] for f in res["failed"]] == ["src/f"] and "cannot create" in res["failed"][0]["reason"]
 
