@@ -8,15 +8,14 @@ All logic is in :mod:`continuity.replication` (the replicator, a process of its 
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from celery import bootsteps
+import os
+import sys
 
 from continuity import paths, settings
 from continuity.blueprint import load_blueprint
 from continuity.replication.context import replicated
-from continuity.replication.supervisor import Supervisor
 from workers.app import app
+from workers.supervised import SupervisedChildStep
 
 log = logging.getLogger("continuity.replication")
 
@@ -27,35 +26,16 @@ def wanted(node: str) -> bool:
     return any(replicated(bp, s) and node in (v.primary, *v.standbys) for s, v in bp.services.items())
 
 
-class ReplicatorStep(bootsteps.StartStopStep):
+class ReplicatorStep(SupervisedChildStep):
     """Runs ``python -m continuity.replication --node $CONTINUITY_NODE`` beside the worker."""
 
-    requires = {"celery.worker.components:Pool"}
+    what = "replicator"
+    log = log
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.supervisor: Supervisor | None = None
-
-    def start(self, worker: Any) -> None:
-        node = settings.NODE.get()
-        if not node or not settings.REPLICATION.get():
-            return
-        try:
-            if not wanted(node):
-                return
-            self.supervisor = Supervisor(node).start()
-        except Exception:  # noqa: BLE001 - a worker without a replicator is visible (no lag published), not fatal
-            log.exception("replicator for %s could not start", node)
-            return
-        log.info("replicator for %s started", node)
-
-    def stop(self, worker: Any) -> None:
-        sup, self.supervisor = self.supervisor, None
-        if sup is not None:
-            sup.stop()
-
-    def shutdown(self, worker: Any) -> None:
-        self.stop(worker)
+    def argv(self, node: str) -> list[str] | None:
+        if not settings.REPLICATION.get() or not wanted(node):
+            return None
+        return [sys.executable, "-m", "continuity.replication", "--node", node, "--parent", str(os.getpid())]
 
 
 app.steps["worker"].add(ReplicatorStep)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
 
-from celery import bootsteps
-
-from continuity import paths, settings
+from continuity import paths
 from continuity.backup.config import load_fleet_backup_config
 from continuity.backup.shipper import concerns
 from continuity.blueprint import load_blueprint
-from continuity.replication.supervisor import Supervisor
 from workers.app import app
+from workers.supervised import SupervisedChildStep
 
 log = logging.getLogger("continuity.backup.shipper")
 
@@ -33,36 +30,16 @@ def wanted(node: str) -> bool:
     return concerns(cfg, node, {s: (v.primary, *v.standbys) for s, v in bp.services.items()})
 
 
-class ShipperStep(bootsteps.StartStopStep):
+class ShipperStep(SupervisedChildStep):
     """Runs ``python -m continuity.backup.shipper --node $CONTINUITY_NODE`` beside the worker."""
 
-    requires = {"celery.worker.components:Pool"}
+    what = "log shipper"
+    log = log
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.supervisor: Supervisor | None = None
-
-    def start(self, worker: Any) -> None:
-        node = settings.NODE.get()
-        if not node:
-            return
-        try:
-            if not wanted(node):
-                return
-            argv = [sys.executable, "-m", "continuity.backup.shipper", "--node", node, "--parent", str(os.getpid())]
-            self.supervisor = Supervisor(node, argv=argv).start()
-        except Exception:  # noqa: BLE001 - a worker without a shipper is visible (no log shipped), not fatal
-            log.exception("log shipper for %s could not start", node)
-            return
-        log.info("log shipper for %s started", node)
-
-    def stop(self, worker: Any) -> None:
-        sup, self.supervisor = self.supervisor, None
-        if sup is not None:
-            sup.stop()
-
-    def shutdown(self, worker: Any) -> None:
-        self.stop(worker)
+    def argv(self, node: str) -> list[str] | None:
+        if not wanted(node):
+            return None
+        return [sys.executable, "-m", "continuity.backup.shipper", "--node", node, "--parent", str(os.getpid())]
 
 
 app.steps["worker"].add(ShipperStep)
