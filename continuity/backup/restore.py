@@ -86,6 +86,8 @@ class _File:
     remaining: int
     tmp: str | None = None  # the name written when something already stands at ``final``, else None
     written: int = 0
+    create_mode: int = 0o600  # the mode asked for when the file is created
+    born: tuple[int, int, int] | None = None  # (uid, gid, mode) it has once created at ``final``, if known
     damaged: list[str] = field(default_factory=list)
     error: str | None = None  # this restore could not write it here (not damage in the repository)
     meta_problem: str | None = None  # restored, but some of its metadata could not be set
@@ -96,6 +98,19 @@ class _File:
 def _tmp_name(directory: str) -> str:
     """A hidden name unique to this process, of fixed length: a 255-byte file name still gets a temp file."""
     return os.path.join(directory, f".continuity-restore-{os.getpid()}-{next(_TMP_SEQ)}")
+
+
+def _umask() -> int | None:
+    """The process's umask, read without setting it (``os.umask`` would change it for every thread for a
+    moment); None where ``/proc`` does not say, and every restored file then gets its mode set explicitly."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -243,6 +258,9 @@ class _Run:
         self.blocked: set[str] = set()  # entries not created: nothing below them is restored either
         self.batch: list[_File] = []
         self.checked_dir = ""  # the directory of the last file placed: known to be a real directory
+        self.born_gid = os.getegid()  # the group a file created in ``checked_dir`` gets
+        self.euid = os.geteuid()
+        self.umask = _umask()
         self.batch_bytes = 0
         self.ok_files = 0
         self.ok_bytes = 0
@@ -270,6 +288,8 @@ class _Run:
         if directory != self.checked_dir:  # once per directory, not per file: entries come grouped by directory
             _mkdir(directory)
             self.checked_dir = directory
+            st = os.lstat(directory)  # a setgid directory gives its own group to what is created in it
+            self.born_gid = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
         if kind in ("symlink", "fifo"):
             problem = _place_special(path, node, self.same_owner)
             if problem:
@@ -282,10 +302,26 @@ class _Run:
             self.failed.append({"path": rel, "reason": f"unknown entry type {kind!r}, not restored"})
             return
         content = node.get("content") or []
-        self.batch.append(_File(rel, node, path, len(content)))
+        f = _File(rel, node, path, len(content))
+        self._plan_creation(f)
+        self.batch.append(f)
         self.batch_bytes += _int(node.get("size"))
         if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
             self.flush()
+
+    def _plan_creation(self, f: _File) -> None:
+        """Create the file with its recorded mode when the umask leaves that mode whole and nothing must be
+        set in between (no setuid/setgid/sticky bit, which only an owner restored first may keep; no extended
+        attributes, which must be set while the file is still writable): then :func:`_apply_meta` skips the
+        chmod, and the chown too when the new file's owner is already the recorded one. Two syscalls of a
+        small file's handful. Otherwise the file is born private (0600) and gets everything set at the end."""
+        if self.umask is None or f.node.get("xattrs"):
+            return
+        mode = _int(f.node.get("mode"), 0o644) & 0o7777
+        if mode & 0o7000 or mode & self.umask or not mode & stat.S_IWUSR:
+            return
+        f.create_mode = mode
+        f.born = (self.euid, self.born_gid, mode)
 
     def flush(self) -> None:
         """Restore the contents of the batched files, finish them, keep only what the report needs."""
@@ -486,10 +522,11 @@ def _open(f: _File) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
-            f.fd = os.open(f.final, flags, 0o600)
+            f.fd = os.open(f.final, flags, f.create_mode)
             return
         except FileExistsError:  # a file, link or directory: write aside, replace it (or say why not) at the end
             f.tmp = _tmp_name(os.path.dirname(f.final))
+            f.born = None  # born private, under another name: everything is set at the end
         try:
             f.fd = os.open(f.tmp, flags, 0o600)
         except FileExistsError:  # leftover of an earlier restore by a process with the same pid
@@ -507,7 +544,7 @@ def _finish(f: _File, same_owner: bool) -> None:
         if not f.damaged and not f.error and f.written != size:
             f.damaged.append(f"restored size {f.written} != recorded size {size}")
         if not f.damaged and not f.error:
-            f.meta_problem = _apply_meta(fd, f.node, 0o644, same_owner)
+            f.meta_problem = _apply_meta(fd, f.node, 0o644, same_owner, born=f.born)
         os.close(fd)
     if opened and not f.damaged and not f.error:
         if f.tmp is None:
@@ -526,7 +563,7 @@ def _finish(f: _File, same_owner: bool) -> None:
 
 
 def _apply_meta(where: str | int, node: dict[str, Any], default_mode: int, same_owner: bool, *,
-                symlink: bool = False) -> str | None:
+                symlink: bool = False, born: tuple[int, int, int] | None = None) -> str | None:
     """Owner (only with ``same_owner``), extended attributes, mode and mtime; returns what could not be set.
 
     Owner first: chown clears setuid bits and file capabilities (``security.capability``), and setuid or
@@ -535,7 +572,9 @@ def _apply_meta(where: str | int, node: dict[str, Any], default_mode: int, same_
     """
     owned = False
     uid, gid = node.get("uid"), node.get("gid")
-    if same_owner and _int(uid, -1) >= 0 and _int(gid, -1) >= 0:
+    if same_owner and born is not None and (uid, gid) == born[:2]:
+        owned = True  # created with the recorded owner already: nothing to change
+    elif same_owner and _int(uid, -1) >= 0 and _int(gid, -1) >= 0:
         try:
             if isinstance(where, int):
                 os.chown(where, uid, gid)
@@ -553,7 +592,8 @@ def _apply_meta(where: str | int, node: dict[str, Any], default_mode: int, same_
         mode = _int(node.get("mode"), default_mode) & 0o7777
         if not owned:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
-        os.chmod(where, mode)
+        if born is None or mode != born[2]:
+            os.chmod(where, mode)
         os.utime(where, ns=(mt, mt))
     except OSError:
         pass
