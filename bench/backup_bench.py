@@ -368,9 +368,9 @@ def main() -> None:
     warm(data)
     for t in tools:  # the change happens once, so this phase runs once per tool
         rec.add(t, "changed", t.snapshot(data))
-    # every restore goes to a new directory, and none is deleted before the phase ends: on ext4, creating
-    # files right after many were deleted nearby costs several times more kernel time (the allocator skips
-    # recently freed inodes), which would charge one tool for another's clean-up
+    # every restore goes to a new directory, and none is deleted before the phase ends: on the ext4 this was
+    # measured on, creating files in the minutes after many were deleted near them cost 3-20x the kernel
+    # time, which would charge one tool for another's clean-up
     restore_root = work / "restore"
     shutil.rmtree(restore_root, ignore_errors=True)
     os.sync()

@@ -10,6 +10,7 @@ generator counts those and later checks none of them was lost.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -59,10 +60,13 @@ class LedgerClient:
         except urllib.error.HTTPError as exc:
             try:
                 return exc.code, json.loads(exc.read() or b"{}")
-            except ValueError:
+            except (ValueError, OSError, http.client.HTTPException):
                 return exc.code, {}
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return 0, {"error": str(exc)}
+        # a primary killed or demoted mid-answer cuts the body short (IncompleteRead) or sends no status line:
+        # like a refused connection, that is "not acknowledged, ask the route again", never an exception that
+        # ends the caller's write loop
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            return 0, {"error": str(exc) or type(exc).__name__}
 
     def append(self, seq: int, data: dict[str, Any] | None = None, timeout: float | None = None) -> bool:
         """True once some primary acknowledged ``seq`` (durably written); False at the deadline."""
