@@ -123,6 +123,7 @@ class ThrottledBackend(Backend):
         self.url = inner.url
         self.read_window = inner.read_window
         self.read_gap = inner.read_gap
+        self.read_threads = inner.read_threads
         self.limits = limits
         self.clock = clock
         self.deadline = deadline

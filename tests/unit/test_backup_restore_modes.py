@@ -95,3 +95,31 @@ def test_files_owned_by_someone_else_get_that_owner_back(repo: Repository, tmp_p
     assert (st["group"].st_uid, st["group"].st_gid) == (0, 4343)
     assert (st["script"].st_uid, st["script"].st_gid) == (0, 0)
     assert {n: stat.S_IMODE(s.st_mode) for n, s in st.items()} == {n: MODES[n] for n in st}
+
+
+def test_a_restore_keeps_more_reads_in_flight_from_a_network_backend(repo: Repository, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread per core from a local disk; a backend whose reads wait on the network (``read_threads``)
+    gets that many, also through the wrappers (append-only, throttled) that a CLI run puts around it."""
+    from continuity.backup.storage.append_only import AppendOnlyBackend
+    from continuity.backup.storage.s3 import S3Backend
+    from continuity.backup.storage.sftp import SftpBackend
+    from continuity.backup.throttle import ThrottledBackend
+
+    assert S3Backend.read_threads == SftpBackend.read_threads == 8 and LocalBackend.read_threads is None
+    seen: list[int] = []
+    real = restore_mod.ThreadPoolExecutor
+
+    def counting(n: int, *a, **kw):
+        seen.append(n)
+        return real(n, *a, **kw)
+
+    monkeypatch.setattr(restore_mod, "ThreadPoolExecutor", counting)
+    src = tree_with_modes(tmp_path)
+    snap = snap_of(repo, src)
+    restore(repo, snap, str(tmp_path / "local"))
+    inner = repo.backend
+    inner.read_threads = 7  # as a network backend would say, here from inside both wrappers
+    repo.backend = ThrottledBackend(AppendOnlyBackend(inner))
+    restore(repo, snap, str(tmp_path / "remote"))
+    assert seen == [max(2, min(8, os.cpu_count() or 2)), 7]

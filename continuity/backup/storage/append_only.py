@@ -30,6 +30,7 @@ class AppendOnlyBackend(Backend):
         self.url = inner.url
         self.read_window = inner.read_window
         self.read_gap = inner.read_gap
+        self.read_threads = inner.read_threads
 
     def __getattr__(self, attr: str) -> Any:  # ensure_bucket and other backend-specific helpers
         return getattr(self.inner, attr)

@@ -34,6 +34,7 @@ KEYRING = "keyring-"
 class RestBackend(Backend):
     read_window = 8 * 1024 * 1024
     read_gap = 1024 * 1024
+    read_threads = 8  # reads wait on the network: overlap them
 
     def __init__(self, base: str) -> None:
         import urllib3

@@ -28,6 +28,7 @@ class S3Backend(Backend):
     # a GET costs a round trip: batch more widely than on a local disk, still far below a whole pack
     read_window = 8 * 1024 * 1024
     read_gap = 1024 * 1024
+    read_threads = 8  # reads wait on the network: overlap them
 
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, *,
                  lock_days: int | None = None, lock_mode: str | None = None) -> None:

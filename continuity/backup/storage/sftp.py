@@ -60,6 +60,7 @@ class SftpBackend(Backend):
     # every request is a round trip: batch ranged reads like S3 does
     read_window = 8 * 1024 * 1024
     read_gap = 1024 * 1024
+    read_threads = 8  # reads wait on the network: overlap them
 
     def __init__(self, target: SftpTarget, *, key_file: str | None = None, known_hosts: str | None = None) -> None:
         import paramiko
