@@ -99,8 +99,8 @@ def test_files_owned_by_someone_else_get_that_owner_back(repo: Repository, tmp_p
 
 def test_a_restore_keeps_more_reads_in_flight_from_a_network_backend(repo: Repository, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """One thread per core from a local disk; a backend whose reads wait on the network (``read_threads``)
-    gets that many, also through the wrappers (append-only, throttled) that a CLI run puts around it."""
+    """Four to eight threads from a local disk; a backend whose reads wait on the network (``read_threads``)
+    gets its own count, also through the wrappers (append-only, throttled) that a CLI run puts around it."""
     from continuity.backup.storage.append_only import AppendOnlyBackend
     from continuity.backup.storage.s3 import S3Backend
     from continuity.backup.storage.sftp import SftpBackend
@@ -122,4 +122,4 @@ def test_a_restore_keeps_more_reads_in_flight_from_a_network_backend(repo: Repos
     inner.read_threads = 7  # as a network backend would say, here from inside both wrappers
     repo.backend = ThrottledBackend(AppendOnlyBackend(inner))
     restore(repo, snap, str(tmp_path / "remote"))
-    assert seen == [max(2, min(8, os.cpu_count() or 2)), 7]
+    assert seen == [max(4, min(8, 3 * (os.cpu_count() or 2))), 7]

@@ -33,9 +33,8 @@ class Backend(ABC):
     # windows bound memory; the gap trades a few unneeded bytes for fewer requests.
     read_window: int = 2 * 1024 * 1024
     read_gap: int = 64 * 1024
-    # How many reads a restore keeps in flight: None is one per core, for a local disk, whose reads are
-    # cheap and where more threads only pass the interpreter lock around; a backend whose reads wait on the
-    # network sets more, so that waiting overlaps.
+    # How many reads a restore keeps in flight: None is the restore's default for a local disk (four to
+    # eight); a backend whose reads wait on the network sets its own, so that waiting overlaps.
     read_threads: int | None = None
 
     @abstractmethod
