@@ -193,10 +193,12 @@ class EpochFloor:
 
 class LeaseView:
     """One look at the lease: ``ours``, ``absent``, ``taken`` (``why`` says by whom) or ``error`` (with
-    ``verdict``, the reading of why Redis did not answer: down / failing over, or we are cut off)."""
+    ``verdict``, the reading of why Redis did not answer: down / failing over, or we are cut off).
+    ``left``: for ``ours``, the seconds the lease still had at Redis when read."""
 
-    def __init__(self, kind: str, why: str = "", verdict: outage.Verdict | None = None) -> None:
-        self.kind, self.why, self.verdict = kind, why, verdict
+    def __init__(self, kind: str, why: str = "", verdict: outage.Verdict | None = None,
+                 left: float | None = None) -> None:
+        self.kind, self.why, self.verdict, self.left = kind, why, verdict, left
 
 
 class EpochGuard:
@@ -253,7 +255,7 @@ class EpochGuard:
             return LeaseView("absent", "lease expired or released")
         if lease.node != self.node or lease.epoch != self.epoch:
             return LeaseView("taken", f"lease now held by {lease.node} at epoch {lease.epoch}")
-        return LeaseView("ours")
+        return LeaseView("ours", left=lease.ttl)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -570,45 +572,65 @@ def lease_verdict(view: LeaseView, now: float, last_ok: float, down_at: float | 
     return view.why
 
 
+class LeaseClock:
+    """The instance's reckoning of its lease, counted from the holder's last renewal, as the agent counts.
+
+    A look that finds the lease ours also reads how long it has left, so the renewal is dated to when it
+    happened at Redis, not to when this instance last looked: an instance cut off just before its agent
+    would have renewed again stops a lease period after that renewal, before the lease runs out at Redis.
+    """
+
+    def __init__(self, ttl: float, tolerance: float, started: float) -> None:
+        self.ttl, self.tolerance, self.limit = ttl, tolerance, 0.75 * ttl
+        self.grace_until = started + ttl
+        self.last_ok = started
+        self.down_at: float | None = None
+
+    def step(self, view: LeaseView, sent: float, now: float) -> str | None:
+        """Why the instance must stop after ``view`` (asked at ``sent``, answered by ``now``), or None."""
+        if view.kind == "ours":
+            renewed = sent - max(0.0, self.ttl - view.left) if view.left is not None else sent
+            self.last_ok, self.down_at = renewed, None
+            return None
+        if view.kind == "error":
+            assert view.verdict is not None
+            self.down_at = sent if view.verdict.cause == outage.REDIS_DOWN else None
+        why = lease_verdict(view, now, self.last_ok, self.down_at, self.limit, self.tolerance, self.grace_until)
+        if why is not None and view.kind == "error":
+            why = f"{why}: {view.why} ({view.verdict.why if view.verdict else 'unexplained'})"
+        return why
+
+
 def watch_lease(app: App, httpd: ThreadingHTTPServer, stop: threading.Event) -> None:
     """Self-fencing of the instance itself: stop serving as soon as the role is no longer ours.
 
-    Cut off from Redis (timeouts, no sentinel answering) it stops within most of a lease period; through a
-    Redis outage (refused, loading, a Sentinel promotion) it keeps serving, as its node agent keeps the role.
+    Cut off from Redis (timeouts, no sentinel answering) it stops within most of a lease period of the last
+    renewal; through a Redis outage (refused, loading, a Sentinel promotion) it keeps serving, as its node
+    agent keeps the role.
     """
     ttl, tolerance = _lease_policy()  # loaded here, not before serving: start-up time is recovery time
-    limit = 0.75 * ttl
-    grace_until = time.monotonic() + ttl
-    last_ok = time.monotonic()
-    down_at: float | None = None
+    clock = LeaseClock(ttl, tolerance, time.monotonic())
     while not stop.wait(min(0.2, ttl / 10)):
-        now = time.monotonic()
+        sent = time.monotonic()
         view = app.guard.look()
-        if view.kind == "ours":
-            last_ok, down_at = now, None
-            continue
-        if view.kind == "error":
-            assert view.verdict is not None
-            down_at = now if view.verdict.cause == outage.REDIS_DOWN else None
-        why = lease_verdict(view, now, last_ok, down_at, limit, tolerance, grace_until)
+        why = clock.step(view, sent, time.monotonic())
         if why is None:
             continue
-        if view.kind == "error":
-            why = f"{why}: {view.why} ({view.verdict.why if view.verdict else 'unexplained'})"
-        app.demoted = why
-        _emit_demoted(app, why)
+        app.demoted = why  # from here every write is refused: this instant is when the instance gave up
+        _emit_demoted(app, why, time.time())
         threading.Thread(target=httpd.shutdown, daemon=True).start()
         return
 
 
-def _emit_demoted(app: App, why: str) -> None:
+def _emit_demoted(app: App, why: str, at: float) -> None:
+    """Record the self-demotion decided at ``at`` (wall clock), which importing redis-py must not push later."""
     try:
         from continuity.redisd import connect  # imports redis-py (~0.4 s): only when demoting with Redis set
 
         client = connect(socket_timeout=1) if settings.REDIS_URL.get() else None
         Pulse(client=client, path=paths.pulse_file(), node=app.node).emit(
             FAILOVER_SERVICE_DEMOTED, service=app.service, epoch=app.epoch,
-            data={"reason": why, "pid": os.getpid(), "at": time.time(), "records": len(app.ledger.seqs)})
+            data={"reason": why, "pid": os.getpid(), "at": at, "records": len(app.ledger.seqs)})
     except Exception as exc:  # noqa: BLE001 - stopping matters more than telling
         print(f"could not record self-demotion: {exc}", file=sys.stderr)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from continuity.detect.outage import CUT_OFF, REDIS_DOWN, Verdict
-from continuity.sample.ledger_service import App, EpochFloor, LeaseView, lease_verdict
+from continuity.sample.ledger_service import App, EpochFloor, LeaseClock, LeaseView, lease_verdict
 from tests.failover_support import make_blueprint
 
 LIMIT, TOL = 2.25, 60.0
@@ -38,6 +38,27 @@ def test_a_missing_lease_right_after_an_outage_waits_for_the_agent_to_take_it_ba
     assert verdict(absent, 100.5, grace_until=101.0) is None, "just started: the promoter takes it next"
     assert verdict(absent, 106.0, down_at=105.8) is None, "Redis just came back without the expired lease"
     assert verdict(absent, 108.5, down_at=105.8) == "lease expired or released", "the agent never took it back"
+
+
+def test_a_cut_off_instance_counts_from_the_renewal_it_saw_not_from_its_last_look() -> None:
+    # lease_ttl 3 s: the agent renewed at 99.1, the instance looked at 100.0 (2.1 s left), then was cut off
+    clock = LeaseClock(3.0, TOL, started=90.0)
+    assert clock.step(LeaseView("ours", left=2.1), sent=100.0, now=100.01) is None
+    cut = LeaseView("error", "lease unconfirmed", Verdict(CUT_OFF, "timeout"))
+    assert clock.step(cut, sent=101.0, now=101.3) is None
+    # the lease runs out at Redis at 102.1; the instance gives up 2.25 s after the renewal, not after its look
+    why = clock.step(cut, sent=101.4, now=101.5)
+    assert why is not None and "lease not renewed for 2.40s" in why, why
+    assert "timeout" in why
+
+
+def test_a_redis_restart_is_still_ridden_out_by_the_clock() -> None:
+    clock = LeaseClock(3.0, TOL, started=90.0)
+    assert clock.step(LeaseView("ours", left=3.0), sent=100.0, now=100.0) is None
+    down = LeaseView("error", "lease unconfirmed", Verdict(REDIS_DOWN, "refused"))
+    assert all(clock.step(down, sent=t, now=t + 0.01) is None for t in (101.0, 102.5, 104.0, 105.0))
+    cut = LeaseView("error", "lease unconfirmed", Verdict(CUT_OFF, "timeout"))
+    assert clock.step(cut, sent=105.2, now=105.3) is not None, "cut off after the outage: stop"
 
 
 def test_epoch_floor_is_kept_on_disk_and_only_rises(tmp_path: Path) -> None:
