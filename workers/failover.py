@@ -222,8 +222,8 @@ def _after_failure(client: Any, bp: Blueprint, ctx: FailoverContext, step: str, 
     ``local`` is False when called by the watchdog on another node: the stop hook then is not ours to run
     (the epoch already fences whatever the candidate started).
     """
-    if retry.undo_promote(step, local):
-        steps.undo_promote(client, bp, ctx)
+    if retry.undo_promote(step):
+        steps.undo_promote(client, bp, ctx, local=local)
     states = {} if step in retry.NOT_THE_CANDIDATES_FAULT else control.read_node_states(client, bp)
     choice = retry.next_candidate(ctx, step, error, states)
     if isinstance(choice, retry.Escalate):
@@ -301,13 +301,17 @@ def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
 
     Routes normally move only in a chain's repoint step; a service placed by the
     node agent at first start has a primary but no route yet, and clients need one.
-    The route is compare-and-set by epoch, so this can never point clients back.
+    The route is compare-and-set by epoch, so this can never point clients back. A service with a chain
+    running is left to it: its lease may name a candidate whose start is still to fail, and a route published
+    to it would outlive the failed attempt (clients sent to a node that never served, and every caller naming it
+    the primary once the lease is given back).
     """
     route_map = routes.read_many(client, sorted(bp.services))
+    in_chain = failover_records.open_services(client, now - 3600)
     published = []
     for service, lease in leases.read_many(client, sorted(bp.services)).items():
         route = route_map.get(service)
-        if lease is None or (route is not None and route.epoch >= lease.epoch):
+        if lease is None or (route is not None and route.epoch >= lease.epoch) or service in in_chain:
             continue
         if epochs.current_epoch(client, service) != lease.epoch:
             continue  # a stale holder: never route to it

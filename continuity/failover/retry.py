@@ -32,9 +32,10 @@ class Retry:
     fallbacks: tuple[str, ...]
 
 
-def undo_promote(step: str, local: bool) -> bool:
-    """Whether to run the candidate's stop hook: only on the candidate itself (``local``), after promote/verify."""
-    return local and step in UNDO_AFTER
+def undo_promote(step: str) -> bool:
+    """Whether a failed attempt's promotion is undone (its lease given back): after promote/verify. The stop hook
+    is run only on the candidate itself (:func:`continuity.failover.steps.undo_promote`)."""
+    return step in UNDO_AFTER
 
 
 def next_candidate(ctx: FailoverContext, step: str, error: str,

@@ -415,17 +415,25 @@ def promote(client: Any, bp: Blueprint, ctx: Ctx, hook_timeout: float = 30.0) ->
             "hook_seconds": None if result is None else round(result.duration, 3)}
 
 
-def undo_promote(client: Any, bp: Blueprint, ctx: Ctx) -> None:
-    """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway)."""
+def undo_promote(client: Any, bp: Blueprint, ctx: Ctx, *, local: bool = True) -> None:
+    """Best effort after a failed attempt: stop what we started and give the lease back (the epoch fences it anyway).
+
+    Not ``local`` (the watchdog of another node gave the attempt up) the stop hook is not ours to run, but the
+    lease is still given back: otherwise a slow candidate's agent keeps renewing a role the chain has given up.
+    """
     service, node = ctx.service, ctx.candidate
+    if local:
+        try:
+            hooks.run_service_hook(bp, service, node, "stop", ctx.epoch, timeout=15)
+        except Exception:  # noqa: BLE001 - cleanup must never mask the failure being handled
+            pass
     try:
-        hooks.run_service_hook(bp, service, node, "stop", ctx.epoch, timeout=15)
         lease = leases.read(client, service)
         # the lease may have lapsed during a slow failing start: then its holder record still names the
         # candidate, and its agent would take the role back by itself after the chain gave it up
         leases.release(client, service, node, lease.epoch if lease is not None and lease.node == node
                        else ctx.epoch)
-    except Exception:  # noqa: BLE001 - cleanup must never mask the failure being handled
+    except Exception:  # noqa: BLE001 - the lease lapses on its own; the epoch fences the candidate anyway
         pass
 
 

@@ -163,6 +163,20 @@ def read(client: Any, rid: str) -> RawRecord | None:
     return RawRecord(raw)
 
 
+def open_services(client: Any, since: float) -> set[str]:
+    """Services with a chain still running among the records started at or after ``since``: their lease may
+    name a candidate in the middle of its promotion, which is not yet (and may never be) the primary."""
+    out = set()
+    for rid in recent_ids(client, since):
+        rec = read(client, rid)
+        if rec is not None and rec.is_open:
+            try:
+                out.add(str(rec.meta["service"]))
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
 def recent_ids(client: Any, since: float) -> list[str]:
     """Records started at or after ``since`` (unix time), oldest first."""
     return list(client.zrangebyscore(keys.failover_history(), since, "+inf"))

@@ -112,7 +112,6 @@ def test_a_step_that_is_not_the_candidates_fault_escalates(step: str) -> None:
         f"{step} failed: redis down")
 
 
-def test_undo_only_on_the_candidate_after_it_may_have_started() -> None:
-    assert retry.undo_promote("promote", local=True) and retry.undo_promote("verify", local=True)
-    assert not retry.undo_promote("promote", local=False)
-    assert not retry.undo_promote("prepare", local=True)
+def test_undo_only_after_the_candidate_may_have_started() -> None:
+    assert retry.undo_promote("promote") and retry.undo_promote("verify")
+    assert not retry.undo_promote("prepare")

@@ -108,6 +108,36 @@ def test_bootstrapped_services_get_a_route(env, client, bp) -> None:
     assert wf.reconcile_routes(client, bp, NOW) == []
 
 
+def test_no_route_to_a_candidate_whose_chain_still_runs(env, client, bp) -> None:
+    # mid-promote: the candidate holds the lease at the new epoch; its start hook may still fail
+    wf, _ = env
+    _running(client, NOW - 5, ["fence", "prepare"], pending_started=NOW - 1)
+    client.set(keys.epoch("ledger"), 2)
+    client.set(keys.lease("ledger"), json.dumps({"node": "core-b", "epoch": 2}), px=5000)
+    assert wf.reconcile_routes(client, bp, NOW) == []
+    assert client.get(keys.route("ledger")) is None
+
+
+def test_a_promote_given_up_by_another_nodes_watchdog_gives_the_lease_back(env, client, bp, monkeypatch) -> None:
+    # the candidate took the lease at epoch 2 and went quiet; the watchdog (not on the candidate) gives up
+    wf, _ = env
+    from continuity.failover import steps
+    from continuity.failover.context import FailoverContext
+
+    ran: list[str] = []
+    monkeypatch.setattr(steps.hooks, "run_service_hook", lambda *a, **k: ran.append(a[3]))
+    _, ctx = _running(client, NOW - 5, ["fence", "prepare"], pending_started=NOW - 1)
+    client.set(keys.epoch("ledger"), 2)
+    client.set(keys.lease("ledger"), json.dumps({"node": "core-b", "epoch": 2}), px=5000)
+    client.set(keys.lease_holder("ledger"), json.dumps({"node": "core-b", "epoch": 2}))
+    steps.undo_promote(client, bp, FailoverContext.from_dict(ctx, bp), local=False)
+    assert client.get(keys.lease("ledger")) is None and client.get(keys.lease_holder("ledger")) is None
+    assert ran == [], "the stop hook runs only on the candidate"
+    client.set(keys.lease("ledger"), json.dumps({"node": "core-b", "epoch": 2}), px=5000)
+    steps.undo_promote(client, bp, FailoverContext.from_dict(ctx, bp), local=True)
+    assert ran == ["stop"] and client.get(keys.lease("ledger")) is None
+
+
 def test_a_record_whose_context_names_a_node_outside_the_blueprint_is_left_alone(env, client, bp) -> None:
     wf, sent = env
     rid, ctx = _running(client, NOW - 20, ["fence", "prepare"], pending_started=NOW - 10)
