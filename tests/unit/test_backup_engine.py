@@ -301,3 +301,55 @@ def test_incremental_sees_deletes_adds_and_chmod(tmp_path: Path) -> None:
     assert tree_bytes(out / "src") == tree_bytes(src)
     assert os.stat(out / "src" / "a" / "f1.json").st_mode & 0o777 == 0o600
     assert os.stat(out / "src" / "a").st_mode & 0o777 == 0o700
+
+
+def _age_atimes(root: Path) -> dict[str, int]:
+    """Set every file's atime a day before its mtime (what relatime updates on the next read); return them."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            os.utime(p, ns=(st.st_mtime_ns - 86_400 * 10**9, st.st_mtime_ns))
+            out[str(p)] = p.stat().st_atime_ns
+    return out
+
+
+def test_a_snapshot_leaves_the_access_times_of_what_it_reads(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    probe = src / "a" / "f1.json"
+    _age_atimes(src)
+    before = probe.stat().st_atime_ns
+    probe.read_bytes()
+    if probe.stat().st_atime_ns == before:
+        pytest.skip("this file system does not update access times on read (noatime)")
+    atimes = _age_atimes(src)  # small files (one read) and a chunked large one alike
+    take_snapshot(make_repo(tmp_path / "repo"), [Source("directory", str(src))])
+    assert {p: Path(p).stat().st_atime_ns for p in atimes} == atimes
+
+
+def test_a_file_that_refuses_noatime_is_read_all_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # O_NOATIME is the owner's (or CAP_FOWNER's) to ask for: anyone else gets EPERM, and reads without it
+    from continuity.backup import snapshot
+
+    real_open = os.open
+    refused: list[str] = []
+
+    def open_(path, flags, *a):  # noqa: ANN001, ANN202 - os.open's shape
+        if flags & getattr(os, "O_NOATIME", 0):
+            refused.append(path)
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(snapshot, "_read_flags", snapshot._read_flags)
+    monkeypatch.setattr(snapshot.os, "open", open_)
+    src = tmp_path / "src"
+    make_tree(src)
+    repo = make_repo(tmp_path / "repo")
+    s = take_snapshot(repo, [Source("directory", str(src))])
+    monkeypatch.undo()
+    assert s["files_new"] == 32 and not s.get("errors")
+    if getattr(os, "O_NOATIME", 0):
+        assert len(refused) == 1, "the flag is dropped at the first refusal"
+    restore(repo, repo.find_snapshot(s["id"]), str(tmp_path / "out"))
+    assert tree_bytes(tmp_path / "out" / "src") == tree_bytes(src)
