@@ -412,7 +412,9 @@ def test_run_task_on_the_control_queue(fleet: DrillFleet) -> None:
         with signed_as_control(fleet.state):
             for _ in range(3):
                 # the guards see the fleet as it is: on a loaded machine a slow probe can flip the mode for a
-                # moment, and the task then rightly answers with a refusal (a result, not a crash): wait, ask again
+                # moment, and the task then rightly answers with a refusal (a result, not a crash): wait, ask again.
+                # The blast radius is declared against the blueprint's placement, which earlier drills moved.
+                fleet.restore_placement()
                 fleet.wait_normal()
                 plan = sender.send_task("continuity.drills.run", args=["primary-node-outage"],
                                         kwargs={"dry_run": True}, queue="continuity.control").get(timeout=60)

@@ -115,8 +115,9 @@ def test_dump_under_load_restores_into_a_fresh_server(source_db: PgServer, fresh
         session, exported, at_dump = _held_snapshot(source_db)
         summary = api.run_backup_set("appdb", _config(tmp_path, source_db, exported))
         assert summary["errors"] == [] and summary["bytes_total"] > 0
-        after = int(source_db.psql("SELECT count(*) FROM legs", db="appdb"))
-        assert after > int(at_dump["legs"])  # the writers kept writing while the dump ran
+        # the writers kept going past the dump's snapshot (with both cores hogged a commit may lag the dump)
+        wait_for(lambda: int(source_db.psql("SELECT count(*) FROM legs", db="appdb")) > int(at_dump["legs"]),
+                 timeout=60, what="the writers to commit past the dump's snapshot")
         assert load.poll() is None, load.stderr.read() if load.stderr else ""
     finally:
         if session is not None and session.stdin is not None:
