@@ -303,6 +303,9 @@ class Repository:
                                     f"`continuity backup init --repo {backend.url}`)") from None
         except ValueError:
             raise ContinuityError(f"repository config at {backend.url} is damaged") from None
+        except OSError as exc:  # unreadable (permissions, I/O): said in one line, as restic does
+            raise ContinuityError(f"cannot read the repository config at {backend.url}: "
+                                  f"{exc.strerror or exc}") from None
         if config.get("version") != FORMAT_VERSION:
             raise ContinuityError(f"unsupported repository format {config.get('version')!r}")
         failures: list[str] = []

@@ -55,6 +55,15 @@ def test_missing_repository_is_10(env: Path, capsys: Cap) -> None:
         assert "no repository" in err
 
 
+def test_a_repository_path_that_is_a_file_or_unreadable_is_one_line(env: Path, capsys: Cap) -> None:
+    # --repo naming a file (a typo for its directory): no such repository, not a traceback
+    rc, _, err = run_cli(["backup", "list", "--repo", str(env / "src" / "a.txt")], capsys)
+    assert rc == 10 and "no repository at" in err and "Traceback" not in err
+    (env / "odd" / "config").mkdir(parents=True)  # a config that cannot be read as a file
+    rc, _, err = run_cli(["backup", "list", "--repo", str(env / "odd")], capsys)
+    assert rc == 1 and err.strip().count("\n") == 0 and "cannot read the repository config" in err, err
+
+
 def test_locked_is_11_and_message_says_how_to_unlock(env: Path, capsys: Cap) -> None:
     repo = env / "repo"
     assert run_cli(["backup", "init", "--repo", str(repo)], capsys)[0] == 0

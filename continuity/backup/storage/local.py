@@ -39,14 +39,14 @@ class LocalBackend(Backend):
         try:
             with open(self._path(name), "rb") as f:
                 return f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a directory of the path should be
             raise NotFound(name) from None
 
     def read_range(self, name: str, offset: int, length: int) -> bytes:
         # one pread, no buffered file object: a buffered read would add its own copy of the range
         try:
             fd = os.open(self._path(name), os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(name) from None
         try:
             return os.pread(fd, length, offset) if length > 0 else b""
