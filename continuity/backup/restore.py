@@ -396,19 +396,30 @@ class _Run:
             self.progress(self.done, self.total)
 
     def _deliver(self, data: bytes | memoryview | str, targets: list[tuple[_File, int]]) -> None:
-        """Write one verified blob (or its damage reason) to every place it occurs."""
+        """Write one verified blob (or its damage reason) to every place it occurs.
+
+        The file's lock covers its bookkeeping (opening it on first data, counting what is left), never the
+        write itself: the blobs of one large file go to it from several threads at once. Until this delivery
+        is counted nobody closes the file, so its descriptor stays valid for the write."""
         for f, off in targets:
             with f.lock:
                 if isinstance(data, str):
                     f.damaged.append(data)
-                elif not (f.damaged or f.error):
-                    if f.fd is None:  # opened on first data, so open files stay few
+                    fd = None
+                else:
+                    if f.fd is None and not (f.damaged or f.error):  # opened on first data: few open at once
                         _open(f)
-                    if f.fd is not None:
-                        try:
-                            f.written += os.pwrite(f.fd, data, off)
-                        except OSError as exc:
-                            f.error = f"write failed: {exc.strerror or exc}"
+                    fd = f.fd if not (f.damaged or f.error) else None
+            if fd is not None:
+                try:
+                    n, problem = os.pwrite(fd, data, off), None
+                except OSError as exc:
+                    n, problem = 0, f"write failed: {exc.strerror or exc}"
+            with f.lock:
+                if fd is not None:
+                    f.written += n
+                    if problem is not None and f.error is None:
+                        f.error = problem
                 f.remaining -= 1
                 last = f.remaining == 0
             if last:
