@@ -328,17 +328,18 @@ class _Run:
     def flush(self) -> None:
         """Restore the contents of the batched files, finish them, keep only what the report needs."""
         files, self.batch, self.batch_bytes = self.batch, [], 0
-        by_pack: dict[str, list[tuple[bytes, _File, int]]] = defaultdict(list)
+        by_pack: dict[str, list[tuple[bytes, Any, _File, int]]] = defaultdict(list)
+        get = self.index.get
         for f in files:
             offset = 0
             for cid in f.node.get("content") or []:
                 bid = bytes.fromhex(cid)
-                e = self.index.get(bid)
+                e = get(bid)
                 if e is None:
                     f.damaged.append(f"blob {cid[:16]} missing from the index")
                     f.remaining -= 1
                     continue
-                by_pack[e.pack].append((bid, f, offset))
+                by_pack[e.pack].append((bid, e, f, offset))
                 offset += e.raw_length
         for f in files:
             if f.remaining == 0:  # empty, or every blob already known to be missing
@@ -361,13 +362,16 @@ class _Run:
                 if _int(n.get("nlink")) > 1 and "dev" in n and "ino" in n:
                     self.linked.append(f)
 
-    def _units(self, pack: str, refs: list[tuple[bytes, _File, int]]) -> list[tuple[str, int, int, list[Any]]]:
+    def _units(self, pack: str, refs: list[tuple[bytes, Any, _File, int]]) -> list[tuple[str, int, int, list[Any]]]:
         """The reads of one pack, each with the blobs it covers and every place each blob goes: a pack's
-        windows are restored by several threads, so a batch of small files in one pack still runs in parallel."""
-        uses: dict[bytes, list[tuple[_File, int]]] = {}
-        for bid, f, off in refs:
-            uses.setdefault(bid, []).append((f, off))
-        blobs = [(bid, e, uses[bid]) for bid in uses if (e := self.index.get(bid)) is not None]
+        windows are restored by several threads, so a batch of small files in one pack still runs in parallel.
+        ``refs`` carry each blob's index entry, looked up once."""
+        uses: dict[bytes, tuple[Any, list[tuple[_File, int]]]] = {}
+        for bid, e, f, off in refs:
+            if (use := uses.get(bid)) is None:
+                use = uses[bid] = (e, [])
+            use[1].append((f, off))
+        blobs = [(bid, e, targets) for bid, (e, targets) in uses.items()]
         backend = self.repo.backend
         return [(pack, lo, hi, [blobs[i] for i in members])
                 for lo, hi, members in read_windows([(e.offset, e.length) for _, e, _ in blobs],
