@@ -307,11 +307,15 @@ def reconcile_routes(client: Any, bp: Blueprint, now: float) -> list[str]:
     the primary once the lease is given back).
     """
     route_map = routes.read_many(client, sorted(bp.services))
-    in_chain = failover_records.open_services(client, now - 3600)
+    in_chain: set[str] | None = None  # read only when some lease lacks its route: rarely, not every 2 s
     published = []
     for service, lease in leases.read_many(client, sorted(bp.services)).items():
         route = route_map.get(service)
-        if lease is None or (route is not None and route.epoch >= lease.epoch) or service in in_chain:
+        if lease is None or (route is not None and route.epoch >= lease.epoch):
+            continue
+        if in_chain is None:
+            in_chain = failover_records.open_services(client, now - 3600)
+        if service in in_chain:
             continue
         if epochs.current_epoch(client, service) != lease.epoch:
             continue  # a stale holder: never route to it
