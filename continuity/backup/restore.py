@@ -104,9 +104,9 @@ def _umask() -> int | None:
     """The process's umask, read without setting it (``os.umask`` would change it for every thread for a
     moment); None where ``/proc`` does not say, and every restored file then gets its mode set explicitly."""
     try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
+        with open("/proc/self/status", "rb") as f:  # bytes: no codec to import (a dropped-privilege child
+            for line in f:                          # may no longer be able to read the standard library)
+                if line.startswith(b"Umask:"):
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
