@@ -513,8 +513,8 @@ def open_source(path: str) -> int:
     global _read_flags
     try:
         return os.open(path, _read_flags)
-    except PermissionError:
-        if not _read_flags & _NOATIME:
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM or not _read_flags & _NOATIME:  # EACCES: unreadable, the flag is not why
             raise
         _read_flags &= ~_NOATIME
         return os.open(path, _read_flags)
