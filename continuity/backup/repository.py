@@ -38,6 +38,7 @@ import zstandard
 from continuity import settings
 from continuity.backup import crypto
 from continuity.backup.blobtable import BlobTable
+from continuity.backup.spilltable import SpilledTable
 from continuity.backup.storage import AppendOnlyBackend, AppendOnlyRefused, Backend, NotFound
 from continuity.errors import ContinuityError, RepositoryMissing, UsageError, WrongKey
 
@@ -117,12 +118,15 @@ class Index:
     that decode on access, so callers still see :class:`IndexEntry` values and lists of tuples.
     """
 
-    def __init__(self, *, pack_entries: bool = True) -> None:
+    def __init__(self, *, pack_entries: bool = True, expected: int = 0) -> None:
         # without ``pack_entries`` (a restore: ids to locations is all it needs) each pack's entry list is
-        # not kept, 45 bytes a blob less; ``packs`` then reads the index files again the first time it is used
+        # not kept, and the locations go to a temporary file (:mod:`continuity.backup.spilltable`), sized for
+        # ``expected`` blobs, so a restore's memory does not grow with the repository; ``packs`` then reads
+        # the index files again the first time it is used
         self.pack_entries = pack_entries
         self.reload: Callable[[], Index] | None = None
-        self._table = BlobTable(LOCATION.size)
+        self._table: BlobTable | SpilledTable = (BlobTable(LOCATION.size) if pack_entries
+                                                 else SpilledTable(LOCATION.size, expected))
         self._pack_names: list[str] = []
         self._pack_no: dict[str, int] = {}
         self._packs: dict[str, bytearray] = {}
@@ -157,6 +161,11 @@ class Index:
     def __contains__(self, bid: object) -> bool:
         return bid in self._table
 
+    def loaded(self) -> None:
+        """Every index file is in: a table in a file puts its records in place now, once."""
+        if isinstance(self._table, SpilledTable):
+            self._table.seal()
+
     def need_pack_entries(self) -> None:
         """Make ``packs`` complete: a lean index (see ``pack_entries``) is read again, in full, once."""
         if self.pack_entries:
@@ -164,6 +173,8 @@ class Index:
         if self.reload is None:
             raise RuntimeError("this index was loaded without pack entries and cannot read them again")
         full = self.reload()
+        if isinstance(self._table, SpilledTable):
+            self._table.close()
         self._table, self._pack_names, self._pack_no, self._packs = full._table, full._pack_names, \
             full._pack_no, full._packs
         self.files, self.damaged_files, self.recovered = full.files, full.damaged_files, full.recovered
@@ -514,9 +525,10 @@ class Repository:
         return self._index
 
     def load_index(self, *, rebuild_missing: bool = True, pack_entries: bool = True) -> Index:
-        idx = Index(pack_entries=pack_entries)
+        listing = sorted(self.backend.list("index"))
+        idx = Index(pack_entries=pack_entries, expected=sum(size for _, size in listing) // ENTRY.size)
         idx.reload = lambda: self.load_index(rebuild_missing=rebuild_missing)
-        for name, _ in sorted(self.backend.list("index")):
+        for name, _ in listing:
             fid = name.split("/")[-1]
             try:
                 sealed = self.backend.read(name)
@@ -542,6 +554,7 @@ class Repository:
                         idx.recovered.add(pack)
                     except DamagedError:
                         continue
+        idx.loaded()
         return idx
 
     def drop_index(self) -> None:
