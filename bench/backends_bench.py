@@ -116,7 +116,9 @@ def main() -> None:
                         got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
                         if got != size:  # every restore checked
                             raise SystemExit(f"{n}: restored {got} bytes of {size}")
-                        shutil.rmtree(out)
+                        # kept until the run ends: on a file system mounted with `discard` (as measured here),
+                        # deleting thousands of files makes the next minutes' file creation several times
+                        # slower, which charged whichever tool came next for the one before's clean-up
                         times[n]["initial"].append(snap)
                         times[n]["restore"].append(restore)
     print(f"data: {size / 1e6:.1f} MB; medians of {a.repeat} rounds, tools rotated; "
