@@ -39,7 +39,7 @@ snap_peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 repo = Repository.open(LocalBackend(repo_dir), b"pw")
 tracemalloc.start()
-res = restore_mod.restore(repo, repo.find_snapshot(snap["id"]), out, workers=2)
+res = restore_mod.restore(repo, repo.find_snapshot(snap["id"]), out, workers=2, processes=1)  # traced here
 restore_peak = tracemalloc.get_traced_memory()[1]
 print(json.dumps({"snapshot": snap_peak, "restore": restore_peak, "files": snap["files"],
                   "restored": res["files"], "damaged": len(res["damaged"])}))
