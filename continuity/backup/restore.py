@@ -206,7 +206,7 @@ def _process_count(backend: Any, files: int) -> int:
     restore, which processes would multiply."""
     while isinstance(backend, AppendOnlyBackend):
         backend = backend.inner
-    if (not isinstance(backend, LocalBackend) or not hasattr(os, "fork") or files < PROCESS_MIN_FILES):
+    if not isinstance(backend, LocalBackend) or not hasattr(os, "fork") or files <= PROCESS_MIN_FILES:
         return 1
     return max(1, min(4, os.cpu_count() or 1))
 

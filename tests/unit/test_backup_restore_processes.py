@@ -136,7 +136,7 @@ def test_workers_are_used_only_for_large_restores_from_a_local_repository(tmp_pa
     from continuity.backup.throttle import Limits, ThrottledBackend
 
     local = LocalBackend(str(tmp_path / "r"))
-    many = restore_mod.PROCESS_MIN_FILES
+    many = restore_mod.PROCESS_MIN_FILES + 1
     cores = max(1, min(4, os.cpu_count() or 1))
     assert restore_mod._process_count(local, many) == cores
     assert restore_mod._process_count(AppendOnlyBackend(local), many) == cores
