@@ -75,7 +75,7 @@ class Context:
     stopping: threading.Event = field(default_factory=threading.Event)
     rounds: dict[tuple[str, str], RoundStream] = field(default_factory=dict)  # sources replicated in rounds
     _emitted: dict[tuple[str, ...], float] = field(default_factory=dict)
-    _highest: dict[str, int] = field(default_factory=dict)
+    _highest: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # service -> (epoch, per source)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -118,35 +118,51 @@ class Context:
     def _state_file(self, service: str) -> Path:
         return service_dir(self.node, service) / ".replica" / "state.json"
 
-    def highest(self, service: str) -> int:
-        """The highest epoch this node applied data of (read from disk once, then kept: only we write it)."""
+    def highest(self, service: str, source: str | None = None) -> int:
+        """The highest epoch this node applied data of: of the service (any source), or of one ``source``.
+
+        Per source too: a service's sources follow the new primary in separate sessions, and one of them (its
+        SQLite image, say) applying epoch 2 says nothing about the others. A ledger copy still holding the old
+        primary's tail must judge the new primary against its own history, or it takes the new primary for
+        one that lost data and refuses it for good. (Read from disk once, then kept: only we write it.)"""
         with self._lock:
             if service not in self._highest:
                 self._highest[service] = self._read_highest(service)
-            return self._highest[service]
+            epoch, sources = self._highest[service]
+            if source is None:
+                return epoch
+            # a state written before sources were recorded: the service's epoch, the cautious reading
+            return sources.get(source, epoch if not sources else 0)
 
-    def _read_highest(self, service: str) -> int:
+    def _read_highest(self, service: str) -> tuple[int, dict[str, int]]:
         try:
-            value = json.loads(self._state_file(service).read_text()).get("epoch", 0)
-            return int(value) if isinstance(value, int) else 0
+            doc = json.loads(self._state_file(service).read_text())
+            value, sources = doc.get("epoch", 0), doc.get("sources", {})
+            epoch = value if isinstance(value, int) else 0
+            return epoch, ({k: v for k, v in sources.items() if isinstance(k, str) and isinstance(v, int)}
+                           if isinstance(sources, dict) else {})
         except (OSError, ValueError, AttributeError):
-            return 0
+            return 0, {}
 
-    def raise_highest(self, service: str, epoch: int, primary: str) -> None:
-        """Persist ``epoch`` as the highest applied (only ever upwards), durably, before its data is applied."""
-        if epoch <= self.highest(service):
+    def raise_highest(self, service: str, epoch: int, primary: str, source: str) -> None:
+        """Persist ``epoch`` as the highest applied of ``source`` (and of the service), only ever upwards,
+        durably, before its data is applied."""
+        if epoch <= self.highest(service, source) and epoch <= self.highest(service):
             return
         with self._lock:
+            current, sources = self._highest[service]
+            sources = {**sources, source: max(epoch, sources.get(source, 0))}
+            current = max(current, epoch)
             path = self._state_file(service)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "w") as fh:
-                fh.write(json.dumps({"epoch": epoch, "primary": primary, "at": self.wall()}))
+                fh.write(json.dumps({"epoch": current, "primary": primary, "at": self.wall(), "sources": sources}))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
             fsync_dir(str(path.parent))
-            self._highest[service] = epoch
+            self._highest[service] = (current, sources)
 
     # --- events -----------------------------------------------------------------------------------------------
     def emit(self, kind: EventKind, service: str, data: dict[str, Any], epoch: int | None = None,

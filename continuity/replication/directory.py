@@ -367,7 +367,7 @@ def follow_directory(f: follower.Follower, channel: Channel, epoch: int) -> None
             received.update(take_chunks(list(msg.get("ids") or []), msg.payload, sizes))
         elif msg.kind == "commit":
             f.authorize(epoch)
-            f.ctx.raise_highest(f.service, epoch, f.primary)
+            f.ctx.raise_highest(f.service, epoch, f.primary, f.source)
             d = str(msg.get("digest"))
             if manifest_digest(files) != d:
                 raise WireError("malformed", "commit for another manifest")

@@ -181,7 +181,8 @@ class Follower:
 
     # --- ledgers ------------------------------------------------------------------------------------------------
     def _follow_ledger(self, channel: Channel, epoch: int) -> None:
-        highest = self.authorize(epoch)
+        self.authorize(epoch)
+        highest = self.ctx.highest(self.service, self.source)  # this copy's own history, not its siblings'
         copy = LedgerLog(service_dir(self.ctx.node, self.service) / self.source, writable=True).open()
         try:
             at, head = self._meet(channel, copy)
@@ -193,7 +194,8 @@ class Follower:
                     raise WireError("primary-behind", f"{self.primary} at epoch {epoch} holds {at.count} of the "
                                                       f"{copy.count} records this copy has of that epoch")
                 self._keep_aside(copy, at)
-            self.ctx.raise_highest(self.service, epoch, self.primary)  # after any cut: a crash between re-cuts
+            # after any cut: a crash between re-cuts
+            self.ctx.raise_highest(self.service, epoch, self.primary, self.source)
             channel.send("start", at=at.as_list())
             self.progress.head = head
             self._heard(copy, epoch)

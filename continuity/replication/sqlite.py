@@ -247,7 +247,7 @@ def follow_sqlite(f: follower.Follower, channel: Channel, epoch: int) -> None:
                 if msg.get("epoch") != epoch:
                     raise WireError("stale-epoch", f"frame of epoch {msg.get('epoch')} in a session of epoch {epoch}")
                 f.authorize(epoch)
-                f.ctx.raise_highest(f.service, epoch, f.primary)
+                f.ctx.raise_highest(f.service, epoch, f.primary, f.source)
                 if staging is None:
                     staging = Staging(replica)
                 staging.write(list(msg.get("indices") or []), int(msg.get("page_size")), msg.payload)

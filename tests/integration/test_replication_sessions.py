@@ -170,7 +170,7 @@ def test_a_same_epoch_primary_holding_less_is_refused_and_a_newer_epochs_history
     write(ledger(state_dir, "core-a"), range(1, 101))
     a = start(fleet, "core-a", rds, reps)
     seen = Recorder()
-    start(fleet, "core-b", rds, reps, pulse=seen)
+    b = start(fleet, "core-b", rds, reps, pulse=seen)
     copy = ledger(state_dir, "core-b")
     wait_for(lambda: copy.exists() and copy.read_bytes() == ledger(state_dir, "core-a").read_bytes(), timeout=20,
              what="core-b holding 100 records")
@@ -192,6 +192,10 @@ def test_a_same_epoch_primary_holding_less_is_refused_and_a_newer_epochs_history
     ledger(state_dir, "core-c").write_text("".join(lines[:80]))
     write(ledger(state_dir, "core-c"), range(200, 210), epoch=2)
     assert leases.acquire(rds, "ledger", "core-c", 2, 3600)
+    # the service's other source (its SQLite image) reached core-c's epoch first, as it does when its session
+    # wins the race: the ledger copy still holds only epoch 1 and must judge core-c by its own history (it was
+    # refused for good as "primary-behind" when the service's highest epoch stood for every source)
+    b.ctx.raise_highest("ledger", 2, "core-c", "ledger.db")
     start(fleet, "core-c", rds, reps)
     wait_for(lambda: copy.read_bytes() == ledger(state_dir, "core-c").read_bytes(), timeout=30,
              what="core-b following core-c's history")
