@@ -142,6 +142,7 @@ class SpilledTable:
         return self._find(bid)
 
     def __len__(self) -> int:
+        """Records added (an id added twice counts twice: the arrivals are never searched while adding)."""
         return self.count + len(self._late)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
