@@ -45,6 +45,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,7 +256,8 @@ def restore(repo: Repository, snapshot: dict[str, Any], target: str, *, includes
         run.workers = ForkedWorkers(procs, run.serve)
     finished = False
     try:
-        with ThreadPoolExecutor(1 if run.workers else threads) as pool:
+        # with workers, this process restores no content itself: no pool of its own
+        with nullcontext() if run.workers else ThreadPoolExecutor(threads) as pool:
             run.pool = pool
             for rel, node in walk(repo, snapshot["tree"], "", damaged):
                 if _selected(rel, includes):
